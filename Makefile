@@ -1,0 +1,35 @@
+# The README's two commands (`make demo`, `make test`) and `make bench`, each from a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  := torch==2.13.0
+# Re-install when the package metadata or the pins change.
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first: anything torch-dependent installed before it pulls a multi-GB CUDA build.
+$(STAMP): $(PY) pyproject.toml constraints.txt
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH)
+	$(PIP) install -q -c constraints.txt -e ".[phantom,torchio,test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m volgen phantom --n 1 --seed 0 --spacing 2 --out demo_out --overwrite
+	@echo "demo: case in demo_out/, montage demo_out/phantom-s0-0000/phantom-s0-0000-montage.png"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) scripts/bench_phantom.py
+
+clean:
+	rm -rf $(VENV) demo_out bench_out

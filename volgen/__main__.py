@@ -1,0 +1,3 @@
+from volgen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Errors volgen reports to a person: one line naming the file (or option) and the problem."""
+
+
+class VolgenError(Exception):
+    """Base class; the CLI prints `volgen: error: <message>` and exits non-zero."""
+
+
+class InputError(VolgenError):
+    """Bad input: a file that is missing, unreadable, or not what the job needs."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class OutputError(VolgenError):
+    """An output that cannot or must not be written (exists, folder not writable)."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")

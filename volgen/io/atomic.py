@@ -1,0 +1,72 @@
+"""Write outputs so that a failure never leaves a half-written file, and an existing output is kept unless asked."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from volgen.errors import OutputError
+
+_DOUBLE_SUFFIXES = (".nii.gz", ".tar.gz")
+
+
+def split_suffix(path: Path) -> tuple[str, str]:
+    """('case-t1n', '.nii.gz') for 'case-t1n.nii.gz': the whole extension, so temp names keep it."""
+    name = path.name
+    for suffix in _DOUBLE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return path.stem, path.suffix
+
+
+def prepare_output(path, *, overwrite: bool) -> Path:
+    """Check that `path` may be written: refuse an existing one unless `overwrite`; create the parent folder."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(path, "already exists; pass --overwrite to replace it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(path.parent, f"cannot create output folder ({exc.strerror or exc})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputError(path.parent, "output folder is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, overwrite: bool = False):
+    """Yield a temporary path beside `path` with the same extension; rename it onto `path` only on success."""
+    path = prepare_output(path, overwrite=overwrite)
+    stem, suffix = split_suffix(path)
+    tmp = path.with_name(f".{stem}.partial-{os.getpid()}{suffix}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise OutputError(path, "writer produced no file")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path, *, overwrite: bool = False):
+    """Yield a temporary folder beside `path`; on success it replaces `path` (an old one is removed only then)."""
+    path = prepare_output(path, overwrite=overwrite)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

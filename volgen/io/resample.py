@@ -1,0 +1,77 @@
+"""Resampling between voxel grids defined by (shape, affine), and grid comparison."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from volgen.errors import InputError
+from volgen.io.volume import Volume
+
+
+def grid_spacing(affine: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
+def resample(array: np.ndarray, src_affine, dst_shape, dst_affine, *, order: int = 1, antialias: bool = True,
+             mode: str = "nearest") -> np.ndarray:
+    """Values of `array` (on src grid) at the voxel centres of the dst grid; world space is shared.
+
+    `antialias` blurs before shrinking (sigma = (factor - 1) / 2 source voxels, as scikit-image's resize does), so
+    downsampling does not alias; labels (order 0) are never blurred.
+    """
+    src_affine = np.asarray(src_affine, dtype=np.float64)
+    dst_affine = np.asarray(dst_affine, dtype=np.float64)
+    dst_to_src = np.linalg.solve(src_affine, dst_affine)  # dst voxel -> src voxel
+    data = np.asarray(array, dtype=np.float32 if order > 0 else array.dtype)
+    if antialias and order > 0:
+        factors = np.linalg.norm(dst_to_src[:3, :3], axis=0)  # src voxels per dst voxel, along each dst axis
+        # For (near) axis-aligned maps the dst axis j runs along src axis argmax|column j|.
+        sigma = np.zeros(3)
+        for j in range(3):
+            i = int(np.argmax(np.abs(dst_to_src[:3, j])))
+            sigma[i] = max(sigma[i], (factors[j] - 1.0) / 2.0)
+        if np.any(sigma > 0):
+            data = ndimage.gaussian_filter(data, sigma=sigma, mode="nearest")
+    out = ndimage.affine_transform(data, dst_to_src[:3, :3], offset=dst_to_src[:3, 3],
+                                   output_shape=tuple(int(s) for s in dst_shape), order=order, mode=mode,
+                                   prefilter=order > 1)
+    return out
+
+
+def same_grid(shape_a, affine_a, shape_b, affine_b, *, atol_mm: float = 1e-3) -> bool:
+    """True when two grids have the same shape and voxel centres within `atol_mm` everywhere."""
+    if tuple(shape_a[:3]) != tuple(shape_b[:3]):
+        return False
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape_a[0] - 1) for j in (0, shape_a[1] - 1)
+                        for k in (0, shape_a[2] - 1)])
+    diff = (np.asarray(affine_a) - np.asarray(affine_b)) @ corners.T
+    return bool(np.abs(diff).max() <= atol_mm)
+
+
+def resample_like(volume: Volume, reference: Volume, *, order: int = 1) -> Volume:
+    """`volume` resampled onto the grid of `reference` (its shape and affine), keeping its own dtype and name."""
+    out = resample(volume.array, volume.affine, reference.shape[:3], reference.affine, order=order)
+    if np.issubdtype(volume.array.dtype, np.integer):
+        info = np.iinfo(volume.array.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    return Volume(array=out.astype(volume.array.dtype), affine=reference.affine.copy(),
+                  header=reference.header.copy() if reference.header is not None else None,
+                  name=volume.name, meta=dict(volume.meta))
+
+
+def align_grids(volumes: dict[str, Volume], reference: str, *, resample_to_reference: bool = False,
+                label_keys=("seg",)) -> dict[str, Volume]:
+    """Refuse (or, when asked, resample onto `reference`) volumes whose grid differs from the reference's."""
+    ref = volumes[reference]
+    out = {}
+    for key, vol in volumes.items():
+        if same_grid(vol.shape, vol.affine, ref.shape, ref.affine):
+            out[key] = vol
+        elif resample_to_reference:
+            out[key] = resample_like(vol, ref, order=0 if key in label_keys else 1)
+        else:
+            raise InputError(vol.meta.get("path", key),
+                             f"grid {vol.shape[:3]} {vol.orientation} {tuple(np.round(vol.spacing, 3))} mm differs "
+                             f"from {reference}'s {ref.shape[:3]} {ref.orientation} {tuple(np.round(ref.spacing, 3))}"
+                             " mm; pass --resample to put it on the reference grid")
+    return out

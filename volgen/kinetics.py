@@ -1,0 +1,117 @@
+"""Tracer kinetics for FDG PET: the Feng plasma input function, frame schedules, and the Patlak model.
+
+Times are in minutes. The Patlak model for an irreversibly trapped tracer,
+
+    C_T(t) = Ki * integral_0^t Cp(s) ds + V * Cp(t),
+
+is linear in (Ki, V). A frame reports the mean of C_T over its interval, so the regressors are frame means of
+int Cp and of Cp. Everything is computed from a sampled input function treated as piecewise linear, integrated
+exactly; the phantom generator and the fitter use the same routine, so noiseless frames fit back exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Feng et al. (1993) model-based FDG input function, canonical form (no delay): parameters of its Table / eq. (2).
+FENG_A = (851.1225, 21.8798, 20.8113)       # activity units per minute, units, units
+FENG_LAMBDA = (-4.1339, -0.1191, -0.0104)   # 1/min
+
+
+def feng_input(t, a=FENG_A, lam=FENG_LAMBDA, delay: float = 0.0) -> np.ndarray:
+    """Cp(t) = (A1 s - A2 - A3) e^{l1 s} + A2 e^{l2 s} + A3 e^{l3 s}, s = t - delay; 0 before the delay.
+
+    Cp(delay) = 0 by construction (the canonical form).
+    """
+    s = np.asarray(t, dtype=np.float64) - delay
+    a1, a2, a3 = a
+    l1, l2, l3 = lam
+    cp = (a1 * s - a2 - a3) * np.exp(l1 * s) + a2 * np.exp(l2 * s) + a3 * np.exp(l3 * s)
+    return np.where(s > 0, cp, 0.0)
+
+
+@dataclass(frozen=True)
+class FrameSchedule:
+    """Frame start and end times in minutes."""
+
+    start: np.ndarray
+    end: np.ndarray
+
+    @property
+    def mid(self) -> np.ndarray:
+        return (self.start + self.end) / 2.0
+
+    @property
+    def duration(self) -> np.ndarray:
+        return self.end - self.start
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @classmethod
+    def from_durations(cls, blocks) -> "FrameSchedule":
+        """[(count, seconds), ...] -> contiguous frames from t = 0."""
+        durations = np.concatenate([np.full(n, sec / 60.0) for n, sec in blocks])
+        end = np.cumsum(durations)
+        return cls(start=end - durations, end=end)
+
+
+# A common 60-minute dynamic FDG protocol: fast frames to catch the bolus, 5-minute frames for the Patlak phase.
+FDG_60MIN = ((6, 10), (8, 30), (5, 60), (10, 300))
+
+
+def input_samples(duration_min: float = 60.0, step_s: float = 1.0, delay: float = 0.0):
+    """The Feng curve sampled every `step_s` seconds from 0 to `duration_min` (what a blood TSV holds)."""
+    t = np.arange(0.0, duration_min * 60.0 + step_s / 2, step_s) / 60.0
+    return t, feng_input(t, delay=delay)
+
+
+def patlak_regressors(t, cp, frames: FrameSchedule) -> np.ndarray:
+    """(n_frames, 2): frame means of int_0^t Cp and of Cp, for Cp linear between the samples (t, cp).
+
+    Frame boundaries are inserted into the sample grid, so both integrals are exact for that interpolant.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    cp = np.asarray(cp, dtype=np.float64)
+    if t[0] > 0:  # the input is zero before injection
+        t, cp = np.concatenate([[0.0], t]), np.concatenate([[0.0], cp])
+    if frames.end.max() > t[-1] + 1e-9:
+        raise ValueError(f"input function ends at {t[-1]:.2f} min, before the last frame ({frames.end.max():.2f})")
+    grid = np.union1d(t, np.concatenate([frames.start, frames.end]))
+    c = np.interp(grid, t, cp)
+    h = np.diff(grid)
+    cum = np.concatenate([[0.0], np.cumsum(h * (c[:-1] + c[1:]) / 2.0)])             # int_0^t Cp at grid points
+    seg_c = h * (c[:-1] + c[1:]) / 2.0                                                # int over segment of Cp
+    seg_cum = h * cum[:-1] + h * h * (2.0 * c[:-1] + c[1:]) / 6.0                    # int over segment of int Cp
+    int_c = np.concatenate([[0.0], np.cumsum(seg_c)])
+    int_cum = np.concatenate([[0.0], np.cumsum(seg_cum)])
+    i0 = np.searchsorted(grid, frames.start)
+    i1 = np.searchsorted(grid, frames.end)
+    dur = frames.duration
+    return np.stack([(int_cum[i1] - int_cum[i0]) / dur, (int_c[i1] - int_c[i0]) / dur], axis=1)
+
+
+def patlak_frames(ki: np.ndarray, v: np.ndarray, regressors: np.ndarray) -> np.ndarray:
+    """Noiseless frames (n_frames, *maps.shape) from Ki and V maps."""
+    return (regressors[:, 0].reshape((-1,) + (1,) * ki.ndim) * ki[None]
+            + regressors[:, 1].reshape((-1,) + (1,) * v.ndim) * v[None])
+
+
+def patlak_fit(frames: np.ndarray, regressors: np.ndarray, frame_start=None, t_star: float = 0.0,
+               weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares Patlak: Ki and V per voxel from frames (n_frames, ...) using frames starting at >= t_star.
+
+    Optional per-frame `weights` (e.g. frame durations) give weighted least squares.
+    """
+    frames = np.asarray(frames, dtype=np.float64)
+    use = np.ones(len(regressors), bool) if frame_start is None else np.asarray(frame_start) >= t_star - 1e-9
+    if use.sum() < 2:
+        raise ValueError(f"Patlak needs at least 2 frames after t* = {t_star} min, found {int(use.sum())}")
+    a = regressors[use]
+    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=np.float64)[use]
+    y = frames[use].reshape(int(use.sum()), -1)
+    aw = a * w[:, None]
+    coef = np.linalg.solve(aw.T @ a, aw.T @ y)   # 2x2 normal equations, all voxels at once
+    shape = frames.shape[1:]
+    return coef[0].reshape(shape), coef[1].reshape(shape)
