@@ -146,7 +146,9 @@ def _window(array: np.ndarray, offset, shape, fill) -> np.ndarray:
 
 @dataclass(frozen=True)
 class IntensityScale:
-    """Robust linear scaling: clip to the [low, high] percentiles of the foreground, map onto `out_range`."""
+    """Robust linear scaling onto `out_range`: the upper bound is a high percentile of the foreground, the lower
+    bound a low percentile of it, but never above the background (the minimum), so the background maps exactly
+    to the bottom of the range and comes back exactly."""
 
     low: float
     high: float
@@ -155,12 +157,14 @@ class IntensityScale:
     @classmethod
     def fit(cls, array: np.ndarray, percentiles=(0.1, 99.9), out_range=(0.0, 1.0), mask=None) -> "IntensityScale":
         values = np.asarray(array, dtype=np.float64)
-        values = values[mask] if mask is not None else values[values > values.min()]
+        background = float(values.min())
+        values = values[mask] if mask is not None else values[values > background]
         if values.size == 0:
             values = np.asarray(array, dtype=np.float64).ravel()
         low, high = np.percentile(values, percentiles)
+        low = min(float(low), background)
         if high <= low:  # e.g. a binary image: fall back to the full range
-            low, high = float(values.min()), float(values.max())
+            high = float(values.max())
         if high <= low:
             high = low + 1.0
         return cls(float(low), float(high), tuple(float(v) for v in out_range))

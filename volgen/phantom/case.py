@@ -41,6 +41,7 @@ class PhantomCase:
     brain: np.ndarray                        # uint8 brain mask (the skull-strip)
     pet: PetStudy | None
     info: dict
+    fractions: dict[str, np.ndarray]         # tissue fractions behind the images (csf, gm, wm, lesion tissues)
 
 
 def case_name(seed: int, index: int) -> str:
@@ -93,7 +94,7 @@ def generate_case(seed: int, index: int = 0, spec: PhantomSpec = PhantomSpec()) 
     info["tissues"] = {k: asdict(v) for k, v in tissues.items()}
     pet = simulate_pet(fractions, atlas.spacing, rng["pet"], spec.pet) if spec.pet is not None else None
     return PhantomCase(case_name(seed, index), atlas.affine.copy(), images, twins or None, seg,
-                       brain.astype(np.uint8), pet, info)
+                       brain.astype(np.uint8), pet, info, fractions)
 
 
 def _with_lesion(healthy: dict[str, np.ndarray], brain_fraction: np.ndarray, seg: np.ndarray) -> dict:

@@ -28,7 +28,7 @@ TISSUES_3T = {
     "gm": Tissue(t1=1331.0, t2=110.0, pd=0.80),
     "wm": Tissue(t1=832.0, t2=80.0, pd=0.70),
     "necrotic": Tissue(t1=2500.0, t2=350.0, pd=0.92, gd_mM=0.02),
-    "oedema": Tissue(t1=1750.0, t2=170.0, pd=0.88, gd_mM=0.0),
+    "oedema": Tissue(t1=1750.0, t2=200.0, pd=0.88, gd_mM=0.0),
     "enhancing": Tissue(t1=1600.0, t2=130.0, pd=0.85, gd_mM=0.35),
 }
 R1_GD, R2_GD = 4.0, 5.0   # relaxivities, 1/(mM s)

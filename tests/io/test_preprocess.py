@@ -1,0 +1,91 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import smooth_volume
+from tests.io.test_nifti import _affine
+from volgen.io import GridMap, GridSpec, Volume, preprocess
+
+
+def _volume(orientation, dtype=np.float32, shape=(20, 24, 16)):
+    header = nib.Nifti1Header()
+    header["descrip"] = b"source"
+    return Volume(smooth_volume(shape).astype(dtype), _affine(orientation), header, name="src")
+
+
+def _world(affine, ijk):
+    return affine[:3, :3] @ np.asarray(ijk, float) + affine[:3, 3]
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPS", "LAS", "oblique"])
+def test_model_grid_is_ras_and_divisible(orientation):
+    pre = preprocess(_volume(orientation), GridSpec(spacing=(2.0, 2.0, 2.0), multiple=8))
+    assert "".join(nib.aff2axcodes(pre.grid.model_affine)) == "RAS"
+    assert all(n % 8 == 0 for n in pre.array.shape)
+    np.testing.assert_allclose(np.linalg.norm(pre.grid.model_affine[:3, :3], axis=0), 2.0)
+    assert pre.array.min() >= 0.0 and pre.array.max() <= 1.0
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPS", "LAS", "oblique"])
+def test_without_resampling_the_round_trip_is_exact(orientation):
+    vol = _volume(orientation)
+    pre = preprocess(vol, GridSpec(spacing=None, multiple=16), percentiles=(0, 100))
+    back = pre.restore(pre.array)
+    assert back.shape == vol.shape and back.array.dtype == vol.array.dtype
+    np.testing.assert_array_equal(back.affine, vol.affine)
+    np.testing.assert_allclose(back.array, vol.array, rtol=1e-6, atol=1e-3)
+    assert back.header["descrip"].tobytes().startswith(b"source")
+
+
+@pytest.mark.parametrize("orientation", ["RAS", "LPS", "oblique"])
+def test_model_voxels_sit_where_the_source_voxels_are(orientation):
+    """A single bright voxel lands on the model voxel with the same world position, and comes back home."""
+    vol = _volume(orientation)
+    marker = np.zeros(vol.shape, np.float32)
+    marker[5, 7, 3] = 1.0
+    pre = preprocess(vol.with_array(marker), GridSpec(spacing=None, multiple=16), out_range=None)
+    hit = np.argwhere(pre.array == 1.0)[0]
+    np.testing.assert_allclose(_world(pre.grid.model_affine, hit), _world(vol.affine, (5, 7, 3)), atol=1e-6)
+    back = pre.restore(pre.array)
+    assert tuple(np.argwhere(back.array == 1.0)[0]) == (5, 7, 3)
+
+
+def test_int16_source_comes_back_as_int16_on_its_grid_after_resampling():
+    vol = _volume("LPS", dtype=np.int16, shape=(30, 36, 12))
+    vol.affine[:3, :3] = np.diag([-1.0, -1.0, 3.0])   # thick slices, resampled to 2 mm both ways
+    pre = preprocess(vol, GridSpec(spacing=(2.0, 2.0, 2.0)), percentiles=(0, 100))
+    assert pre.grid.resamples
+    back = pre.restore(pre.array)
+    assert back.array.dtype == np.int16 and back.shape == vol.shape
+    np.testing.assert_array_equal(back.affine, vol.affine)
+    inner = (slice(4, -4), slice(4, -4), slice(2, -2))
+    err = np.abs(back.array[inner].astype(float) - vol.array[inner])
+    assert np.median(err) < 0.05 * np.ptp(vol.array)   # smooth image: interpolation both ways loses little
+
+
+def test_one_grid_shared_across_a_case_and_labels_stay_labels():
+    vol = _volume("LAS")
+    labels = vol.with_array((vol.array > 600).astype(np.uint8) * 3)
+    pre = preprocess(vol, GridSpec(spacing=(1.5, 1.5, 1.5)))
+    lab = preprocess(labels, grid=pre.grid, label=True)
+    assert lab.array.shape == pre.array.shape and set(np.unique(lab.array)) <= {0, 3}
+    back = lab.restore(lab.array, label=True)
+    assert back.array.dtype == np.uint8 and set(np.unique(back.array)) <= {0, 3}
+    other = Volume(vol.array, np.diag([1.0, 1.0, 1.0, 1.0]))
+    with pytest.raises(Exception, match="grid differs"):
+        preprocess(other, grid=pre.grid)
+
+
+def test_fixed_shape_crops_around_the_foreground():
+    array = np.zeros((60, 40, 40), np.float32)
+    array[40:56, 10:30, 10:30] = 1.0 + np.random.default_rng(0).random((16, 20, 20))
+    pre = preprocess(Volume(array, np.eye(4)), GridSpec(spacing=None, shape=(32, 48, 48), multiple=16))
+    assert pre.array.shape == (32, 48, 48)
+    assert pre.grid.offset[0] > 0 and pre.grid.offset[1] < 0     # cropped along x, padded along y
+    kept = pre.restore(pre.array, fill=0.0).array
+    np.testing.assert_allclose(kept[40:56, 10:30, 10:30] > 0, True)
+
+
+def test_plan_is_pure_geometry():
+    grid = GridMap.plan((10, 12, 14), np.diag([-2.0, 2.0, 2.0, 1.0]), GridSpec(spacing=None, multiple=16))
+    assert grid.model_shape == (16, 16, 16) and grid.offset == (-3, -2, -1)

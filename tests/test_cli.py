@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import save_nifti, smooth_volume
+from volgen.cli import main
+
+
+def test_phantom_command_writes_cases_and_keeps_existing_ones(tmp_path, capsys):
+    out = tmp_path / "corpus"
+    args = ["phantom", "--n", "1", "--seed", "5", "--out", str(out), "--no-pet", "--no-montage"]
+    assert main(args) == 0
+    case = out / "phantom-s5-0000"
+    t1n = case / "phantom-s5-0000-t1n.nii.gz"
+    assert t1n.exists() and not (case / "phantom-s5-0000-pet.nii.gz").exists()
+    stamp = t1n.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "phantom-s5-0000" in err and "--overwrite" in err
+    assert t1n.stat().st_mtime_ns == stamp
+    assert main(args + ["--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["phantom-s5-0000"]   # no temporary folders left
+
+
+def test_evaluate_prints_a_table_and_writes_json(tmp_path, capsys):
+    ref = smooth_volume()
+    pred = ref + np.random.default_rng(0).normal(0, 10, ref.shape).astype(np.float32)
+    mask = (ref > 500).astype(np.uint8)
+    r = save_nifti(tmp_path / "ref.nii.gz", ref)
+    p = save_nifti(tmp_path / "pred.nii.gz", pred)
+    m = save_nifti(tmp_path / "mask.nii.gz", mask)
+    assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--mask", f"bright={m}"]) == 0
+    printed = capsys.readouterr().out
+    assert "bright" in printed and "PSNR" in printed
+    report = json.loads((tmp_path / "pred-metrics.json").read_text())
+    mse = float(np.mean((pred.astype(np.float64) - ref) ** 2))
+    assert report["regions"]["all"]["mse"] == pytest.approx(mse, rel=1e-6)
+    assert report["regions"]["all"]["psnr"] == pytest.approx(10 * np.log10(np.ptp(ref) ** 2 / mse), rel=1e-6)
+    assert main(["evaluate", "--pred", str(p), "--ref", str(r)]) == 1      # JSON exists: kept
+    assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("command", ["phantom", "evaluate"])
+def test_help_is_complete_with_an_example(command):
+    out = subprocess.run([sys.executable, "-m", "volgen", command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "example:" in out.stdout and f"volgen {command}" in out.stdout

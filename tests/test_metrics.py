@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
+
+from volgen import metrics
+
+
+@pytest.fixture
+def pair():
+    rng = np.random.default_rng(3)
+    ref = rng.random((20, 18, 22))
+    return ref + 0.05 * rng.standard_normal(ref.shape), ref
+
+
+def test_against_scikit_image(pair):
+    pred, ref = pair
+    rng = float(np.ptp(ref))
+    assert metrics.psnr(pred, ref) == pytest.approx(peak_signal_noise_ratio(ref, pred, data_range=rng), rel=1e-12)
+    assert metrics.ssim(pred, ref, data_range=1.0) == pytest.approx(
+        structural_similarity(ref, pred, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                              use_sample_covariance=False), rel=1e-10)
+    for norm in ("euclidean", "min-max", "mean"):
+        assert metrics.nrmse(pred, ref, normalization=norm) == pytest.approx(
+            normalized_root_mse(ref, pred, normalization=norm), rel=1e-12)
+
+
+def test_masked_values_by_hand():
+    ref = np.zeros((4, 4, 4))
+    pred = np.zeros((4, 4, 4))
+    pred[0, 0, :2] = [2.0, -1.0]          # errors 2 and 1 inside the mask, 0 elsewhere
+    pred[3, 3, 3] = 10.0                  # outside the mask: ignored
+    ref[1, 1, 1] = 4.0                    # data range 4
+    mask = np.zeros_like(ref, bool)
+    mask[0, 0, :] = True
+    assert metrics.mae(pred, ref, mask) == pytest.approx(3 / 4)
+    assert metrics.mse(pred, ref, mask) == pytest.approx(5 / 4)
+    assert metrics.psnr(pred, ref, mask) == pytest.approx(10 * np.log10(16 / (5 / 4)))
+    assert metrics.psnr(ref, ref) == float("inf")
+
+
+def test_ssim_is_one_for_identical_and_drops_with_noise(pair):
+    pred, ref = pair
+    assert metrics.ssim(ref, ref) == pytest.approx(1.0)
+    mask = ref > 0.5
+    assert metrics.ssim(pred, ref, mask) < 1.0
+    table = metrics.image_metrics(pred, ref, {"bright": mask})
+    assert table["bright"]["ssim"] == pytest.approx(metrics.ssim(pred, ref, mask))
+    assert table["all"]["psnr"] == pytest.approx(metrics.psnr(pred, ref))
+
+
+def test_dice_by_hand():
+    a = np.zeros((5, 5, 5), int)
+    b = np.zeros((5, 5, 5), int)
+    a[0, 0, :4] = 1    # 4 voxels
+    b[0, 0, 2:] = 1    # 3 voxels, 2 shared
+    assert metrics.dice(a, b) == pytest.approx(2 * 2 / 7)
+    assert metrics.dice(np.zeros(3), np.zeros(3)) == 1.0
+    labels = a + 2 * (b > 0) * (a == 0)
+    assert metrics.dice_per_label(labels, labels, (1, 2, 3)) == {1: 1.0, 2: 1.0, 3: 1.0}
