@@ -52,10 +52,11 @@ def random_tumour(brain: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine: np.
     reach = rng.uniform(*spec.oedema_reach)
     inside = brain[box] > 0.5
     wm_box = wm[box] / np.maximum(brain[box], 1e-6)
+    parenchyma = (gm[box] + wm[box]) / np.maximum(brain[box], 1e-6) > 0.5   # oedema is swollen tissue, not CSF
     labels = np.zeros(brain.shape, np.uint8)
     sub = labels[box]
     # Vasogenic oedema follows white matter: its reach scales with the local WM fraction.
-    sub[(d < 1.0 + (reach - 1.0) * (0.35 + 0.65 * wm_box)) & inside] = OEDEMA
+    sub[(d < 1.0 + (reach - 1.0) * (0.35 + 0.65 * wm_box)) & inside & parenchyma] = OEDEMA
     sub[(d < 1.0) & inside] = ENHANCING
     sub[(d < necrosis) & inside] = NECROTIC
     # Roughness can leave islands of oedema: keep the component that holds the tumour.
