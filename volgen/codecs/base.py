@@ -1,0 +1,33 @@
+"""The codec contract: `encode(x) -> z`, `decode(z) -> x`, and the latent shape of an image shape.
+
+Tensors are (B, C, D, H, W). A codec is an nn.Module so learned codecs (the KL autoencoder) and fixed ones (identity,
+Haar) move between devices and dtypes the same way.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Codec(torch.nn.Module):
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def latent_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """(C, D, H, W) of the latent for an image of shape (C, D, H, W)."""
+        raise NotImplementedError
+
+
+class IdentityCodec(Codec):
+    """Diffusion directly on voxels."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def latent_shape(self, image_shape):
+        return tuple(image_shape)

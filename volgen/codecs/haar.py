@@ -1,0 +1,86 @@
+"""Single-level orthonormal 3D Haar wavelet transform, as a butterfly on 2x2x2 blocks (no convolutions).
+
+Subbands per channel come in PyWavelets' `dwtn` order `aaa, aad, ada, add, daa, dad, dda, ddd`, the letters naming
+the filter along axes D, H, W ('a' low-pass (x0 + x1)/sqrt2, 'd' high-pass (x0 - x1)/sqrt2); channel c's subband s
+is output channel 8c + s. The butterfly matrix [[1, 1], [1, -1]]/sqrt2 is its own inverse, so the inverse is the
+same three butterflies: exact up to rounding, and differentiable both ways.
+
+Low-pass scaling: the `aaa` band of an orthonormal 3D Haar transform is 2*sqrt2 times the 2x2x2 block mean, so it
+spans ~2.8x the image's range while the detail bands stay small. cWDM divides it by 3 before diffusion; volgen
+divides it by `lowpass_scale` = 2*sqrt2 by default, which makes `aaa` exactly the block mean (the image's own
+range). `lowpass_scale=1` gives the plain transform (what PyWavelets computes).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from volgen.codecs.base import Codec
+
+SUBBANDS = ("aaa", "aad", "ada", "add", "daa", "dad", "dda", "ddd")
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+def _check_even(shape) -> None:
+    if len(shape) != 5:
+        raise ValueError(f"expected a (B, C, D, H, W) tensor, got shape {tuple(shape)}")
+    odd = [n for n in shape[2:] if n % 2]
+    if odd:
+        raise ValueError(f"Haar DWT needs even D, H, W; got {tuple(shape[2:])} (pad the volume to even sizes, "
+                         "e.g. preprocess with GridSpec(multiple=16))")
+
+
+def _butterfly(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Along a size-2 axis: (x0, x1) -> ((x0 + x1), (x0 - x1)) / sqrt2."""
+    x0, x1 = x.unbind(dim)
+    return torch.stack((x0 + x1, x0 - x1), dim) * _INV_SQRT2
+
+
+def haar_dwt3(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, D, H, W) -> (B, 8C, D/2, H/2, W/2), plain orthonormal transform."""
+    _check_even(x.shape)
+    b, c, d, h, w = x.shape
+    y = x.reshape(b, c, d // 2, 2, h // 2, 2, w // 2, 2)
+    for dim in (3, 5, 7):
+        y = _butterfly(y, dim)
+    # (b, c, d2, fd, h2, fh, w2, fw) -> (b, c, fd, fh, fw, d2, h2, w2): subband index = 4 fd + 2 fh + fw
+    return y.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * 8, d // 2, h // 2, w // 2)
+
+
+def haar_idwt3(z: torch.Tensor) -> torch.Tensor:
+    """(B, 8C, D, H, W) -> (B, C, 2D, 2H, 2W), the inverse of `haar_dwt3`."""
+    b, c8, d, h, w = z.shape
+    if c8 % 8:
+        raise ValueError(f"expected 8 subbands per channel, got {c8} channels")
+    y = z.reshape(b, c8 // 8, 2, 2, 2, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    for dim in (3, 5, 7):
+        y = _butterfly(y, dim)
+    return y.reshape(b, c8 // 8, 2 * d, 2 * h, 2 * w)
+
+
+class HaarCodec(Codec):
+    """Wavelet 'latents': 8 subbands per channel at half resolution, low-pass band divided by `lowpass_scale`."""
+
+    def __init__(self, lowpass_scale: float = 2.0 * math.sqrt(2.0)):
+        super().__init__()
+        self.lowpass_scale = float(lowpass_scale)
+
+    def _band_scale(self, z: torch.Tensor) -> torch.Tensor:
+        scale = torch.ones(8, dtype=z.dtype, device=z.device)
+        scale[0] = self.lowpass_scale
+        return scale.repeat(z.shape[1] // 8).view(1, -1, 1, 1, 1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        z = haar_dwt3(x)
+        return z / self._band_scale(z) if self.lowpass_scale != 1.0 else z
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if self.lowpass_scale != 1.0:
+            z = z * self._band_scale(z)
+        return haar_idwt3(z)
+
+    def latent_shape(self, image_shape):
+        c, d, h, w = image_shape
+        _check_even((1, c, d, h, w))
+        return (8 * c, d // 2, h // 2, w // 2)
