@@ -1,0 +1,36 @@
+"""One denoiser evaluation as samplers need it: guidance, then (x0, eps), then the data-consistency projection."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ClassifierFreeGuidance:
+    """prediction = uncond + scale (cond - uncond); `uncond` are the keyword conditions of the unconditional pass
+    (e.g. the conditions with every 'present' flag off)."""
+
+    scale: float
+    uncond: dict = field(default_factory=dict)
+
+    def __call__(self, denoiser, x, t, cond: dict) -> torch.Tensor:
+        with_cond = denoiser(x, t, **cond)
+        if self.scale == 1.0:
+            return with_cond
+        without = denoiser(x, t, **self.uncond)
+        return without + self.scale * (with_cond - without)
+
+
+def predict_x0_eps(denoiser, x: torch.Tensor, t: int, cond: dict | None, guidance=None, consistency=None):
+    """(x0, eps) at timestep t. A consistency projection corrects x0; eps is then re-derived from the corrected x0
+    so the next step stays on the trajectory the corrected estimate implies."""
+    t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+    cond = cond or {}
+    prediction = guidance(denoiser, x, t_batch, cond) if guidance is not None else denoiser(x, t_batch, **cond)
+    x0, eps = denoiser.x0_eps(prediction, x, t_batch)
+    if consistency is not None:
+        x0 = consistency(x0, int(t))
+        a = denoiser.alpha_bar(t_batch, x)
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+    return x0, eps
