@@ -3,26 +3,20 @@ from __future__ import annotations
 
 import torch
 
-from volgen.sampling.predict import predict_x0_eps
+from volgen.sampling.loop import denoise_loop, gaussian_like
 
 
-@torch.no_grad()
 def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, *, cond: dict | None = None, consistency=None,
                 guidance=None, callback=None, generator: torch.Generator | None = None):
     """Each step draws x_prev from the posterior q(x_prev | x_t, x0_hat), variance beta_tilde ('fixed small')."""
-    alpha_bar = denoiser.schedule.alphas_cumprod
-    x = x_T
-    timesteps = [int(t) for t in timesteps]
-    for i, t in enumerate(timesteps):
-        x0, _ = predict_x0_eps(denoiser, x, t, cond, guidance, consistency)
-        a = alpha_bar[t].item()
-        a_prev = alpha_bar[timesteps[i + 1]].item() if i + 1 < len(timesteps) else 1.0
+
+    def update(x, x0, eps, a, a_prev, t):
         beta = 1 - a / a_prev                     # the effective beta of this (possibly strided) step
         mean = (a_prev ** 0.5 * beta / (1 - a)) * x0 + ((1 - beta) ** 0.5 * (1 - a_prev) / (1 - a)) * x
-        x = mean
-        if t > 0:
-            var = max((1 - a_prev) / (1 - a) * beta, 1e-20)
-            x = x + var ** 0.5 * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        if callback is not None:
-            callback(i, t, x, x0)
-    return x
+        if t == 0:
+            return mean
+        var = max((1 - a_prev) / (1 - a) * beta, 1e-20)
+        return mean + var ** 0.5 * gaussian_like(x, generator)
+
+    return denoise_loop(denoiser, x_T, timesteps, update, cond=cond, consistency=consistency, guidance=guidance,
+                        callback=callback)
