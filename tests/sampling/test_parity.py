@@ -1,10 +1,10 @@
 """Trajectories of volgen's samplers against diffusers' and MONAI's schedulers: same eps-model, timesteps, noise."""
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from volgen.backbones import Denoiser
-from volgen.sampling import NoiseSchedule, sample_ddim, sample_ddpm
+from volgen.sampling import NoiseSchedule, sample_ddim, sample_ddpm, sample_dpmpp_2m
 
 SCHEDULES = {
     "linear": (dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02), NoiseSchedule.linear(1000, 1e-4, 0.02)),
@@ -68,6 +68,22 @@ def test_ddpm_matches_diffusers(schedule):
             x = ref.step(net(x, t.view(1)), t, x, generator=gen).prev_sample
     mine = sample_ddpm(Denoiser(net, ours, "eps"), _x_T(), ours.timesteps(25),
                        generator=torch.Generator().manual_seed(3))
+    assert _rel(mine, x) < 1e-5
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize("steps", [10, 20])
+def test_dpm_solver_pp_2m_matches_diffusers(schedule, steps):
+    kwargs, ours = SCHEDULES[schedule]
+    net = TinyEps()
+    ref = DPMSolverMultistepScheduler(num_train_timesteps=1000, algorithm_type="dpmsolver++", solver_order=2,
+                                      solver_type="midpoint", final_sigmas_type="zero", **kwargs)
+    ref.set_timesteps(steps)
+    x = _x_T()
+    with torch.no_grad():
+        for t in ref.timesteps:
+            x = ref.step(net(x, t.view(1)), t, x).prev_sample
+    mine = sample_dpmpp_2m(Denoiser(net, ours, "eps"), _x_T(), [int(t) for t in ref.timesteps])
     assert _rel(mine, x) < 1e-5
 
 
