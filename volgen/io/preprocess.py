@@ -195,7 +195,7 @@ class Preprocessed:
         if unscale and self.scale is not None and not label:
             values = self.scale.inverse(values)
         background = fill if fill is not None else (0 if label else float(np.min(values)))
-        out = self.grid.inverse(values.astype(values.dtype if label else np.float32), order=0 if label else 1,
+        out = self.grid.inverse(values if label else values.astype(np.float32), order=0 if label else 1,
                                 fill=background)
         return self.source.with_array(cast_like(out, dtype or self.source.array.dtype))
 
