@@ -8,14 +8,18 @@ from volgen.sampling.loop import denoise_loop, gaussian_like
 
 def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, *, cond: dict | None = None, consistency=None,
                 guidance=None, callback=None, generator: torch.Generator | None = None):
-    """Each step draws x_prev from the posterior q(x_prev | x_t, x0_hat), variance beta_tilde ('fixed small')."""
+    """Each step draws x_next from the posterior q(x_next | x_t, x0_hat) ('fixed small' variance). In (alpha, sigma)
+    form (Kingma et al. 2021), with r = alpha / alpha' and c^2 = sigma^2 - r^2 sigma'^2:
+    mean = (r sigma'^2 / sigma^2) x_t + (alpha' c^2 / sigma^2) x0_hat, variance = c^2 sigma'^2 / sigma^2."""
 
-    def update(x, x0, eps, a, a_prev, t):
-        beta = 1 - a / a_prev                     # the effective beta of this (possibly strided) step
-        mean = (a_prev ** 0.5 * beta / (1 - a)) * x0 + ((1 - beta) ** 0.5 * (1 - a_prev) / (1 - a)) * x
-        if t == 0:
+    def update(x, x0, eps, now, nxt, t):
+        (alpha, sigma), (alpha_n, sigma_n) = now, nxt
+        r = alpha / alpha_n
+        c2 = sigma ** 2 - r ** 2 * sigma_n ** 2
+        mean = (r * sigma_n ** 2 / sigma ** 2) * x + (alpha_n * c2 / sigma ** 2) * x0
+        if sigma_n == 0:
             return mean
-        var = max((1 - a_prev) / (1 - a) * beta, 1e-20)
+        var = max(c2 * sigma_n ** 2 / sigma ** 2, 1e-20)
         return mean + var ** 0.5 * gaussian_like(x, generator)
 
     return denoise_loop(denoiser, x_T, timesteps, update, cond=cond, consistency=consistency, guidance=guidance,

@@ -1,9 +1,9 @@
 """DPM-Solver++(2M) (Lu et al. 2022): multistep second-order solver of the diffusion ODE in the data (x0) form.
 
-With alpha = sqrt(a), sigma = sqrt(1 - a) and lambda = log(alpha / sigma), a step from s to t (h = lambda_t -
+With x_t = alpha x0 + sigma eps and lambda = log(alpha / sigma), a step from s to t (h = lambda_t -
 lambda_s) is x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) D, where D is x0_hat(s) for the first-order
 step and x0_hat(s) + (x0_hat(s) - x0_hat(s_prev)) h / (2 h_prev) for the second-order (midpoint) step. The first
-step and the last (to a = 1, the clean sample) are first order.
+step and the last (to sigma = 0, the clean sample) are first order.
 """
 from __future__ import annotations
 
@@ -20,18 +20,19 @@ def sample_dpmpp_2m(denoiser, x_T: torch.Tensor, timesteps, *, cond: dict | None
     del generator
     history = {}   # x0_hat and lambda of the previous step
 
-    def update(x, x0, eps, a, a_prev, t):
-        lam_s = 0.5 * math.log(a / (1 - a))
-        if a_prev >= 1.0:            # last step: straight to the clean sample
+    def update(x, x0, eps, now, nxt, t):
+        (alpha, sigma), (alpha_n, sigma_n) = now, nxt
+        lam_s = math.log(alpha / sigma)
+        if sigma_n == 0:            # last step: straight to the clean sample
             return x0
-        lam_t = 0.5 * math.log(a_prev / (1 - a_prev))
+        lam_t = math.log(alpha_n / sigma_n)
         h = lam_t - lam_s
         d = x0
         if "x0" in history:
             r = (lam_s - history["lam"]) / h
             d = x0 + (x0 - history["x0"]) / (2 * r)
         history.update(x0=x0, lam=lam_s)
-        return ((1 - a_prev) / (1 - a)) ** 0.5 * x - a_prev ** 0.5 * math.expm1(-h) * d
+        return (sigma_n / sigma) * x - alpha_n * math.expm1(-h) * d
 
     return denoise_loop(denoiser, x_T, timesteps, update, cond=cond, consistency=consistency, guidance=guidance,
                         callback=callback)

@@ -25,12 +25,12 @@ class ClassifierFreeGuidance:
 def predict_x0_eps(denoiser, x: torch.Tensor, t: int, cond: dict | None, guidance=None, consistency=None):
     """(x0, eps) at timestep t. A consistency projection corrects x0; eps is then re-derived from the corrected x0
     so the next step stays on the trajectory the corrected estimate implies."""
-    t_batch = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+    t_batch = denoiser.timestep_batch(t, x)
     cond = cond or {}
     prediction = guidance(denoiser, x, t_batch, cond) if guidance is not None else denoiser(x, t_batch, **cond)
-    x0, eps = denoiser.x0_eps(prediction, x, t_batch)
+    x0, eps = denoiser.x0_eps(prediction, x, t)    # the exact t: a flow's float32 t_batch is rounded
     if consistency is not None:
-        x0 = consistency(x0, int(t))
-        a = denoiser.alpha_bar(t_batch, x)
-        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        x0 = consistency(x0, t)
+        alpha, sigma = denoiser.alpha_sigma(t, x)
+        eps = (x - alpha * x0) / sigma
     return x0, eps
