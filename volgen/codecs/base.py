@@ -9,6 +9,19 @@ import torch
 
 
 class Codec(torch.nn.Module):
+    model_type = "codec"
+    downsampling = 1        # latent voxels per image voxel along each axis
+
+    def config_dict(self) -> dict:
+        """What `from_config` needs to rebuild this codec (weights travel separately)."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Codec":
+        if config:
+            raise ValueError(f"{cls.__name__} takes no settings, got {', '.join(config)}")
+        return cls()
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -22,6 +35,8 @@ class Codec(torch.nn.Module):
 
 class IdentityCodec(Codec):
     """Diffusion directly on voxels."""
+
+    model_type = "identity"
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x

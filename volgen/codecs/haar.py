@@ -62,9 +62,22 @@ def haar_idwt3(z: torch.Tensor) -> torch.Tensor:
 class HaarCodec(Codec):
     """Wavelet 'latents': 8 subbands per channel at half resolution, low-pass band divided by `lowpass_scale`."""
 
+    model_type = "haar"
+    downsampling = 2
+
     def __init__(self, lowpass_scale: float = 2.0 * math.sqrt(2.0)):
         super().__init__()
         self.lowpass_scale = float(lowpass_scale)
+
+    def config_dict(self) -> dict:
+        return {"lowpass_scale": self.lowpass_scale}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "HaarCodec":
+        unknown = set(config) - {"lowpass_scale"}
+        if unknown:
+            raise ValueError(f"unknown HaarCodec settings: {', '.join(sorted(unknown))}")
+        return cls(**config)
 
     def _band_scale(self, z: torch.Tensor) -> torch.Tensor:
         scale = torch.ones(8, dtype=z.dtype, device=z.device)
