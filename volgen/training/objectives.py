@@ -1,0 +1,28 @@
+"""The denoising objective every diffusion backbone and conditioning module trains on."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from volgen.backbones.denoiser import prediction_target
+
+
+def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None):
+    """(x_t, t, eps): z0 noised at timesteps drawn from the denoiser's schedule, one per batch item."""
+    t = denoiser.schedule.training_timesteps(z0.shape[0], generator).to(z0.device)
+    t = t.to(denoiser.schedule.timestep_dtype)
+    eps = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype) if generator is not None \
+        else torch.randn_like(z0)
+    alpha, sigma = denoiser.alpha_sigma(t, z0)
+    return alpha * z0 + sigma * eps, t, eps
+
+
+def diffusion_loss(denoiser, z0: torch.Tensor, *, cond: dict | None = None,
+                   generator: torch.Generator | None = None, network=None) -> torch.Tensor:
+    """MSE between the network's prediction and its parameterization's target. `network` replaces the
+    denoiser's own network in the forward pass (a conditioned wrapper around the frozen backbone)."""
+    x_t, t, eps = noised(denoiser, z0, generator)
+    prediction = (network or denoiser)(x_t, t, **(cond or {}))
+    alpha, sigma = denoiser.alpha_sigma(t, z0)
+    target = prediction_target(z0, eps, alpha, sigma, denoiser.parameterization)
+    return F.mse_loss(prediction.float(), target.float())
