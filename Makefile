@@ -30,6 +30,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_phantom.py
+	$(PY) scripts/bench_sampling.py
 
 clean:
 	rm -rf $(VENV) demo_out bench_out

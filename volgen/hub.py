@@ -32,6 +32,9 @@ MODEL_TYPES = {
     "identity": "volgen.codecs.base:IdentityCodec",
     "haar": "volgen.codecs.haar:HaarCodec",
     "kl_autoencoder": "volgen.codecs.autoencoder:KLAutoencoderCodec",
+    "vcm": "volgen.modules.vcm:VCM",
+    "controlnet": "volgen.modules.controlnet:ControlNetConditioner",
+    "concat": "volgen.modules.concat:ConcatConditioner",
 }
 _USER_REGISTRY: dict[str, dict] = {}
 
@@ -69,8 +72,9 @@ def save_pretrained(model: torch.nn.Module, folder, *, dtype: torch.dtype | None
     """Write `model` to `folder` (atomically); floating tensors are cast to `dtype` if given. Returns the sha256."""
     if model.model_type not in MODEL_TYPES:
         raise ValueError(f"model type '{model.model_type}' is not registered with volgen.hub")
+    state = model.hub_state_dict() if hasattr(model, "hub_state_dict") else model.state_dict()
     tensors = {}
-    for key, value in model.state_dict().items():
+    for key, value in state.items():
         value = value.detach().to("cpu").clone().contiguous()   # clone: safetensors refuses shared storage
         tensors[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     with atomic_folder(folder, overwrite=overwrite) as tmp:
@@ -81,6 +85,7 @@ def save_pretrained(model: torch.nn.Module, folder, *, dtype: torch.dtype | None
                   "dtype": _weights_dtype(tensors),
                   "metadata": metadata or {}}
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    model.hub_source = {"name": str(folder), "sha256": digest}    # what modules trained on it will name
     return digest
 
 
@@ -152,11 +157,15 @@ def from_pretrained(name_or_folder, *, device=None, dtype: torch.dtype | None = 
     expected_keys = model.state_dict()
     state = {k: v.to(expected_keys[k].dtype) if k in expected_keys else v for k, v in state.items()}
     try:
-        model.load_state_dict(state, strict=True)
+        if hasattr(model, "hub_load_state_dict"):
+            model.hub_load_state_dict(state)
+        else:
+            model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(weights, f"weights do not fit the config ({str(exc).splitlines()[0]})") from None
     if dtype is not None:
         model = model.to(dtype=dtype)
+    model.hub_source = {"name": str(name_or_folder), "sha256": digest}
     return model.to(device=device).eval()
 
 

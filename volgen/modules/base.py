@@ -1,0 +1,95 @@
+"""The Conditioner contract: a trainable module that steers a frozen backbone.
+
+A Conditioner is built from a backbone, is the identity at initialisation (its output equals the backbone's
+prediction), has a `scale` (0 turns it off; 1 as trained), and trains while the backbone is frozen. It has the
+network signature the Denoiser expects, `(x_t, t, conditions=, present=, **backbone_cond) -> prediction`, so
+`conditioner.denoiser()` plugs it into any sampler.
+
+Conditions are image-resolution channels (B, C, D, H, W) named by the config (MRI contrasts; a low-resolution
+volume; a masked volume and its mask). `present` (B, C) flags which are there: absent channels are zeroed and the
+flags go in as extra constant channels, so one module serves any subset.
+
+Saving: the module's own weights only; the config names the backbone (registered name or folder) and its sha256,
+and loading refuses a module on a backbone other than the one it was trained on.
+"""
+from __future__ import annotations
+
+import torch
+
+from volgen.backbones.denoiser import Denoiser
+
+
+class Conditioner(torch.nn.Module):
+    model_type = "conditioner"
+
+    def __init__(self, backbone, conditions: tuple[str, ...]):
+        super().__init__()
+        if not conditions:
+            raise ValueError("a conditioner needs at least one condition channel")
+        self.backbone = backbone
+        self.conditions = tuple(conditions)
+        self.scale = 1.0
+        self.freeze_backbone()
+
+    def freeze_backbone(self) -> None:
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()           # frozen: its dropout/normalisation stay in inference mode
+        return self
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("backbone.") and p.requires_grad]
+
+    def count_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def condition_input(self, conditions: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+        """(B, 2C, D, H, W): the present conditions (absent ones zeroed) and their flags as constant maps."""
+        b, c = conditions.shape[:2]
+        if c != len(self.conditions):
+            raise ValueError(f"expected {len(self.conditions)} condition channels ({', '.join(self.conditions)}), "
+                             f"got {c}")
+        if present is None:
+            present = torch.ones(b, c, device=conditions.device, dtype=conditions.dtype)
+        flags = present.to(conditions.dtype).view(b, c, 1, 1, 1)
+        return torch.cat([conditions * flags, flags.expand_as(conditions)], dim=1)
+
+    def denoiser(self) -> Denoiser:
+        """This module in front of the backbone, as a Denoiser for the samplers."""
+        inner = self.backbone.denoiser
+        return Denoiser(self, inner.schedule, inner.parameterization)
+
+    # -- saving: the module's weights without the backbone's ---------------------------------------------------
+    def hub_state_dict(self) -> dict:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+    def hub_load_state_dict(self, state: dict) -> None:
+        own = self.hub_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise RuntimeError(f"{len(missing)} missing and {len(unexpected)} unexpected tensors "
+                               f"(e.g. {(missing or unexpected)[0]})")
+        self.load_state_dict(state, strict=False)
+
+    def backbone_reference(self) -> dict:
+        source = getattr(self.backbone, "hub_source", None)
+        if source is None:
+            raise ValueError("save the backbone with volgen.hub (or load it from there) before saving a module "
+                             "trained on it: the module's config must name it")
+        return source
+
+
+def load_backbone_for(config: dict):
+    """The backbone a saved module names, checked against the sha256 recorded when the module was saved."""
+    from volgen import hub
+    from volgen.errors import InputError
+    reference = config.get("backbone")
+    if not isinstance(reference, dict) or "name" not in reference:
+        raise ValueError("no 'backbone' reference (name and sha256)")
+    backbone = hub.from_pretrained(reference["name"], expected_type="backbone")
+    if reference.get("sha256") and backbone.hub_source["sha256"] != reference["sha256"]:
+        raise InputError(reference["name"], "is not the backbone this module was trained on (sha256 differs)")
+    return backbone
