@@ -1,4 +1,4 @@
-"""The training loop behind scripts/train_*.py (issue 4); the diffusion objective lives in `objectives`."""
+"""The training loop behind scripts/train_*.py: configs, data, objectives, EMA, checkpoint/resume."""
 from volgen.training.objectives import diffusion_loss, noised
 
 __all__ = ["diffusion_loss", "noised"]

@@ -1,0 +1,119 @@
+"""The training loop: a few real steps of every kind of run on a phantom case, resume equality, bad configs."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from volgen import hub
+from volgen.errors import InputError
+from volgen.training.config import load_config
+from volgen.training.loop import read_metrics, train
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_NETWORK = {"in_channels": 8, "out_channels": 8, "channels": [16, 32], "attention_levels": [False, False],
+                "num_res_blocks": 1, "norm_num_groups": 8, "num_class_embeds": 4}
+
+
+def _config(tmp_path, data_root, name="run", **sections) -> Path:
+    base = {"kind": "backbone",
+            "model": {"codec": {"type": "haar", "config": {}}, "network": TINY_NETWORK, "parameterization": "x0",
+                      "contrasts": ["t1n", "t1c", "t2w", "t2f"]},
+            "data": {"root": str(data_root), "crop": [16, 16, 16]},
+            "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 1},
+            "output": {"dir": str(tmp_path / name)}}
+    for key, value in sections.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key in ("data", "train", "output") \
+            else value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_backbone(tmp_path_factory, phantom_dir):
+    tmp = tmp_path_factory.mktemp("backbone")
+    run = train(load_config(_config(tmp, phantom_dir.parent)), progress=False)
+    return run / "model"
+
+
+def test_backbone_run_exports_a_loadable_model(trained_backbone):
+    backbone = hub.from_pretrained(trained_backbone, expected_type="backbone")
+    assert backbone.config.contrasts == ("t1n", "t1c", "t2w", "t2f")
+    losses = read_metrics(trained_backbone.parent)
+    assert [r["step"] for r in losses] == [1, 2, 3, 4] and all(r["loss"] > 0 for r in losses)
+
+
+def test_resumed_loss_curve_equals_the_uninterrupted_one(tmp_path, phantom_dir):
+    whole = train(load_config(_config(tmp_path, phantom_dir.parent, "whole"), ["train.steps=4"]), progress=False)
+    config = _config(tmp_path, phantom_dir.parent, "split")
+    train(load_config(config, ["train.steps=2"]), progress=False)               # "interrupted" after step 2
+    split = train(load_config(config, ["train.steps=4"]), resume=True, progress=False)
+    a, b = read_metrics(whole), read_metrics(split)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b):
+        assert x["loss"] == pytest.approx(y["loss"], rel=1e-5, abs=1e-7)
+    wa, wb = hub.from_pretrained(whole / "model").state_dict(), hub.from_pretrained(split / "model").state_dict()
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+@pytest.mark.parametrize("module, task", [("vcm", "synthesis"), ("vcm", "super_resolution"),
+                                          ("vcm", "inpainting"), ("controlnet", "synthesis"),
+                                          ("concat", "synthesis")])
+def test_module_runs_train_only_the_module(tmp_path, phantom_dir, trained_backbone, module, task):
+    config = _config(tmp_path, phantom_dir.parent, kind="module", module=module, task=task,
+                     backbone=str(trained_backbone), model={}, train={"steps": 2, "checkpoint_every": 2})
+    run = train(load_config(config), progress=False)
+    conditioner = hub.from_pretrained(run / "model", expected_type=module)
+    backbone = hub.from_pretrained(trained_backbone)
+    frozen = backbone.state_dict()
+    assert all(torch.equal(v, frozen[k]) for k, v in conditioner.backbone.state_dict().items())
+    assert len(read_metrics(run)) == 2
+
+
+def test_autoencoder_run(tmp_path, phantom_dir):
+    config = _config(tmp_path, phantom_dir.parent, kind="autoencoder",
+                     model={"latent_channels": 3, "channels": [8, 16], "attention_levels": [False, False],
+                            "norm_num_groups": 8}, train={"steps": 2})
+    run = train(load_config(config), progress=False)
+    codec = hub.from_pretrained(run / "model", expected_type="kl_autoencoder")
+    assert codec.latent_shape((1, 16, 16, 16)) == (3, 8, 8, 8)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stepz=3", "unknown key 'train.stepz'"),
+    ("train.steps=many", "train.steps: expected int"),
+    ("data.root=/no/such/folder", "data.root: folder /no/such/folder not found"),
+    ("kind=painting", "kind: 'painting' is not one of"),
+])
+def test_bad_configs_fail_in_one_line_before_training(tmp_path, phantom_dir, override, message):
+    config = _config(tmp_path, phantom_dir.parent)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_backbone.py"), "--config", str(config),
+                             override], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(config) in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_without_cases_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no case folders found"):
+        train(load_config(_config(tmp_path, tmp_path / "empty")), progress=False)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_with_accelerate_launch(tmp_path, phantom_dir):
+    """`--cpu --num_processes 2` silently runs one process; `--multi_gpu` with gloo runs two on the CPU."""
+    config = _config(tmp_path, phantom_dir.parent, train={"steps": 2, "checkpoint_every": 2})
+    accelerate = Path(sys.executable).parent / "accelerate"
+    result = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no",
+                             str(ROOT / "scripts" / "train_backbone.py"), "--config", str(config), "--no-progress"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("model written to") == 1
+    assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "random_states_1.pkl").exists()   # a second rank

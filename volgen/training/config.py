@@ -1,0 +1,183 @@
+"""Training run configs: YAML + `key=value` overrides, checked field by field before any training starts.
+
+A config error is one line naming the config file and the key (an unknown key, a wrong type, a missing data
+folder, no cases), raised as InputError, so `scripts/train_*.py` exit non-zero without starting.
+"""
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+from volgen.errors import InputError
+
+KINDS = ("autoencoder", "backbone", "module")
+TASKS = ("synthesis", "super_resolution", "inpainting")
+
+
+@dataclass
+class DataConfig:
+    root: str = ""
+    contrasts: list[str] = field(default_factory=lambda: ["t1n", "t1c", "t2w", "t2f"])
+    spacing: float = 2.0
+    crop: list[int] = field(default_factory=lambda: [32, 32, 32])   # random crops on the model grid
+    flip: bool = True
+    contrast_dropout: float = 0.5        # synthesis: chance each source contrast is hidden (one always stays)
+    sr_factor: int = 4                    # super-resolution: thick-slice factor
+    sr_axis: int = 2                      # along this model-grid axis (RAS: 2 = inferior-superior)
+    max_cases: int | None = None
+    cache: bool = True
+
+
+@dataclass
+class TrainLoopConfig:
+    steps: int = 1000
+    batch_size: int = 2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "auto"        # auto (bf16 on GPU, none on CPU) | no | bf16 | fp16
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    kl_weight: float = 1e-6               # autoencoder: weight of the KL term
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/run"
+    save_dtype: str = "float16"           # dtype of the exported model weights
+    name: str = ""                        # registry name to export under (empty: the run folder's name)
+
+
+@dataclass
+class TrainConfig:
+    kind: str = "backbone"
+    task: str = "synthesis"               # module runs: which conditions to build
+    backbone: str = ""                    # module runs: registered name or folder of the frozen backbone
+    module: str = "vcm"                   # module runs: vcm | controlnet | concat
+    model: dict = field(default_factory=dict)   # the model's own config (BackboneConfig, AutoencoderConfig, ...)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value, tp, where: str):
+    """`value` as type `tp` (ints are accepted as floats); anything else is a ValueError naming `where`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ValueError:
+                pass
+        raise ValueError(f"{where}: expected {' or '.join(_type_name(o) for o in options)}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):      # YAML reads 3e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ValueError(f"unknown key '{where + '.' if where else ''}{key}' (known: {', '.join(sorted(known))})")
+    values = {}
+    for key, value in data.items():
+        tp, name = hints[key], f"{where + '.' if where else ''}{key}"
+        values[key] = _build(tp, value, name) if is_dataclass(tp) else _coerce(value, tp, name)
+    return cls(**values)
+
+
+def _set_dotted(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(path, overrides: list[str] = ()) -> TrainConfig:
+    """The run config from a YAML file, with `section.key=value` overrides (values parsed as YAML)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"override '{item}' is not key=value")
+            key, value = item.split("=", 1)
+            _set_dotted(data, key.strip(), yaml.safe_load(value))
+        config = _build(TrainConfig, data, "")
+        check(config)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    return config
+
+
+def check(config: TrainConfig) -> None:
+    """Semantic checks that need no data: choices, ranges, and the data folder's existence."""
+    if config.kind not in KINDS:
+        raise ValueError(f"kind: '{config.kind}' is not one of {', '.join(KINDS)}")
+    if config.kind == "module":
+        if config.task not in TASKS:
+            raise ValueError(f"task: '{config.task}' is not one of {', '.join(TASKS)}")
+        if not config.backbone:
+            raise ValueError("backbone: a module run needs the frozen backbone (registered name or folder)")
+    if config.train.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+        raise ValueError(f"train.mixed_precision: '{config.train.mixed_precision}' (auto, no, bf16, fp16)")
+    for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        if getattr(config.train, key) < 1:
+            raise ValueError(f"train.{key}: must be at least 1")
+    if not 0 <= config.train.ema_decay < 1:
+        raise ValueError("train.ema_decay: must be in [0, 1)")
+    if len(config.data.crop) != 3 or min(config.data.crop) < 1:
+        raise ValueError(f"data.crop: expected three positive sizes, got {config.data.crop}")
+    if not config.data.root:
+        raise ValueError("data.root: the folder of training cases is required")
+    root = Path(config.data.root)
+    if not root.is_dir():
+        raise ValueError(f"data.root: folder {root} not found")

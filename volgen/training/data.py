@@ -1,0 +1,105 @@
+"""Training data: BraTS-layout cases on the model grid, cached in memory, and deterministic random batches.
+
+Every batch is drawn from a generator seeded by (seed, step, process), so a resumed run sees exactly the batches the
+uninterrupted run would have seen, and each process of a multi-process run sees different ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from volgen.errors import InputError
+from volgen.io.contrasts import find_cases
+from volgen.io.nifti import read_volume
+from volgen.io.preprocess import GridSpec, preprocess
+
+
+@dataclass
+class CaseArrays:
+    """One case on the model grid: contrasts in [-1, 1] (C, D, H, W); healthy twins on the same scale; labels."""
+
+    name: str
+    images: torch.Tensor
+    healthy: torch.Tensor | None = None
+    seg: torch.Tensor | None = None
+
+
+def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArrays]:
+    """The cases under `data.root` that have every contrast in `data.contrasts` (and healthy twins and a seg when
+    asked), preprocessed onto the model grid. Raises InputError naming the folder when none qualify."""
+    root = Path(data.root)
+    cases, skipped = [], []
+    for case in find_cases(root):
+        if case.missing(data.contrasts):
+            skipped.append(case.name)
+            continue
+        folder = next(iter(case.paths.values())).parent
+        healthy_paths = [folder / f"{case.name}-{c}-healthy.nii.gz" for c in data.contrasts]
+        seg_path = case.paths.get("seg")
+        if with_healthy and (seg_path is None or not all(p.is_file() for p in healthy_paths)):
+            skipped.append(case.name)
+            continue
+        cases.append(_load_case(case, data, multiple, healthy_paths if with_healthy else None))
+        if data.max_cases and len(cases) >= data.max_cases:
+            break
+    if not cases:
+        need = ", ".join(data.contrasts) + (", seg and healthy twins" if with_healthy else "")
+        raise InputError(root, f"no usable training cases (each needs {need}; skipped {len(skipped)})")
+    return cases
+
+
+def _load_case(case, data, multiple: int, healthy_paths) -> CaseArrays:
+    spec = GridSpec(spacing=(data.spacing,) * 3, multiple=multiple)
+    first = preprocess(read_volume(case.paths[data.contrasts[0]]), spec, out_range=(-1.0, 1.0))
+    prepared = [first] + [preprocess(read_volume(case.paths[c]), spec, grid=first.grid, out_range=(-1.0, 1.0))
+                          for c in data.contrasts[1:]]
+    images = torch.from_numpy(np.stack([p.array for p in prepared]))
+    healthy = seg = None
+    if healthy_paths is not None:
+        # The healthy twin goes through its lesion image's intensity scale, so the two are comparable voxel for voxel.
+        twins = [read_volume(path).array.astype(np.float32) for path in healthy_paths]
+        healthy = torch.from_numpy(np.stack([
+            p.scale.forward(first.grid.forward(twin, order=1, fill=float(twin.min())))
+            for p, twin in zip(prepared, twins)]))
+        seg = torch.from_numpy(preprocess(read_volume(case.paths["seg"]), spec, grid=first.grid, label=True)
+                               .array.astype(np.int64))
+    return CaseArrays(case.name, images, healthy, seg)
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 97 + rank) % (2 ** 63))
+
+
+def _randint(high: int, gen: torch.Generator) -> int:
+    return int(torch.randint(0, max(high, 1), (1,), generator=gen))
+
+
+def _crop_start(centre: int, size: int, crop: int, gen) -> int:
+    jitter = _randint(crop // 2 + 1, gen) - crop // 4
+    return int(np.clip(centre - crop // 2 + jitter, 0, size - crop))
+
+
+def sample_batch(cases: list[CaseArrays], batch_size: int, crop, flip: bool, gen: torch.Generator,
+                 around_lesion: bool = False) -> dict:
+    """A batch of random crops: {"images", "healthy"?, "seg"?} (B, C, *crop). Crops are centred on a random
+    foreground voxel (on the lesion when `around_lesion`), so few are empty background."""
+    out: dict[str, list] = {"images": [], "healthy": [], "seg": []}
+    for _ in range(batch_size):
+        case = cases[_randint(len(cases), gen)]
+        shape = case.images.shape[1:]
+        size = [min(c, s) for c, s in zip(crop, shape)]
+        region = (case.seg > 0) if around_lesion and case.seg is not None else (case.images[0] > -0.99)
+        voxels = region.nonzero()
+        centre = voxels[_randint(len(voxels), gen)].tolist() if len(voxels) else [s // 2 for s in shape]
+        starts = [_crop_start(c, s, k, gen) for c, s, k in zip(centre, shape, size)]
+        window = tuple(slice(a, a + k) for a, k in zip(starts, size))
+        flips = [d for d in (1, 2, 3) if flip and _randint(2, gen)]
+        for key, value in (("images", case.images), ("healthy", case.healthy), ("seg", case.seg)):
+            if value is None:
+                continue
+            part = (value[(slice(None), *window)] if value.ndim == 4 else value[window][None])
+            out[key].append(part.flip(flips) if flips else part)
+    return {k: torch.stack(v) for k, v in out.items() if v}

@@ -1,0 +1,213 @@
+"""The training loop behind scripts/train_backbone.py and scripts/train_vcm.py.
+
+accelerate runs it on the CPU, one GPU or several (data parallel; bf16 autocast on GPU by default). Every
+`checkpoint_every` steps the full state (weights, optimizer, EMA, step) goes to `<run>/checkpoints/step-N/`, and
+`resume=True` continues from the newest; since each step's batch and noise come from a generator seeded by the
+step, the resumed loss curve is the uninterrupted one. The loss goes to a progress bar and `<run>/metrics.csv`
+(and TensorBoard when installed). At the end the EMA weights are exported with volgen.hub to `<run>/model/`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from volgen import hub
+from volgen.backbones import Backbone, BackboneConfig
+from volgen.codecs import AutoencoderConfig, KLAutoencoderCodec
+from volgen.errors import InputError
+from volgen.modules import build_conditioner
+from volgen.training.checkpointing import enable_gradient_checkpointing
+from volgen.training.config import TrainConfig
+from volgen.training.data import load_cases, sample_batch, step_generator
+from volgen.training.ema import EMA
+from volgen.training.examples import make_example, task_conditions
+from volgen.training.objectives import diffusion_loss
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class TrainingStep(torch.nn.Module):
+    """The model and its loss in one forward, so data-parallel wrapping sees one module."""
+
+    def __init__(self, config: TrainConfig, model: torch.nn.Module):
+        super().__init__()
+        self.kind, self.model, self.kl_weight = config.kind, model, config.train.kl_weight
+
+    def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator) -> torch.Tensor:
+        if self.kind == "autoencoder":
+            ae = self.model.autoencoder
+            z_mu, z_sigma = ae.encode(target)
+            noise = torch.randn(z_mu.shape, generator=gen).to(z_mu)
+            recon = ae.decode(z_mu + z_sigma * noise)
+            kl = 0.5 * (z_mu ** 2 + z_sigma ** 2 - torch.log(z_sigma ** 2 + 1e-12) - 1).sum(dim=(1, 2, 3, 4)).mean()
+            return F.l1_loss(recon.float(), target.float()) + self.kl_weight * kl
+        backbone = self.model if self.kind == "backbone" else self.model.backbone
+        with torch.no_grad():
+            z0 = backbone.codec.encode(target)
+        network = None if self.kind == "backbone" else self.model
+        return diffusion_loss(backbone.denoiser, z0, cond=cond, generator=gen, network=network)
+
+
+def build_model(config: TrainConfig) -> tuple[torch.nn.Module, list[tuple[str, torch.nn.Parameter]], int, bool]:
+    """(model, its trainable named parameters, the image-size multiple, whether it takes class labels)."""
+    if config.kind == "autoencoder":
+        model = KLAutoencoderCodec(AutoencoderConfig.from_dict(config.model))
+        return model, list(model.named_parameters()), model.downsampling, False
+    if config.kind == "backbone":
+        spec = dict(config.model)
+        codec_source = spec.get("codec", {}).get("pretrained")
+        codec = hub.from_pretrained(codec_source) if codec_source else None
+        if codec is not None:
+            spec["codec"] = {"type": codec.model_type, "config": codec.config_dict()}
+        model = Backbone(BackboneConfig.from_dict(spec))
+        if codec is not None:
+            model.codec.load_state_dict(codec.state_dict())
+        model.codec.requires_grad_(False)
+        named = [(n, p) for n, p in model.named_parameters() if n.startswith("denoiser.")]
+        return model, named, model.image_multiple, bool(model.config.contrasts)
+    backbone = hub.from_pretrained(config.backbone, expected_type="backbone")
+    module_config = {"conditions": list(task_conditions(config.task, config.data.contrasts)), **config.model}
+    model = build_conditioner(config.module, backbone, module_config)
+    named = [(n, p) for n, p in model.named_parameters() if not n.startswith("backbone.")]
+    return model, named, backbone.image_multiple, bool(backbone.config.contrasts)
+
+
+def _latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((run_dir / "checkpoints").glob("step-*"))
+    return found[-1] if found else None
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    tc = config.train
+    mixed = tc.mixed_precision if tc.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    run_dir = Path(config.output.dir)
+    checkpoint = _latest_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise InputError(run_dir, "--resume: no checkpoint found in this run folder")
+    if not resume and (run_dir / "checkpoints").exists():
+        raise InputError(run_dir, "run folder already has checkpoints; pass --resume to continue it, or choose "
+                                  "another output.dir")
+    set_seed(tc.seed)                                   # the same initial weights on every process
+    model, named, multiple, labelled = build_model(config)
+    bad = [c for c in config.data.crop if c % multiple]
+    if bad:
+        raise InputError(config.data.root, f"data.crop {config.data.crop} must be multiples of {multiple} for "
+                                           "this model")
+    if tc.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    cases = load_cases(config.data, multiple, with_healthy=config.kind == "module" and config.task == "inpainting")
+    step_module = TrainingStep(config, model)
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=tc.lr, weight_decay=tc.weight_decay)
+    ema = EMA(named, tc.ema_decay)
+    step_module, optimizer = accelerator.prepare(step_module, optimizer)
+    start = 0
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        ema.load_state_dict(load_file(str(checkpoint / "ema.safetensors")))
+        start = json.loads((checkpoint / "state.json").read_text())["step"]
+    main = accelerator.is_main_process
+    log = _MetricsLog(run_dir, start) if main else None
+    if main:
+        (run_dir / "run-config.json").write_text(json.dumps(asdict(config), indent=2))
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not (progress and main),
+               desc=f"train {config.kind}", dynamic_ncols=True)
+    began = time.perf_counter()
+    for step in bar:
+        gen = step_generator(tc.seed, step, accelerator.process_index)
+        batch = sample_batch(cases, tc.batch_size, config.data.crop, config.data.flip, gen,
+                             around_lesion=config.task == "inpainting" and config.kind == "module")
+        target, cond = make_example(config.kind, config.task, batch, config.data, gen, labelled)
+        target = target.to(accelerator.device)
+        cond = {k: v.to(accelerator.device) for k, v in cond.items()}
+        with accelerator.autocast():
+            loss = step_module(target, cond, gen)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if tc.grad_clip > 0:
+            accelerator.clip_grad_norm_([p for _, p in named], tc.grad_clip)
+        optimizer.step()
+        ema.update(named)
+        done = step + 1
+        loss_value = accelerator.gather(loss.detach().reshape(1)).mean().item()
+        if main and (done % tc.log_every == 0 or done == tc.steps):
+            log.write(done, loss_value, tc.lr, time.perf_counter() - began)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+        if done % tc.checkpoint_every == 0 or done == tc.steps:
+            _save_checkpoint(accelerator, ema, run_dir, done)
+    accelerator.wait_for_everyone()
+    if main:
+        log.close()
+        _export(config, model, named, ema, run_dir, time.perf_counter() - began, start)
+    accelerator.wait_for_everyone()
+    return run_dir
+
+
+def _save_checkpoint(accelerator, ema: EMA, run_dir: Path, step: int, keep: int = 2) -> None:
+    folder = run_dir / "checkpoints" / f"step-{step:07d}"
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        save_file(ema.state_dict(), str(folder / "ema.safetensors"))
+        (folder / "state.json").write_text(json.dumps({"step": step}))
+        for old in sorted((run_dir / "checkpoints").glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _export(config: TrainConfig, model, named, ema: EMA, run_dir: Path, seconds: float, start: int) -> None:
+    ema.copy_to(named)
+    metadata = {"steps": config.train.steps, "seconds_this_session": round(seconds, 1), "resumed_at": start,
+                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                "kind": config.kind, "task": config.task if config.kind == "module" else None,
+                "data_root": config.data.root}
+    hub.save_pretrained(model.cpu(), run_dir / "model", dtype=DTYPES[config.output.save_dtype], metadata=metadata,
+                        overwrite=True)
+
+
+class _MetricsLog:
+    """metrics.csv (kept consistent on resume: rows past the resumed step are dropped) and TensorBoard if present."""
+
+    def __init__(self, run_dir: Path, start: int):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "metrics.csv"
+        rows = []
+        if start and self.path.exists():
+            with open(self.path) as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        self.file = open(self.path, "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=["step", "loss", "lr", "seconds"])
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:
+            self.tensorboard = None
+
+    def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
+        self.writer.writerow({"step": step, "loss": f"{loss:.8g}", "lr": lr, "seconds": f"{seconds:.2f}"})
+        self.file.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.add_scalar("loss", loss, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def read_metrics(run_dir) -> list[dict]:
+    with open(Path(run_dir) / "metrics.csv") as f:
+        return [{"step": int(r["step"]), "loss": float(r["loss"])} for r in csv.DictReader(f)]
