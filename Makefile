@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 # Re-install when the package metadata or the pins change.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install clean corpus baselines
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,25 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) corpus baselines
 	$(PY) scripts/bench_phantom.py
 	$(PY) scripts/bench_sampling.py
+	$(PY) scripts/bench_quality.py
+
+# The phantom corpus the shipped models were trained on (seed 100) and the held-out cases (seed 200).
+corpus: phantoms/train/.done phantoms/heldout/.done
+phantoms/train/.done: | $(STAMP)
+	$(PY) -m volgen phantom --n 48 --seed 100 --no-pet --no-montage --out phantoms/train --overwrite
+	touch $@
+phantoms/heldout/.done: | $(STAMP)
+	$(PY) -m volgen phantom --n 20 --seed 200 --no-pet --out phantoms/heldout --overwrite
+	touch $@
+
+# The ControlNet and Concat baselines of bench_quality.py are trained here, with VCM's budget (not shipped);
+# an interrupted run resumes from its checkpoints.
+baselines: runs/controlnet-synthesis/model/config.json runs/concat-synthesis/model/config.json
+runs/%-synthesis/model/config.json: configs/%_synthesis.yaml phantoms/train/.done
+	$(PY) scripts/train_vcm.py --config $< --no-progress $(if $(wildcard runs/$*-synthesis/checkpoints),--resume)
 
 clean:
-	rm -rf $(VENV) demo_out bench_out
+	rm -rf $(VENV) demo_out bench_out runs

@@ -21,3 +21,30 @@ def thick_slices(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
 def repeat_slices(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
     """Each thick slice repeated `factor` times: the thin grid's view of a thick-slice volume."""
     return x.repeat_interleave(factor, dim=dim)
+
+
+class ImageSpaceProjection:
+    """Wraps an image-space projection for a sampler running in a codec's space: decode x0, project, encode.
+    With the (orthonormal up to band scaling) Haar codec this is exact; with an autoencoder it is approximate."""
+
+    def __init__(self, codec, project):
+        self.codec, self.project = codec, project
+
+    def __call__(self, x0: torch.Tensor, t) -> torch.Tensor:
+        return self.codec.encode(self.project(self.codec.decode(x0)))
+
+
+def thick_slice_projection(observed: torch.Tensor, factor: int, dim: int):
+    """The orthogonal projection onto {x : thick_slices(x) = observed}: each block's mean is replaced by the observed
+    one, the detail within the block kept."""
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return x + repeat_slices(observed - thick_slices(x, factor, dim), factor, dim)
+    return project
+
+
+def known_voxel_projection(known: torch.Tensor, mask: torch.Tensor):
+    """Keep the known voxels (mask = 0) and the estimate inside the mask (mask = 1): RePaint's replacement, applied to
+    the x0 estimate at every step."""
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return known * (1 - mask) + x * mask
+    return project

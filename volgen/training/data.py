@@ -25,6 +25,7 @@ class CaseArrays:
     images: torch.Tensor
     healthy: torch.Tensor | None = None
     seg: torch.Tensor | None = None
+    brain: torch.Tensor | None = None      # the brain mask (bool), when the case has one
 
 
 def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArrays]:
@@ -66,7 +67,12 @@ def _load_case(case, data, multiple: int, healthy_paths) -> CaseArrays:
             for p, twin in zip(prepared, twins)]))
         seg = torch.from_numpy(preprocess(read_volume(case.paths["seg"]), spec, grid=first.grid, label=True)
                                .array.astype(np.int64))
-    return CaseArrays(case.name, images, healthy, seg)
+    brain = None
+    brain_path = next(iter(case.paths.values())).parent / f"{case.name}-brainmask.nii.gz"
+    if brain_path.is_file():
+        brain = torch.from_numpy(preprocess(read_volume(brain_path, allow_constant=True), spec, grid=first.grid,
+                                            label=True).array > 0)
+    return CaseArrays(case.name, images, healthy, seg, brain)
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:

@@ -150,7 +150,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     accelerator.wait_for_everyone()
     if main:
         log.close()
-        _export(config, model, named, ema, run_dir, time.perf_counter() - began, start)
+        ema.copy_to(named)
+        if config.kind == "autoencoder":
+            _measure_scale_factor(model, cases)
+        _export(config, model, run_dir, time.perf_counter() - began, start)
     accelerator.wait_for_everyone()
     return run_dir
 
@@ -166,8 +169,15 @@ def _save_checkpoint(accelerator, ema: EMA, run_dir: Path, step: int, keep: int 
     accelerator.wait_for_everyone()
 
 
-def _export(config: TrainConfig, model, named, ema: EMA, run_dir: Path, seconds: float, start: int) -> None:
-    ema.copy_to(named)
+@torch.no_grad()
+def _measure_scale_factor(codec: KLAutoencoderCodec, cases, max_volumes: int = 16) -> None:
+    """Latents of unit variance for the diffusion trained on them: 1 / std over whole training volumes."""
+    volumes = [case.images[i:i + 1][None].to(next(codec.parameters()).device)
+               for case in cases for i in range(case.images.shape[0])][:max_volumes]
+    codec.eval().measure_scale_factor(volumes)
+
+
+def _export(config: TrainConfig, model, run_dir: Path, seconds: float, start: int) -> None:
     metadata = {"steps": config.train.steps, "seconds_this_session": round(seconds, 1), "resumed_at": start,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "kind": config.kind, "task": config.task if config.kind == "module" else None,
