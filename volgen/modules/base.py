@@ -21,15 +21,24 @@ from volgen.backbones.denoiser import Denoiser
 
 class Conditioner(torch.nn.Module):
     model_type = "conditioner"
+    config_class = None          # each module's dataclass config; it has a `conditions` tuple
 
-    def __init__(self, backbone, conditions: tuple[str, ...]):
+    def __init__(self, backbone, config=None):
         super().__init__()
-        if not conditions:
+        self.config = config if config is not None else self.config_class()
+        if not self.config.conditions:
             raise ValueError("a conditioner needs at least one condition channel")
         self.backbone = backbone
-        self.conditions = tuple(conditions)
+        self.conditions = tuple(self.config.conditions)
         self.scale = 1.0
         self.freeze_backbone()
+
+    def config_dict(self) -> dict:
+        return {"backbone": self.backbone_reference(), "module": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Conditioner":
+        return cls(load_backbone_for(config), cls.config_class.from_dict(config.get("module", {})))
 
     def freeze_backbone(self) -> None:
         self.backbone.requires_grad_(False)

@@ -10,7 +10,7 @@ import torch
 
 from volgen.backbones.unet import DiffusionUNet, UNetConfig
 from volgen.config import DictConfig
-from volgen.modules.base import Conditioner, load_backbone_for
+from volgen.modules.base import Conditioner
 
 
 @dataclass
@@ -23,11 +23,11 @@ class ConcatConfig(DictConfig):
 
 class ConcatConditioner(Conditioner):
     model_type = "concat"
+    config_class = ConcatConfig
 
     def __init__(self, backbone, config: ConcatConfig | None = None):
-        config = config or ConcatConfig()
-        super().__init__(backbone, config.conditions)
-        self.config = config
+        super().__init__(backbone, config)
+        config = self.config
         base = backbone.network.config
         probe = 16 * backbone.codec.downsampling
         self.latent_per_channel = backbone.codec.latent_shape((1, probe, probe, probe))[0]
@@ -56,10 +56,3 @@ class ConcatConditioner(Conditioner):
         own = backbone_cond.pop("concat", None)
         concat = encoded if own is None else torch.cat([own, encoded], dim=1)
         return self.network(x_t, t, concat=concat, **backbone_cond)
-
-    def config_dict(self) -> dict:
-        return {"backbone": self.backbone_reference(), "module": self.config.to_dict()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "ConcatConditioner":
-        return cls(load_backbone_for(config), ConcatConfig.from_dict(config.get("module", {})))

@@ -11,7 +11,7 @@ import torch
 from monai.networks.nets import ControlNet
 
 from volgen.config import DictConfig
-from volgen.modules.base import Conditioner, load_backbone_for
+from volgen.modules.base import Conditioner
 
 
 @dataclass
@@ -25,11 +25,11 @@ class ControlNetConfig(DictConfig):
 
 class ControlNetConditioner(Conditioner):
     model_type = "controlnet"
+    config_class = ControlNetConfig
 
     def __init__(self, backbone, config: ControlNetConfig | None = None):
-        config = config or ControlNetConfig()
-        super().__init__(backbone, config.conditions)
-        self.config = config
+        super().__init__(backbone, config)
+        config = self.config
         net = backbone.network.config
         stages = int(round(math.log2(backbone.codec.downsampling))) + 1
         if stages > len(config.embedding_channels):
@@ -56,10 +56,3 @@ class ControlNetConditioner(Conditioner):
                                     conditioning_scale=self.scale, context=backbone_cond.get("context"),
                                     class_labels=backbone_cond.get("class_labels"))
         return self.backbone.network(x_t, t, down_residuals=down, mid_residual=mid, **backbone_cond)
-
-    def config_dict(self) -> dict:
-        return {"backbone": self.backbone_reference(), "module": self.config.to_dict()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "ControlNetConditioner":
-        return cls(load_backbone_for(config), ControlNetConfig.from_dict(config.get("module", {})))

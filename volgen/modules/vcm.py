@@ -17,7 +17,7 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 
 from volgen.config import DictConfig
-from volgen.modules.base import Conditioner, load_backbone_for
+from volgen.modules.base import Conditioner
 
 
 @dataclass
@@ -63,11 +63,11 @@ class ConditionEncoder(torch.nn.Module):
 
 class VCM(Conditioner):
     model_type = "vcm"
+    config_class = VCMConfig
 
     def __init__(self, backbone, config: VCMConfig | None = None):
-        config = config or VCMConfig()
-        super().__init__(backbone, config.conditions)
-        self.config = config
+        super().__init__(backbone, config)
+        config = self.config
         latent = backbone.network.config.out_channels
         net = backbone.network.config
         self.encoder = ConditionEncoder(2 * len(config.conditions), config.encoder_channels, config.features,
@@ -97,10 +97,3 @@ class VCM(Conditioner):
         h = self.unet(torch.cat([x_t, prediction, features], dim=1), t,
                       class_labels=backbone_cond.get("class_labels"))
         return prediction * (1 + self.scale * self.gamma(h)) + self.scale * self.beta(h)
-
-    def config_dict(self) -> dict:
-        return {"backbone": self.backbone_reference(), "module": self.config.to_dict()}
-
-    @classmethod
-    def from_config(cls, config: dict) -> "VCM":
-        return cls(load_backbone_for(config), VCMConfig.from_dict(config.get("module", {})))
