@@ -69,20 +69,23 @@ def sha256_of(path) -> str:
 
 def save_pretrained(model: torch.nn.Module, folder, *, dtype: torch.dtype | None = None, metadata: dict | None = None,
                     overwrite: bool = False) -> str:
-    """Write `model` to `folder` (atomically); floating tensors are cast to `dtype` if given. Returns the sha256."""
+    """Write `model` to `folder` (atomically); floating parameters are cast to `dtype` if given (buffers such as a
+    latent scale factor keep their precision). Returns the sha256."""
     if model.model_type not in MODEL_TYPES:
         raise ValueError(f"model type '{model.model_type}' is not registered with volgen.hub")
     state = model.hub_state_dict() if hasattr(model, "hub_state_dict") else model.state_dict()
+    buffers = {name for name, _ in model.named_buffers()}
     tensors = {}
     for key, value in state.items():
         value = value.detach().to("cpu").clone().contiguous()   # clone: safetensors refuses shared storage
-        tensors[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
+        cast = dtype is not None and value.is_floating_point() and key not in buffers
+        tensors[key] = value.to(dtype) if cast else value
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         digest = sha256_of(tmp / WEIGHTS_FILE)
         config = {"format": FORMAT, "version": VERSION, "model_type": model.model_type,
                   "config": model.config_dict(), "sha256": digest,
-                  "dtype": _weights_dtype(tensors),
+                  "dtype": _weights_dtype({k: v for k, v in tensors.items() if k not in buffers}),
                   "metadata": metadata or {}}
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     model.hub_source = {"name": str(folder), "sha256": digest}    # what modules trained on it will name

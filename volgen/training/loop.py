@@ -200,6 +200,7 @@ class _MetricsLog:
         self.writer = csv.DictWriter(self.file, fieldnames=["step", "loss", "lr", "seconds"])
         self.writer.writeheader()
         self.writer.writerows(rows)
+        self.offset = float(rows[-1]["seconds"]) if rows else 0.0     # wall time accumulates across resumes
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
@@ -207,7 +208,7 @@ class _MetricsLog:
             self.tensorboard = None
 
     def write(self, step: int, loss: float, lr: float, seconds: float) -> None:
-        self.writer.writerow({"step": step, "loss": f"{loss:.8g}", "lr": lr, "seconds": f"{seconds:.2f}"})
+        self.writer.writerow({"step": step, "loss": f"{loss:.8g}", "lr": lr, "seconds": f"{self.offset + seconds:.2f}"})
         self.file.flush()
         if self.tensorboard is not None:
             self.tensorboard.add_scalar("loss", loss, step)
