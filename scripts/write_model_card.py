@@ -1,0 +1,98 @@
+"""Write model_cards/<name>.md for a shipped model from its config, its training run and the quality benchmark.
+
+    python scripts/write_model_card.py volgen-vcm-synthesis-2mm --run runs/vcm-synthesis \
+        --config configs/vcm_synthesis.yaml [--results bench_out/quality/results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import yaml
+
+from volgen import hub
+
+USES = {
+    "backbone": "a frozen prior for volgen's conditioning modules (synthesis, super-resolution, inpainting) and a "
+                "starting point for fine-tuning on real data",
+    "synthesis": "synthesising a missing MRI contrast (t1n, t1c, t2w or t2f) from any subset of the others, e.g. to "
+                 "complete inputs for segmentation training",
+    "super_resolution": "restoring isotropic 2 mm volumes from 4x thick-slice (8 mm) acquisitions along one axis",
+    "inpainting": "filling a masked region with healthy-looking tissue (pseudo-healthy), or growing a lesion inside "
+                  "a mask, for augmentation",
+}
+TASK_ROWS = {"synthesis": "t1c synthesis", "super_resolution": "4x super-resolution (t2f)",
+             "inpainting": "pseudo-healthy inpainting (t2f)"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name")
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--results", default="bench_out/quality/results.json")
+    args = parser.parse_args()
+    entry = json.loads(hub.REGISTRY_FILE.read_text())[args.name]
+    model = hub.from_pretrained(args.name)
+    saved = hub.read_config(hub.PRETRAINED_DIR / args.name)
+    run_config = yaml.safe_load(Path(args.config).read_text())
+    with open(Path(args.run) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    task = run_config.get("task") if run_config["kind"] == "module" else "backbone"
+    params = model.count_trainable() if hasattr(model, "count_trainable") else \
+        sum(p.numel() for p in model.parameters())
+    size = (hub.PRETRAINED_DIR / args.name / hub.WEIGHTS_FILE).stat().st_size / 2 ** 20
+    train, data = run_config.get("train", {}), run_config.get("data", {})
+    lines = [
+        f"# {args.name}", "",
+        f"{entry['description']}.", "",
+        f"- model type: `{entry['model_type']}`; trainable parameters: {params / 1e6:.2f} M; weights: {size:.1f} MB "
+        f"({saved['dtype']} safetensors)",
+        f"- sha256: `{entry['sha256']}`",
+        f"- load: `volgen.hub.from_pretrained(\"{args.name}\")`", "",
+        "## Data", "",
+        f"Procedural phantoms from `volgen phantom` (MNI152-based anatomy, random affine and elastic warp, a "
+        f"supratentorial tumour with BraTS labels, 3 T signal equations, bias field, Rician noise): 48 training cases "
+        f"(seed 100, `{data.get('root', 'phantoms/train')}`), on the 2 mm RAS grid, intensities scaled per volume to "
+        f"[-1, 1] (0.1-99.9th percentiles). Held-out evaluation cases: seed 200, never seen in training.", "",
+        "## Recipe", "",
+        f"`{args.config}`: {rows[-1]['step']} steps, batch {train.get('batch_size')}, random "
+        f"{'x'.join(str(c) for c in data.get('crop', []))} crops with flips, AdamW lr {train.get('lr')}, EMA "
+        f"{train.get('ema_decay', 0.999)}; final logged loss {float(rows[-1]['loss']):.4f}. Wall time "
+        f"{float(rows[-1]['seconds']) / 60:.1f} min on {saved['metadata'].get('device', 'cpu')} "
+        "(this repository's machine: 2 CPU cores, no GPU). On a GPU, train the same config larger and longer.", "",
+        "## Intended use", "",
+        f"{USES[task]}. A research tool and a starting point for fine-tuning on your own data.", "",
+        "## Limits", "",
+        "Trained on phantoms only, at 2 mm, for minutes on a CPU: expect blur and phantom-like texture, and do not "
+        "expect it to transfer to real scans without fine-tuning. Not for clinical use or diagnosis.", "",
+    ]
+    lines += measured(args.name, task, args.results)
+    out = Path("model_cards") / f"{args.name}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+def measured(name: str, task: str, results_path: str) -> list[str]:
+    lines = ["## Measured", ""]
+    path = Path(results_path)
+    if task not in TASK_ROWS or not path.is_file():
+        return lines + ["Backbones are measured through the modules on them (see their cards); "
+                        "`scripts/bench_sampling.py` times sampling." if task == "backbone" else
+                        "Not measured yet: run `scripts/bench_quality.py`."]
+    rows = [r for r in json.loads(path.read_text()) if r["task"] == TASK_ROWS[task]]
+    keys = [k for k in ("brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "mask_psnr", "consistency",
+                        "seconds") if k in rows[0]]
+    lines += [f"`scripts/bench_quality.py` on the 20 held-out cases ({TASK_ROWS[task]}; PSNR in dB on [0, 1]):", "",
+              "| method | params | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['trainable_params']} | " +
+                     " | ".join(f"{r[k]:.4f}" if k in r else "" for k in keys) + " |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
