@@ -15,8 +15,7 @@ import yaml
 from volgen import hub
 
 USES = {
-    "backbone": "a frozen prior for volgen's conditioning modules (synthesis, super-resolution, inpainting) and a "
-                "starting point for fine-tuning on real data",
+    "backbone": "a frozen prior for volgen's conditioning modules (synthesis, super-resolution, inpainting)",
     "synthesis": "synthesising a missing MRI contrast (t1n, t1c, t2w or t2f) from any subset of the others, e.g. to "
                  "complete inputs for segmentation training",
     "super_resolution": "restoring isotropic 2 mm volumes from 4x thick-slice (8 mm) acquisitions along one axis",
@@ -33,6 +32,7 @@ def main() -> None:
     parser.add_argument("--run", required=True)
     parser.add_argument("--config", required=True)
     parser.add_argument("--results", default="bench_out/quality/results.json")
+    parser.add_argument("--limits", default="", help="further limits seen in this model's outputs")
     args = parser.parse_args()
     entry = json.loads(hub.REGISTRY_FILE.read_text())[args.name]
     model = hub.from_pretrained(args.name)
@@ -67,7 +67,8 @@ def main() -> None:
         f"{USES[task]}. A research tool and a starting point for fine-tuning on your own data.", "",
         "## Limits", "",
         "Trained on phantoms only, at 2 mm, for minutes on a CPU: expect blur and phantom-like texture, and do not "
-        "expect it to transfer to real scans without fine-tuning. Not for clinical use or diagnosis.", "",
+        "expect it to transfer to real scans without fine-tuning. Not for clinical use or diagnosis."
+        + (f" {args.limits}" if args.limits else ""), "",
     ]
     lines += measured(args.name, task, args.results)
     out = Path("model_cards") / f"{args.name}.md"
