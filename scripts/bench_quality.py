@@ -173,6 +173,7 @@ def main() -> None:
     parser.add_argument("--concat", default="runs/concat-synthesis/model")
     parser.add_argument("--sr", default="volgen-vcm-super-resolution-2mm")
     parser.add_argument("--inpaint", default="volgen-vcm-inpainting-2mm")
+    parser.add_argument("--tasks", default="synthesis,super_resolution,inpainting")
     parser.add_argument("--out", default="bench_out/quality")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -189,10 +190,14 @@ def main() -> None:
     cases = load_cases(DataConfig(root=args.heldout, contrasts=CONTRASTS, max_cases=args.cases), multiple=16,
                        with_healthy=True)
     print(f"{len(cases)} held-out cases; fitting the linear regression on training cases")
-    rows = synthesis_rows(cases, models, fit_linear_regression(args.train, 16), args.steps, args.seed,
-                          out / "t1c-montage.png")
-    rows += super_resolution_rows(cases, load(args.sr), args.steps, args.seed)
-    if backbone is not None:
+    tasks = args.tasks.split(",")
+    rows = []
+    if "synthesis" in tasks:
+        rows += synthesis_rows(cases, models, fit_linear_regression(args.train, 16), args.steps, args.seed,
+                               out / "t1c-montage.png")
+    if "super_resolution" in tasks:
+        rows += super_resolution_rows(cases, load(args.sr), args.steps, args.seed)
+    if "inpainting" in tasks and backbone is not None:
         rows += inpainting_rows(cases, backbone, load(args.inpaint), args.steps, args.seed)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     print_table(rows, args)
