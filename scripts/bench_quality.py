@@ -199,6 +199,7 @@ def main() -> None:
         rows += super_resolution_rows(cases, load(args.sr), args.steps, args.seed)
     if "inpainting" in tasks and backbone is not None:
         rows += inpainting_rows(cases, backbone, load(args.inpaint), args.steps, args.seed)
+    rows = [{**r, "cases": len(cases), "steps": args.steps} for r in rows]
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     print_table(rows, args)
 

@@ -87,7 +87,8 @@ def measured(name: str, task: str, results_path: str) -> list[str]:
     rows = [r for r in json.loads(path.read_text()) if r["task"] == TASK_ROWS[task]]
     keys = [k for k in ("brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "mask_psnr", "consistency",
                         "seconds") if k in rows[0]]
-    lines += [f"`scripts/bench_quality.py` on the 20 held-out cases ({TASK_ROWS[task]}; PSNR in dB on [0, 1]):", "",
+    lines += [f"`scripts/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, {rows[0].get('steps', '?')} "
+              f"sampling steps ({TASK_ROWS[task]}; PSNR in dB on [0, 1], seconds per case):", "",
               "| method | params | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['trainable_params']} | " +
