@@ -6,55 +6,37 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from volgen.backbones import Denoiser
 from volgen.sampling import FlowSchedule, NoiseSchedule, sample_ddim, sample_ddpm, sample_euler, schedule_from_config
 
-
-class TinyVelocity(torch.nn.Module):
-    """A fixed, time-dependent velocity field (t is a float timestep in (0, 1000])."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv3d(2, 2, 3, padding=1)
-
-    def forward(self, x, t):
-        return torch.tanh(self.conv(x)) * (1.0 + t.to(x.dtype) / 1000.0).view(-1, 1, 1, 1, 1)
-
-
-def _x_T():
-    return torch.randn(1, 2, 8, 8, 8, generator=torch.Generator().manual_seed(1))
-
-
-def _rel(a, b):
-    return (torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b)).item()
+from tiny import TinyNet, rel, x_T
 
 
 @pytest.mark.parametrize("shift", [1.0, 3.0])
 def test_euler_matches_diffusers_flow_match(shift):
-    net, steps = TinyVelocity(), 12
+    net, steps = TinyNet(), 12
     ref = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     # Unshifted levels 1 .. 1/T, which diffusers then shifts (its default end point is shifted twice).
     ref.set_timesteps(sigmas=torch.linspace(1.0, 1e-3, steps).tolist())
     ours = FlowSchedule(1000, shift=shift)
     assert torch.allclose(ref.timesteps.double(), torch.tensor(ours.timesteps(steps), dtype=torch.float64), rtol=1e-5)
-    x = _x_T()
+    x = x_T()
     with torch.no_grad():
         for t in ref.timesteps:
             x = ref.step(net(x, t.view(1)), t, x).prev_sample
-    mine = sample_euler(Denoiser(net, ours, "flow"), _x_T(), ours.timesteps(steps))
-    assert _rel(mine, x) < 1e-5
+    mine = sample_euler(Denoiser(net, ours, "flow"), x_T(), ours.timesteps(steps))
+    assert rel(mine, x) < 1e-5
 
 
 def test_euler_is_deterministic_ddim_on_a_flow():
     """On the straight path, Euler's step x + (sigma' - sigma) u equals DDIM's alpha' x0 + sigma' eps exactly."""
-    net, schedule = TinyVelocity().double(), FlowSchedule(1000, shift=2.0)
+    net, schedule = TinyNet().double(), FlowSchedule(1000, shift=2.0)
     denoiser = Denoiser(net, schedule, "flow")
     steps = schedule.timesteps(9)
-    euler = sample_euler(denoiser, _x_T().double(), steps)
-    assert _rel(sample_ddim(denoiser, _x_T().double(), steps), euler) < 1e-12
+    euler = sample_euler(denoiser, x_T().double(), steps)
+    assert rel(sample_ddim(denoiser, x_T().double(), steps), euler) < 1e-12
 
 
 def test_flow_parameterizations_agree():
     """An x0-network that is the exact conversion of the velocity network samples the same volume."""
-    net, schedule = TinyVelocity().double(), FlowSchedule(1000)
+    net, schedule = TinyNet().double(), FlowSchedule(1000)
 
     class AsX0(torch.nn.Module):
         def forward(self, x, t):
@@ -62,24 +44,24 @@ def test_flow_parameterizations_agree():
             return x - s * net(x, t)
 
     steps = schedule.timesteps(7)
-    ref = sample_euler(Denoiser(net, schedule, "flow"), _x_T().double(), steps)
-    assert _rel(sample_euler(Denoiser(AsX0(), schedule, "x0"), _x_T().double(), steps), ref) < 1e-10
+    ref = sample_euler(Denoiser(net, schedule, "flow"), x_T().double(), steps)
+    assert rel(sample_euler(Denoiser(AsX0(), schedule, "x0"), x_T().double(), steps), ref) < 1e-10
 
 
 def test_samplers_and_parameterizations_refuse_the_wrong_schedule():
     with pytest.raises(ValueError, match="rectified flow"):
-        sample_euler(Denoiser(TinyVelocity(), NoiseSchedule.linear()), _x_T(), [999])
+        sample_euler(Denoiser(TinyNet(), NoiseSchedule.linear()), x_T(), [999])
     with pytest.raises(ValueError, match="needs a 'flow' schedule"):
-        Denoiser(TinyVelocity(), NoiseSchedule.linear(), "flow")
+        Denoiser(TinyNet(), NoiseSchedule.linear(), "flow")
     with pytest.raises(ValueError, match="needs a 'vp' schedule"):
-        Denoiser(TinyVelocity(), FlowSchedule(), "v")
+        Denoiser(TinyNet(), FlowSchedule(), "v")
 
 
 def test_ddpm_on_a_flow_ends_clean_and_is_seeded():
-    denoiser = Denoiser(TinyVelocity(), FlowSchedule(), "flow")
+    denoiser = Denoiser(TinyNet(), FlowSchedule(), "flow")
     steps = denoiser.schedule.timesteps(6)
-    a = sample_ddpm(denoiser, _x_T(), steps, generator=torch.Generator().manual_seed(2))
-    b = sample_ddpm(denoiser, _x_T(), steps, generator=torch.Generator().manual_seed(2))
+    a = sample_ddpm(denoiser, x_T(), steps, generator=torch.Generator().manual_seed(2))
+    b = sample_ddpm(denoiser, x_T(), steps, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and torch.isfinite(a).all()
 
 
