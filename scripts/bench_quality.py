@@ -9,7 +9,7 @@
   against the unconditioned backbone with known-voxel replacement (RePaint-style, no resampling jumps).
 Images are compared on the model grid in [0, 1] (data range 1).
 
-    python scripts/bench_quality.py [--cases 20] [--steps 25] [--out bench_out/quality]
+    python scripts/bench_quality.py [--cases 20] [--steps N] [--tasks synthesis,super_resolution,inpainting]
 """
 from __future__ import annotations
 
@@ -42,9 +42,12 @@ def unit(x) -> np.ndarray:
     return ((np.asarray(x, dtype=np.float64) + 1) / 2).clip(0, 1)
 
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load(name_or_folder):
     try:
-        return hub.from_pretrained(name_or_folder)
+        return hub.from_pretrained(name_or_folder, device=DEVICE)
     except VolgenError as exc:
         print(f"  (skipped: {exc})")
         return None
@@ -86,7 +89,7 @@ def synthesis_rows(cases, models: dict, coef, steps: int, seed: int, montage_pat
             out = generate(model, (1, *images.shape[1:]), contrast="t1c", conditions=conditions, present=present,
                            steps=steps, seed=seed + index)
             times[name] = time.perf_counter() - start
-            outputs[name] = out[0, 0].numpy()
+            outputs[name] = out[0, 0].cpu().numpy()
         for name, out in outputs.items():
             pred = unit(out)
             r = results[name]
@@ -123,8 +126,8 @@ def super_resolution_rows(cases, model, steps: int, seed: int, factor: int = 4, 
             start = time.perf_counter()
             lowres = observed.repeat_interleave(factor, dim=2 + axis)
             out = generate(model, (1, *volume.shape[2:]), contrast="t2f", conditions=lowres, steps=steps,
-                           projection=thick_slice_projection(observed, factor, 2 + axis), seed=seed + index)
-            outs["VCM"] = (out[0, 0].numpy(), time.perf_counter() - start)
+                           projection=thick_slice_projection(observed.to(DEVICE), factor, 2 + axis), seed=seed + index)
+            outs["VCM"] = (out[0, 0].cpu().numpy(), time.perf_counter() - start)
         for name, (out, seconds) in outs.items():
             r = rows[name]
             r["brain_psnr"].append(psnr(unit(out), truth, brain, data_range=1.0))
@@ -151,10 +154,10 @@ def inpainting_rows(cases, backbone, model, steps: int, seed: int) -> list[dict]
             start = time.perf_counter()
             conditions = torch.cat([masked, mask, torch.zeros_like(mask)], dim=1) if name == "VCM" else None
             out = generate(method, (1, *image.shape[2:]), contrast="t2f", conditions=conditions, steps=steps,
-                           projection=known_voxel_projection(image, mask), seed=seed + index)
+                           projection=known_voxel_projection(image.to(DEVICE), mask.to(DEVICE)), seed=seed + index)
             rows[name]["seconds"].append(time.perf_counter() - start)
             inside = mask[0, 0].numpy() > 0
-            rows[name]["mask_psnr"].append(psnr(unit(out[0, 0]), unit(healthy[0, 0]), inside, data_range=1.0))
+            rows[name]["mask_psnr"].append(psnr(unit(out[0, 0].cpu()), unit(healthy[0, 0]), inside, data_range=1.0))
     return [{"task": "pseudo-healthy inpainting (t2f)", "method": name,
              "trainable_params": trainable(methods[name]) if name == "VCM" else 0,
              **{k: float(np.mean(v)) for k, v in r.items()}} for name, r in rows.items()]
@@ -165,7 +168,7 @@ def main() -> None:
     parser.add_argument("--heldout", default="phantoms/heldout")
     parser.add_argument("--train", default="phantoms/train")
     parser.add_argument("--cases", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 25 on a GPU, 10 on the CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backbone", default="volgen-wavelet-brain-2mm")
     parser.add_argument("--vcm", default="volgen-vcm-synthesis-2mm")
@@ -177,6 +180,8 @@ def main() -> None:
     parser.add_argument("--out", default="bench_out/quality")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    args.steps = args.steps or (25 if DEVICE.type == "cuda" else 10)
+    print(f"device {DEVICE}, {args.steps} sampling steps")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for folder in (args.heldout, args.train):
