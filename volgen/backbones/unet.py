@@ -32,7 +32,9 @@ class UNetConfig(DictConfig):
     num_class_embeds: int | None = None       # e.g. 4: which MRI contrast
     cross_attention_dim: int | None = None
     upcast_attention: bool = False
-    use_flash_attention: bool = False
+    # torch's fused scaled-dot-product attention: MONAI's flag for the same weights and outputs (to rounding), without
+    # the N^2 attention matrix. It matters because MONAI's middle block always attends over the whole lowest grid.
+    use_flash_attention: bool = True
 
     def __post_init__(self):
         self.channels = tuple(self.channels)

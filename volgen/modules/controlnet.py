@@ -42,7 +42,8 @@ class ControlNetConditioner(Conditioner):
             with_conditioning=net.cross_attention_dim is not None, cross_attention_dim=net.cross_attention_dim,
             num_class_embeds=net.num_class_embeds, upcast_attention=net.upcast_attention,
             conditioning_embedding_in_channels=2 * len(config.conditions),
-            conditioning_embedding_num_channels=config.embedding_channels[:stages])
+            conditioning_embedding_num_channels=config.embedding_channels[:stages],
+            use_flash_attention=net.use_flash_attention)
         # Start from the backbone's encoder weights (the shared keys: input conv, embeddings, down and mid blocks).
         missing, _ = self.controlnet.load_state_dict(backbone.network.unet.state_dict(), strict=False)
         assert all(k.startswith(("controlnet_", "controlnet_cond_embedding")) for k in missing), missing

@@ -76,7 +76,7 @@ class VCM(Conditioner):
             spatial_dims=3, in_channels=net.in_channels + latent + config.features, out_channels=config.head_channels,
             num_res_blocks=config.num_res_blocks, channels=config.channels, attention_levels=config.attention_levels,
             norm_num_groups=config.norm_num_groups, num_head_channels=config.num_head_channels,
-            num_class_embeds=net.num_class_embeds)
+            num_class_embeds=net.num_class_embeds, use_flash_attention=True)
         # MONAI zero-initialises the U-Net's output convolution. Behind zero heads that would be a dead end (the
         # heads' weight gradients are h * g = 0 and the output conv's are W_head^T g = 0), so give it PyTorch's
         # default initialisation: only the heads start at zero.
