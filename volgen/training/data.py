@@ -43,7 +43,7 @@ def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArra
         if with_healthy and (seg_path is None or not all(p.is_file() for p in healthy_paths)):
             skipped.append(case.name)
             continue
-        cases.append(_load_case(case, data, multiple, healthy_paths if with_healthy else None))
+        cases.append(_load_case(case, folder, data, multiple, healthy_paths if with_healthy else None))
         if data.max_cases and len(cases) >= data.max_cases:
             break
     if not cases:
@@ -52,7 +52,7 @@ def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArra
     return cases
 
 
-def _load_case(case, data, multiple: int, healthy_paths) -> CaseArrays:
+def _load_case(case, folder: Path, data, multiple: int, healthy_paths) -> CaseArrays:
     spec = GridSpec(spacing=(data.spacing,) * 3, multiple=multiple)
     first = preprocess(read_volume(case.paths[data.contrasts[0]]), spec, out_range=(-1.0, 1.0))
     prepared = [first] + [preprocess(read_volume(case.paths[c]), spec, grid=first.grid, out_range=(-1.0, 1.0))
@@ -68,7 +68,7 @@ def _load_case(case, data, multiple: int, healthy_paths) -> CaseArrays:
         seg = torch.from_numpy(preprocess(read_volume(case.paths["seg"]), spec, grid=first.grid, label=True)
                                .array.astype(np.int64))
     brain = None
-    brain_path = next(iter(case.paths.values())).parent / f"{case.name}-brainmask.nii.gz"
+    brain_path = folder / f"{case.name}-brainmask.nii.gz"
     if brain_path.is_file():
         brain = torch.from_numpy(preprocess(read_volume(brain_path, allow_constant=True), spec, grid=first.grid,
                                             label=True).array > 0)

@@ -108,9 +108,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                                            "this model")
     if tc.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    cases = load_cases(config.data, multiple, with_healthy=config.kind == "module" and config.task == "inpainting")
+    inpainting = config.kind == "module" and config.task == "inpainting"
+    cases = load_cases(config.data, multiple, with_healthy=inpainting)
     step_module = TrainingStep(config, model)
-    optimizer = torch.optim.AdamW([p for _, p in named], lr=tc.lr, weight_decay=tc.weight_decay)
+    params = [p for _, p in named]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
     ema = EMA(named, tc.ema_decay)
     step_module, optimizer = accelerator.prepare(step_module, optimizer)
     start = 0
@@ -127,8 +129,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     began = time.perf_counter()
     for step in bar:
         gen = step_generator(tc.seed, step, accelerator.process_index)
-        batch = sample_batch(cases, tc.batch_size, config.data.crop, config.data.flip, gen,
-                             around_lesion=config.task == "inpainting" and config.kind == "module")
+        batch = sample_batch(cases, tc.batch_size, config.data.crop, config.data.flip, gen, around_lesion=inpainting)
         target, cond = make_example(config.kind, config.task, batch, config.data, gen, labelled)
         target = target.to(accelerator.device)
         cond = {k: v.to(accelerator.device) for k, v in cond.items()}
@@ -137,14 +138,15 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if tc.grad_clip > 0:
-            accelerator.clip_grad_norm_([p for _, p in named], tc.grad_clip)
+            accelerator.clip_grad_norm_(params, tc.grad_clip)
         optimizer.step()
         ema.update(named)
         done = step + 1
-        loss_value = accelerator.gather(loss.detach().reshape(1)).mean().item()
-        if main and (done % tc.log_every == 0 or done == tc.steps):
-            log.write(done, loss_value, tc.lr, time.perf_counter() - began)
-            bar.set_postfix(loss=f"{loss_value:.4f}")
+        if done % tc.log_every == 0 or done == tc.steps:     # the gather syncs every process: only when logging
+            loss_value = accelerator.gather(loss.detach().reshape(1)).mean().item()
+            if main:
+                log.write(done, loss_value, tc.lr, time.perf_counter() - began)
+                bar.set_postfix(loss=f"{loss_value:.4f}")
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             _save_checkpoint(accelerator, ema, run_dir, done)
     accelerator.wait_for_everyone()
