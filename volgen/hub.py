@@ -39,11 +39,6 @@ MODEL_TYPES = {
 _USER_REGISTRY: dict[str, dict] = {}
 
 
-def register_model_type(model_type: str, target: str) -> None:
-    """Make `from_pretrained` able to build `model_type` ("package.module:Class")."""
-    MODEL_TYPES[model_type] = target
-
-
 def register(name: str, folder, *, sha256: str | None = None, card: str | None = None, description: str = ""):
     """Register a model folder under a name for this process (the shipped ones are in registry.json)."""
     _USER_REGISTRY[name] = {"folder": str(Path(folder)), "sha256": sha256, "card": card, "description": description}

@@ -30,8 +30,8 @@ class ConcatConditioner(Conditioner):
         config = self.config
         base = backbone.network.config
         probe = 16 * backbone.codec.downsampling
-        self.latent_per_channel = backbone.codec.latent_shape((1, probe, probe, probe))[0]
-        extra = len(config.conditions) * (self.latent_per_channel + 1)        # encoded conditions + their flags
+        latent_per_channel = backbone.codec.latent_shape((1, probe, probe, probe))[0]
+        extra = len(config.conditions) * (latent_per_channel + 1)        # encoded conditions + their flags
         self.network = DiffusionUNet(UNetConfig.from_dict({**base.to_dict(), "cond_channels": base.cond_channels + extra}))
         state = backbone.network.state_dict()
         key = "unet.conv_in.conv.weight"
