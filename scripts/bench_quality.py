@@ -7,7 +7,8 @@
   Target: +2 dB PSNR in the brain.
 - inpainting (pseudo-healthy t2f inside the dilated lesion mask), PSNR in the mask against the healthy twin: VCM
   against the unconditioned backbone with known-voxel replacement (RePaint-style, no resampling jumps).
-Images are compared on the model grid in [0, 1] (data range 1).
+Images are compared on the model grid in [0, 1] (data range 1). Each run replaces the rows of the tasks it measured
+in results.json and keeps the rest, so tasks can be measured in separate runs.
 
     python scripts/bench_quality.py [--cases 20] [--steps N] [--tasks synthesis,super_resolution,inpainting]
 """
@@ -205,16 +206,27 @@ def main() -> None:
     if "inpainting" in tasks and backbone is not None:
         rows += inpainting_rows(cases, backbone, load(args.inpaint), args.steps, args.seed)
     rows = [{**r, "cases": len(cases), "steps": args.steps} for r in rows]
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    rows = merge_results(out / "results.json", rows)
     print_table(rows, args)
+
+
+def merge_results(path: Path, rows: list[dict]) -> list[dict]:
+    """Replace the rows of the tasks this run measured and keep the others' (each task's rows come from one run)."""
+    measured = {r["task"] for r in rows}
+    kept = [r for r in json.loads(path.read_text()) if r["task"] not in measured] if path.exists() else []
+    merged = kept + rows
+    order = ["t1c synthesis", "4x super-resolution (t2f)", "pseudo-healthy inpainting (t2f)"]
+    merged.sort(key=lambda r: order.index(r["task"]) if r["task"] in order else len(order))
+    path.write_text(json.dumps(merged, indent=2))
+    return merged
 
 
 def print_table(rows: list[dict], args) -> None:
     keys = ["brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "mask_psnr", "consistency", "seconds"]
-    print(f"\n{'task':32} {'method':36} {'params':>9} " + " ".join(f"{k:>11}" for k in keys))
+    print(f"\n{'task':32} {'method':36} {'params':>9} " + " ".join(f"{k:>11}" for k in keys) + " cases steps")
     for r in rows:
         cells = " ".join(f"{r[k]:>11.4f}" if k in r else f"{'':>11}" for k in keys)
-        print(f"{r['task']:32} {r['method']:36} {r['trainable_params']:>9} {cells}")
+        print(f"{r['task']:32} {r['method']:36} {r['trainable_params']:>9} {cells} {r['cases']:>5} {r['steps']:>5}")
     by = {(r["task"], r["method"]): r for r in rows}
     vcm, lin, cn = (by.get(("t1c synthesis", m)) for m in ("VCM", "linear regression", "ControlNet"))
     if vcm and lin:
@@ -230,7 +242,7 @@ def print_table(rows: list[dict], args) -> None:
     if sr and cubic:
         gain = sr["brain_psnr"] - cubic["brain_psnr"]
         print(f"SR VCM - cubic, brain PSNR: {gain:+.2f} dB (target >= +2: {'met' if gain >= 2 else 'MISSED'})")
-    print(f"({args.steps} sampling steps; results in {args.out}/results.json, montage {args.out}/t1c-montage.png)")
+    print(f"(results in {args.out}/results.json, montage {args.out}/t1c-montage.png)")
 
 
 if __name__ == "__main__":

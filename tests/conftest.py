@@ -37,3 +37,49 @@ def smooth_volume(shape=(20, 24, 16), seed=0):
     vol[:2] = 0
     vol[:, -2:] = 0
     return vol.astype(np.float32)
+
+
+TASK_CONDITIONS = {"synthesis": ("t1n", "t1c", "t2w", "t2f"), "super_resolution": ("lowres",),
+                   "inpainting": ("masked", "mask", "insert_lesion")}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A tiny Haar backbone and one tiny VCM per job, saved as model folders: {job: folder}. Their heads are
+    random (not zero) so the modules really act; nothing is trained, the job plumbing is what is tested."""
+    import torch
+
+    from volgen import hub
+    from volgen.backbones import Backbone, BackboneConfig, UNetConfig
+    from volgen.modules import VCM, VCMConfig
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    net = UNetConfig(in_channels=8, out_channels=8, channels=(8, 16), attention_levels=(False, False),
+                     num_head_channels=8, norm_num_groups=8, num_class_embeds=4)
+    backbone = Backbone(BackboneConfig(network=net.to_dict(), contrasts=TASK_CONDITIONS["synthesis"]))
+    torch.nn.init.normal_(backbone.network.unet.out[2].conv.weight, std=0.05)
+    hub.save_pretrained(backbone, root / "backbone")
+    backbone = hub.from_pretrained(root / "backbone")
+    folders = {"backbone": root / "backbone"}
+    for job, conditions in TASK_CONDITIONS.items():
+        module = VCM(backbone, VCMConfig(conditions=conditions, channels=(8, 16), encoder_channels=(8,), features=8,
+                                         head_channels=8, num_head_channels=8, norm_num_groups=8))
+        torch.nn.init.normal_(module.beta.weight, std=0.1)
+        hub.save_pretrained(module, root / job)
+        folders[job] = root / job
+    return folders
+
+
+def write_brats_case(root, name, shape=(32, 36, 28), affine=None, contrasts=("t1n", "t1c", "t2w", "t2f"),
+                     dtype=np.int16, seed=0):
+    """A BraTS-layout case folder of smooth volumes: root/name/name-<contrast>.nii.gz (and a seg)."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0]) if affine is None else affine
+    for i, contrast in enumerate(contrasts):
+        save_nifti(folder / f"{name}-{contrast}.nii.gz", smooth_volume(shape, seed=seed + i).astype(dtype), affine)
+    seg = np.zeros(shape, np.uint8)
+    seg[tuple(slice(n // 3, n // 3 + max(2, n // 6)) for n in shape)] = 1
+    save_nifti(folder / f"{name}-seg.nii.gz", seg, affine)
+    return folder

@@ -164,6 +164,7 @@ def from_pretrained(name_or_folder, *, device=None, dtype: torch.dtype | None = 
     if dtype is not None:
         model = model.to(dtype=dtype)
     model.hub_source = {"name": str(name_or_folder), "sha256": digest}
+    model.hub_metadata = config.get("metadata") or {}
     return model.to(device=device).eval()
 
 

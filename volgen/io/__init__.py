@@ -1,5 +1,5 @@
 """Volumes on disk and on the model grid: NIfTI IO, contrast names, preprocessing and its exact inverse."""
-from volgen.io.atomic import atomic_folder, atomic_path
+from volgen.io.atomic import atomic_folder, atomic_path, atomic_paths
 from volgen.io.contrasts import (CONTRASTS, MRI_CONTRASTS, Case, canonical_contrast, case_from_paths, find_case,
                                  find_cases, parse_contrasts)
 from volgen.io.nifti import read_volume, write_volume
@@ -9,6 +9,6 @@ from volgen.io.volume import Volume
 
 __all__ = [
     "CONTRASTS", "MRI_CONTRASTS", "Case", "GridMap", "GridSpec", "IntensityScale", "Preprocessed", "Volume",
-    "align_grids", "atomic_folder", "atomic_path", "canonical_contrast", "case_from_paths", "find_case",
+    "align_grids", "atomic_folder", "atomic_path", "atomic_paths", "canonical_contrast", "case_from_paths", "find_case",
     "find_cases", "parse_contrasts", "preprocess", "read_volume", "resample_like", "same_grid", "write_volume",
 ]

@@ -34,20 +34,48 @@ def prepare_output(path, *, overwrite: bool) -> Path:
     return path
 
 
+def check_output(path, *, overwrite: bool) -> Path:
+    """Like `prepare_output` but creates nothing: for refusing a job's outputs before the job runs."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(path, "already exists; pass --overwrite to replace it")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(path.parent, f"cannot create output folder ({ancestor} is not a folder)")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(ancestor, "output folder is not writable")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, overwrite: bool = False):
     """Yield a temporary path beside `path` with the same extension; rename it onto `path` only on success."""
-    path = prepare_output(path, overwrite=overwrite)
-    stem, suffix = split_suffix(path)
-    tmp = path.with_name(f".{stem}.partial-{os.getpid()}{suffix}")
-    try:
+    with atomic_paths([path], overwrite=overwrite) as (tmp,):
         yield tmp
-        if not tmp.exists():
-            raise OutputError(path, "writer produced no file")
-        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths, *, overwrite: bool = False):
+    """Temporary paths for several outputs of one job (image, montage, sidecar); they are renamed onto theirs only
+    when every one was written, so a failure leaves none of them."""
+    paths = [prepare_output(p, overwrite=overwrite) for p in paths]
+    tmps = []
+    for path in paths:
+        stem, suffix = split_suffix(path)
+        tmps.append(path.with_name(f".{stem}.partial-{os.getpid()}{suffix}"))
+    try:
+        yield tmps
+        for tmp, path in zip(tmps, paths):
+            if not tmp.exists():
+                raise OutputError(path, "writer produced no file")
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for tmp in tmps:
+            if tmp.exists():
+                tmp.unlink()
 
 
 @contextlib.contextmanager

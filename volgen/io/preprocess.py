@@ -18,11 +18,14 @@ from volgen.io.volume import Volume
 
 @dataclass(frozen=True)
 class GridSpec:
-    """What the model wants. `spacing=None` keeps the source's; `shape=None` pads up to a multiple of `multiple`."""
+    """What the model wants. `spacing=None` keeps the source's; `shape=None` pads up to a multiple of `multiple`.
+    `align` (per RAS axis) makes the window start a multiple of it, so blocks of the source (thick slices repeated
+    onto a thin grid) stay whole blocks on the model grid."""
 
     spacing: tuple[float, float, float] | None = (2.0, 2.0, 2.0)
     shape: tuple[int, int, int] | None = None
     multiple: int = 16
+    align: tuple[int, int, int] = (1, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class GridMap:
         if spec.shape and any(s % spec.multiple for s in spec.shape):
             raise ValueError(f"model shape {spec.shape} is not divisible by {spec.multiple}")
         centre = _foreground_centre(foreground, ornt, res_shape, ras_shape, ras_affine, res_affine)
-        offset = tuple(_window_start(n, m, c) for n, m, c in zip(res_shape, model_shape, centre))
+        offset = tuple(_window_start(n, m, c, a) for n, m, c, a in zip(res_shape, model_shape, centre, spec.align))
         model_affine = res_affine.copy()
         model_affine[:3, 3] = res_affine[:3, :3] @ np.array(offset, dtype=np.float64) + res_affine[:3, 3]
         return cls(shape, affine, ornt, ras_shape, ras_affine, res_shape, res_affine, offset, model_shape,
@@ -123,11 +126,12 @@ def _foreground_centre(foreground, ornt, res_shape, ras_shape, ras_affine, res_a
     return list(to_res[:3, :3] @ centre_ras + to_res[:3, 3])
 
 
-def _window_start(n: int, m: int, centre: float) -> int:
-    """Start of an m-voxel window over n voxels: the whole axis centred when it fits, else around `centre`."""
+def _window_start(n: int, m: int, centre: float, align: int = 1) -> int:
+    """Start of an m-voxel window over n voxels: the whole axis centred when it fits, else around `centre`; a
+    multiple of `align` either way."""
     if m >= n:
-        return -((m - n) // 2)
-    return int(np.clip(round(centre - (m - 1) / 2.0), 0, n - m))
+        return -((m - n) // 2 // align * align)
+    return int(np.clip(round((centre - (m - 1) / 2.0) / align) * align, 0, (n - m) // align * align))
 
 
 def _window(array: np.ndarray, offset, shape, fill) -> np.ndarray:

@@ -21,8 +21,19 @@ def default_sampler(backbone: Backbone) -> str:
 @torch.no_grad()
 def generate(model, image_shape, *, contrast: str | None = None, conditions: torch.Tensor | None = None,
              present: torch.Tensor | None = None, projection=None, steps: int = 25, sampler: str | None = None,
-             seed: int = 0, progress: bool = False) -> torch.Tensor:
-    """A (1, C, D, H, W) image in the model's intensity range ([-1, 1] for volgen's backbones)."""
+             seed: int = 0, guidance: float = 1.0, progress: bool = False) -> torch.Tensor:
+    """A (1, C, D, H, W) image in the model's intensity range ([-1, 1] for volgen's backbones). `guidance` is a
+    module's conditioning scale for this call (1: as trained)."""
+    if isinstance(model, Backbone):
+        return _generate(model, image_shape, contrast, conditions, present, projection, steps, sampler, seed, progress)
+    saved, model.scale = model.scale, guidance
+    try:
+        return _generate(model, image_shape, contrast, conditions, present, projection, steps, sampler, seed, progress)
+    finally:
+        model.scale = saved
+
+
+def _generate(model, image_shape, contrast, conditions, present, projection, steps, sampler, seed, progress):
     backbone = model if isinstance(model, Backbone) else model.backbone
     device = next(backbone.parameters()).device
     denoiser = backbone.denoiser if model is backbone else model.denoiser()

@@ -183,7 +183,9 @@ def _export(config: TrainConfig, model, run_dir: Path, seconds: float, start: in
     metadata = {"steps": config.train.steps, "seconds_this_session": round(seconds, 1), "resumed_at": start,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "kind": config.kind, "task": config.task if config.kind == "module" else None,
-                "data_root": config.data.root}
+                "data_root": config.data.root, "spacing": config.data.spacing,
+                **({"sr_factor": config.data.sr_factor, "sr_axis": config.data.sr_axis}
+                   if config.task == "super_resolution" and config.kind == "module" else {})}
     hub.save_pretrained(model.cpu(), run_dir / "model", dtype=DTYPES[config.output.save_dtype], metadata=metadata,
                         overwrite=True)
 

@@ -1,0 +1,192 @@
+"""`volgen synthesize`, `super-resolve`, `inpaint` and `models` end to end on small cases with tiny models (the
+shipped models' quality is measured by scripts/bench_quality.py, not here)."""
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import save_nifti, smooth_volume, write_brats_case
+from volgen.cli import main
+
+FAST = ["--steps", "2", "--no-progress"]
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.exists() \
+        else []
+
+
+def _one_error_line(capsys, *needles):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("volgen: error:"), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+    return err[0]
+
+
+def test_synthesize_finds_the_missing_contrast_and_keeps_the_geometry(tmp_path, tiny_models, capsys):
+    case = write_brats_case(tmp_path / "in", "case-a", contrasts=("t1n", "t2w", "t2f"))
+    out = tmp_path / "out"
+    assert main(["synthesize", str(case), "-o", str(out), "--model", str(tiny_models["synthesis"]), *FAST]) == 0
+    assert _files(out) == ["case-a/case-a-synthesis.json", "case-a/case-a-synthesis.png", "case-a/case-a-t1c.nii.gz"]
+    src, syn = nib.load(case / "case-a-t1n.nii.gz"), nib.load(out / "case-a/case-a-t1c.nii.gz")
+    assert syn.shape == src.shape and np.allclose(syn.affine, src.affine)
+    data = syn.get_fdata()
+    assert np.isfinite(data).all() and 0 <= data.min() and data.max() <= 1 and data.std() > 0
+    info = json.loads((out / "case-a/case-a-synthesis.json").read_text())
+    assert info["targets"] == ["t1c"] and info["conditions"] == ["t1n", "t2w", "t2f"]
+    assert info["model"]["sha256"] and info["backbone"]["sha256"]
+    assert (info["sampler"], info["steps"], info["seed"]) == ("ddim", 2, 0)
+    assert info["seconds"]["sample t1c"] > 0
+
+
+def test_synthesize_aliases_explicit_files_and_seeds(tmp_path, tiny_models):
+    case = write_brats_case(tmp_path / "in", "case-b")
+    model = ["--model", str(tiny_models["synthesis"]), *FAST]
+    assert main(["synthesize", "--cond", "t1,t2,flair", str(case), "-o", str(tmp_path / "a"), *model]) == 0
+    assert main(["synthesize", "--t1", str(case / "case-b-t1n.nii.gz"), "--t2", str(case / "case-b-t2w.nii.gz"),
+                 "--flair", str(case / "case-b-t2f.nii.gz"), "--target", "t1ce", "-o", str(tmp_path / "b"),
+                 *model]) == 0
+    a = nib.load(tmp_path / "a/case-b/case-b-t1c.nii.gz").get_fdata()
+    b = nib.load(tmp_path / "b/case-b/case-b-t1c.nii.gz").get_fdata()
+    assert np.array_equal(a, b)                               # same conditions, same seed: same volume
+    assert main(["synthesize", "--cond", "t1,t2,flair", str(case), "-o", str(tmp_path / "c"), "--seed", "5",
+                 *model]) == 0
+    assert not np.array_equal(a, nib.load(tmp_path / "c/case-b/case-b-t1c.nii.gz").get_fdata())
+
+
+def test_brats_geometry_comes_back_on_its_grid(tmp_path, tiny_models):
+    """240x240x155 int16 with an LPS affine (BraTS's own geometry) at 1 mm."""
+    affine = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 239], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+    case = tmp_path / "BraTS-GLI-00000-000"
+    case.mkdir()
+    for i, contrast in enumerate(("t1n", "t2w", "t2f")):
+        vol = np.zeros((240, 240, 155), np.int16)
+        vol[40:200, 30:210, 10:140] = (smooth_volume((160, 180, 130), seed=i)).astype(np.int16)
+        save_nifti(case / f"{case.name}-{contrast}.nii.gz", vol, affine, dtype=np.int16)
+    out = tmp_path / "out"
+    assert main(["synthesize", str(case), "-o", str(out), "--model", str(tiny_models["synthesis"]), *FAST]) == 0
+    img = nib.load(out / case.name / f"{case.name}-t1c.nii.gz")
+    assert img.shape == (240, 240, 155) and np.array_equal(img.affine, affine)
+    assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+    data = np.asarray(img.dataobj)
+    assert data[0, 0, 0] == 0 and data[120, 120, 75] != 0     # background stays 0, the head is filled
+
+
+def test_a_batch_skips_a_bad_case_and_reports_it(tmp_path, tiny_models, capsys):
+    root = tmp_path / "cases"
+    for name in ("c1", "c3"):
+        write_brats_case(root, name, contrasts=("t1n", "t2w", "t2f"))
+    bad = write_brats_case(root, "c2", contrasts=("t1n", "t2w", "t2f"))
+    vol = smooth_volume((32, 36, 28))
+    vol[3, 3, 3] = np.nan
+    save_nifti(bad / "c2-t2w.nii.gz", vol, np.diag([2.0, 2.0, 2.0, 1.0]))
+    out = tmp_path / "out"
+    assert main(["synthesize", str(root), "-o", str(out), "--model", str(tiny_models["synthesis"]), *FAST]) == 1
+    captured = capsys.readouterr()
+    assert "c2-t2w.nii.gz: contains 1 NaN or Inf voxel" in captured.err
+    assert "2 of 3 cases synthesised" in captured.out and "1 failed: c2" in captured.out
+    assert [p.name for p in sorted(out.iterdir())] == ["c1", "c3"]
+
+
+@pytest.mark.parametrize("problem", ["missing contrast", "grids disagree", "nan", "unknown contrast",
+                                     "unwritable output", "existing output", "corrupt model"])
+def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path, tiny_models, capsys, problem):
+    case = write_brats_case(tmp_path / "in", "case-c", contrasts=("t1n", "t2w", "t2f"))
+    out = tmp_path / "out"
+    model = tiny_models["synthesis"]
+    args = ["synthesize", str(case), "-o", str(out)]
+    expect = []
+    if problem == "missing contrast":
+        args += ["--cond", "t1,t1c"]
+        expect = ["case-c", "no t1c file"]
+    elif problem == "grids disagree":
+        save_nifti(case / "case-c-t2w.nii.gz", smooth_volume((32, 36, 30)), np.diag([2.0, 2.0, 2.0, 1.0]))
+        expect = ["case-c-t2w.nii.gz", "differs from t1n"]
+    elif problem == "nan":
+        vol = smooth_volume((32, 36, 28))
+        vol[1, 2, 3] = np.nan
+        save_nifti(case / "case-c-t2f.nii.gz", vol, np.diag([2.0, 2.0, 2.0, 1.0]))
+        expect = ["case-c-t2f.nii.gz", "NaN"]
+    elif problem == "unknown contrast":
+        args += ["--cond", "t1,pd"]
+        expect = ["unknown contrast 'pd'"]
+    elif problem == "unwritable output":
+        (tmp_path / "a-file").write_text("x")
+        out = tmp_path / "a-file" / "out"
+        args[3] = str(out)
+        expect = ["cannot create output folder"]
+    elif problem == "existing output":
+        (out / "case-c").mkdir(parents=True)
+        (out / "case-c" / "case-c-t1c.nii.gz").write_bytes(b"keep me")
+        expect = ["already exists", "--overwrite"]
+    elif problem == "corrupt model":
+        model = tmp_path / "corrupt"
+        shutil.copytree(tiny_models["synthesis"], model)
+        weights = model / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-10] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        expect = ["model.safetensors", "sha256", "corrupt or was modified"]
+    before = _files(out) if out.exists() else []
+    assert main([*args, "--model", str(model), *FAST]) == 1
+    _one_error_line(capsys, *expect)
+    if problem == "existing output":
+        assert (out / "case-c" / "case-c-t1c.nii.gz").read_bytes() == b"keep me"
+    if problem != "unwritable output":
+        assert _files(out) == before                          # nothing half-written
+
+
+def test_super_resolve_reproduces_the_thick_slices(tmp_path, tiny_models, capsys):
+    thick = smooth_volume((32, 36, 8)) * 3.7
+    affine = np.array([[-2.0, 0, 0, 30], [0, 2.0, 0, -20], [0, 0, 8.0, -40], [0, 0, 0, 1]])
+    src = save_nifti(tmp_path / "case-t2f.nii.gz", thick, affine)
+    out = tmp_path / "sr" / "case-t2f-sr.nii.gz"
+    assert main(["super-resolve", str(src), "-o", str(out), "--model", str(tiny_models["super_resolution"]),
+                 *FAST]) == 0
+    img = nib.load(out)
+    assert img.shape == (32, 36, 32)
+    assert np.allclose(img.header.get_zooms(), (2, 2, 2))
+    # thin voxel centres: four per thick voxel, centred on it
+    assert np.allclose(img.affine[:3, 3], affine[:3, 3] - np.array([0, 0, 3.0]))
+    data = img.get_fdata(dtype=np.float64)
+    means = data.reshape(32, 36, 8, 4).mean(axis=3)
+    assert np.abs(means - thick).max() <= 1e-5 * np.ptp(thick)
+    assert data.reshape(32, 36, 8, 4).std(axis=3).max() > 0    # not just the slices repeated
+    info = json.loads(out.with_suffix("").with_suffix(".json").read_text())
+    assert info["consistency_error"] <= 1e-5 and info["output_spacing"] == [2.0, 2.0, 2.0]
+    assert (tmp_path / "sr" / "case-t2f-sr.png").is_file()
+
+
+def test_inpaint_changes_only_the_mask(tmp_path, tiny_models, capsys):
+    case = write_brats_case(tmp_path, "case-d", contrasts=("t2f",))
+    src, mask = case / "case-d-t2f.nii.gz", case / "case-d-seg.nii.gz"
+    for mode in ("healthy", "lesion"):
+        out = tmp_path / f"{mode}.nii.gz"
+        assert main(["inpaint", str(src), "--mask", str(mask), "-o", str(out), "--mode", mode,
+                     "--model", str(tiny_models["inpainting"]), *FAST]) == 0
+        before, after = nib.load(src), nib.load(out)
+        a, b = np.asarray(before.dataobj), np.asarray(after.dataobj)
+        inside = np.asarray(nib.load(mask).dataobj) > 0
+        assert b.dtype == a.dtype == np.int16 and np.array_equal(after.affine, before.affine)
+        assert np.array_equal(a[~inside], b[~inside]) and not np.array_equal(a[inside], b[inside])
+    save_nifti(tmp_path / "empty.nii.gz", np.zeros((32, 36, 28), np.uint8), np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert main(["inpaint", str(src), "--mask", str(tmp_path / "empty.nii.gz"), "-o", str(tmp_path / "x.nii.gz"),
+                 "--model", str(tiny_models["inpainting"]), *FAST]) == 1
+    _one_error_line(capsys, "empty.nii.gz", "mask is empty")
+    save_nifti(tmp_path / "small.nii.gz", np.ones((16, 16, 16), np.uint8), np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert main(["inpaint", str(src), "--mask", str(tmp_path / "small.nii.gz"), "-o", str(tmp_path / "x.nii.gz"),
+                 "--model", str(tiny_models["inpainting"]), *FAST]) == 1
+    _one_error_line(capsys, "small.nii.gz", "differs from the image's")
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_models_lists_the_shipped_ones(capsys):
+    from volgen import hub
+
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    for entry in hub.list_models():
+        assert entry["name"] in text and entry["sha256"] in text

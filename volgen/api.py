@@ -1,0 +1,89 @@
+"""The jobs from Python, with the CLI's defaults: take Volumes or paths, return Volumes; with `out=` they also write
+the files the CLI writes (NIfTI, PNG montage, JSON sidecar).
+
+    import volgen
+    t1c = volgen.synthesize("BraTS-GLI-00001-000", cond="t1,t2,flair")["t1c"]
+    thin = volgen.super_resolve("case-t2f.nii.gz", factor=4, out="case-t2f-sr.nii.gz")
+    healthy = volgen.inpaint("case-t2f.nii.gz", "case-seg.nii.gz", mode="healthy")
+
+Sampling settings (all optional): model (name or folder), backbone ("wavelet" | "latent"), steps (default 10 on
+the CPU, 25 on a GPU), sampler (ddim | ddpm | dpm++ | euler), guidance (1.0), seed (0), device, progress.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from volgen.io.contrasts import MRI_CONTRASTS, Case, find_case, parse_contrasts
+from volgen.io.volume import Volume
+from volgen.tasks.inpainting import inpaint as inpaint_job
+from volgen.tasks.job import JobResult
+from volgen.tasks.outputs import check_outputs, companion_paths, write_result
+from volgen.tasks.super_resolution import super_resolve as super_resolve_job
+from volgen.tasks.synthesis import pick_targets, synthesize as synthesize_job
+
+
+def _contrast_list(value):
+    if value is None or isinstance(value, (list, tuple)):
+        return value
+    return parse_contrasts(value)
+
+
+def synthesis_outputs(case_name: str, targets, out) -> tuple[dict, Path, Path]:
+    """out/<case>/<case>-<target>.nii.gz for each target, plus the case's montage and sidecar."""
+    folder = Path(out) / case_name
+    images = {t: folder / f"{case_name}-{t}.nii.gz" for t in targets}
+    return (images, *companion_paths(folder / f"{case_name}-synthesis.nii.gz"))
+
+
+def run_synthesis(case, *, cond=None, target=None, out=None, overwrite=False, **settings) -> JobResult:
+    cond = _contrast_list(cond)
+    found = find_case(case) if isinstance(case, (str, Path)) else case if isinstance(case, Case) else None
+    if out is not None and found is not None:                  # refuse existing outputs before any work
+        have = cond or [c for c in MRI_CONTRASTS if c in found.paths]
+        images, montage, sidecar = synthesis_outputs(found.name, pick_targets(have, target), out)
+        check_outputs([*images.values(), montage, sidecar], overwrite=overwrite)
+    result = synthesize_job(case, cond=cond, target=target, **settings)
+    if out is not None:
+        name = result.info["case"]
+        images, montage, sidecar = synthesis_outputs(name, result.outputs, out)
+        title = f"{name}: {', '.join(result.outputs)} from {', '.join(result.inputs)} ({result.info['steps']} steps)"
+        result.info = write_result(result, images, montage, sidecar, overwrite=overwrite, title=title)
+    return result
+
+
+def _run_single(job, image, out, overwrite, title, **kwargs) -> JobResult:
+    if out is not None:
+        check_outputs([Path(out), *companion_paths(Path(out))], overwrite=overwrite)
+    result = job(image, **kwargs)
+    if out is not None:
+        key = next(iter(result.outputs))
+        result.info = write_result(result, {key: Path(out)}, *companion_paths(Path(out)), overwrite=overwrite,
+                                   title=title(result))
+    return result
+
+
+def run_super_resolution(volume, *, factor=4, axis="z", out=None, overwrite=False, **settings) -> JobResult:
+    return _run_single(super_resolve_job, volume, out, overwrite,
+                       lambda r: f"{factor}x along {axis}: {r.info['input_spacing']} -> {r.info['output_spacing']} mm",
+                       factor=factor, axis=axis, **settings)
+
+
+def run_inpainting(volume, mask, *, mode="healthy", out=None, overwrite=False, **settings) -> JobResult:
+    return _run_single(lambda v, **kw: inpaint_job(v, mask, **kw), volume, out, overwrite,
+                       lambda r: f"inpainting ({mode}), {r.info['mask_voxels']} voxels", mode=mode, **settings)
+
+
+def synthesize(case, *, cond=None, target=None, out=None, overwrite=False, **settings) -> dict[str, Volume]:
+    """The missing contrast(s) of a case (folder, or {contrast: path or Volume}): {contrast: Volume}."""
+    return run_synthesis(case, cond=cond, target=target, out=out, overwrite=overwrite, **settings).outputs
+
+
+def super_resolve(volume, *, factor=4, axis="z", out=None, overwrite=False, **settings) -> Volume:
+    """A thick-slice volume (Volume or path) with `factor`x thinner slices along `axis` (x, y or z)."""
+    result = run_super_resolution(volume, factor=factor, axis=axis, out=out, overwrite=overwrite, **settings)
+    return result.outputs["sr"]
+
+
+def inpaint(volume, mask, *, mode="healthy", out=None, overwrite=False, **settings) -> Volume:
+    """`volume` with the region under `mask` filled with healthy tissue (mode="healthy") or a lesion ("lesion")."""
+    return run_inpainting(volume, mask, mode=mode, out=out, overwrite=overwrite, **settings).outputs["inpainted"]

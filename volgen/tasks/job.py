@@ -1,0 +1,109 @@
+"""What the jobs share: taking Volumes or paths, the sampling settings, timing, and the result they return."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from volgen.io.nifti import read_volume
+from volgen.io.volume import Volume
+from volgen.tasks.generate import default_sampler, generate
+from volgen.tasks.models import backbone_of, default_steps, describe, load_model, pick_device
+from volgen.errors import InputError
+
+
+@dataclass
+class JobResult:
+    """A job's outputs on the source grid (name -> Volume), the inputs worth showing beside them, and the facts
+    a sidecar records (model and sha256, sampler, steps, seed, timings)."""
+
+    outputs: dict[str, Volume]
+    inputs: dict[str, Volume] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    labels: Volume | None = None          # drawn over the montage (a mask), when there is one
+
+
+def as_volume(item, *, allow_constant: bool = False, what: str = "volume") -> Volume:
+    """A Volume from a Volume or a NIfTI path."""
+    if isinstance(item, Volume):
+        if item.array.ndim != 3:
+            raise InputError(item.meta.get("path", item.name or what), f"expected a 3D {what}, got {item.shape}")
+        return item
+    if isinstance(item, (str, Path)):
+        return read_volume(item, allow_constant=allow_constant)
+    raise TypeError(f"{what}: expected a Volume or a path, got {type(item).__name__}")
+
+
+def volume_path(volume: Volume) -> str:
+    return volume.meta.get("path", volume.name or "volume")
+
+
+@dataclass
+class Sampling:
+    """How to sample: the model (name, folder or a loaded one) and the sampler settings, with the CLI's defaults.
+    `guidance` is the module's conditioning scale: 1 as trained, 0 the bare backbone; for a VCM it is exactly
+    classifier-free guidance against the backbone, at no extra network call."""
+
+    model: object = None
+    backbone: str = "wavelet"
+    steps: int | None = None
+    sampler: str | None = None
+    guidance: float = 1.0
+    seed: int = 0
+    device: object = None
+    progress: bool = False
+
+    def load(self, job: str):
+        if isinstance(self.model, torch.nn.Module):
+            return self.model
+        return load_model(job, self.model, backbone=self.backbone, device=self.device)
+
+    def run(self, model, image_shape, **kwargs) -> torch.Tensor:
+        """One volume on the model grid, (D, H, W) as numpy, in the model's range [-1, 1]."""
+        device = next(backbone_of(model).parameters()).device
+        steps = self.steps or default_steps(device)
+        if steps < 1:
+            raise InputError(None, f"--steps must be at least 1, got {steps}")
+        kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        out = generate(model, (1, *image_shape), steps=steps, sampler=self.sampler, seed=self.seed,
+                       guidance=self.guidance, progress=self.progress, **kwargs)
+        return out[0, 0].float().cpu().numpy()
+
+    def describe(self, model) -> dict:
+        device = next(backbone_of(model).parameters()).device
+        return {**describe(model), "sampler": self.sampler or default_sampler(backbone_of(model)),
+                "steps": self.steps or default_steps(device), "seed": self.seed, "guidance": self.guidance,
+                "device": str(device)}
+
+
+def model_spacing(model) -> float:
+    """The voxel size (mm) the model was trained at, from its training metadata (volgen's defaults: 2 mm)."""
+    for source in (model, backbone_of(model)):
+        spacing = (getattr(source, "hub_metadata", None) or {}).get("spacing")
+        if spacing:
+            return float(spacing)
+    return 2.0
+
+
+class Timer:
+    """Named wall-clock seconds: with timer("sample"): ..."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+
+def to_unit(model_array: np.ndarray) -> np.ndarray:
+    """Model range [-1, 1] -> [0, 1], clipped."""
+    return ((np.asarray(model_array, dtype=np.float32) + 1.0) / 2.0).clip(0.0, 1.0)

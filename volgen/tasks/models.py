@@ -1,0 +1,76 @@
+"""Which model a job runs, loaded once per process: the shipped defaults, or a name or folder the user gives.
+
+Loaded models are cached by (name or folder, device), so a batch of cases, or an augmentation transform in a data
+loader worker, loads each model once.
+"""
+from __future__ import annotations
+
+import torch
+
+from volgen import hub
+from volgen.backbones.backbone import Backbone
+from volgen.errors import InputError
+
+# (job, backbone kind) -> shipped model name
+DEFAULT_MODELS = {
+    ("synthesis", "wavelet"): "volgen-vcm-synthesis-2mm",
+    ("super_resolution", "wavelet"): "volgen-vcm-super-resolution-2mm",
+    ("inpainting", "wavelet"): "volgen-vcm-inpainting-2mm",
+}
+BACKBONE_KINDS = ("wavelet", "latent")
+_CACHE: dict[tuple[str, str], torch.nn.Module] = {}
+
+
+def pick_device(device=None) -> torch.device:
+    """The asked device, else CUDA when there is one, else the CPU; an unusable device is one clear error."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(None, f"--device: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def default_steps(device: torch.device) -> int:
+    """25 sampling steps on a GPU, 10 on the CPU (where one full-volume step costs seconds)."""
+    return 25 if device.type == "cuda" else 10
+
+
+def model_name_for(job: str, model: str | None, backbone: str = "wavelet") -> str:
+    if model:
+        return str(model)
+    if backbone not in BACKBONE_KINDS:
+        raise InputError(None, f"--backbone must be one of {', '.join(BACKBONE_KINDS)}, got '{backbone}'")
+    name = DEFAULT_MODELS.get((job, backbone))
+    if name is None:
+        raise InputError(None, f"no shipped {job.replace('_', '-')} module for the {backbone} backbone; train one "
+                               f"(scripts/train_vcm.py) and pass it with --model")
+    return name
+
+
+def load_model(job: str, model: str | None = None, *, backbone: str = "wavelet", device=None):
+    """The module (or backbone) a job runs, on `device`, in eval mode."""
+    name = model_name_for(job, model, backbone)
+    device = pick_device(device)
+    key = (name, str(device))
+    if key not in _CACHE:
+        loaded = hub.from_pretrained(name, device=device)
+        loaded.eval()
+        _CACHE[key] = loaded
+    return _CACHE[key]
+
+
+def backbone_of(model) -> Backbone:
+    return model if isinstance(model, Backbone) else model.backbone
+
+
+def describe(model) -> dict:
+    """Name and sha256 of a loaded model and of its backbone, for sidecars."""
+    out = {"model": getattr(model, "hub_source", None)}
+    backbone = backbone_of(model)
+    if backbone is not model:
+        out["backbone"] = getattr(backbone, "hub_source", None)
+    return out

@@ -1,0 +1,108 @@
+"""Missing-contrast MRI synthesis: any missing contrast from whichever others are there, with one module.
+
+synthesize(case, cond=..., target=...) reads the case (a BraTS-layout folder, a {contrast: path or Volume} dict, or
+a `Case`), puts the conditions on the model grid, samples each target with the synthesis module, and returns them
+on the source grid (the first condition's affine and header). Synthesised volumes are float32 in [0, 1] (the
+model's percentile-normalised intensity, 0 outside the head); segmentation pipelines normalise per contrast anyway.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from volgen.errors import InputError
+from volgen.io.contrasts import MRI_CONTRASTS, Case, canonical_contrast, case_from_paths, find_case
+from volgen.io.preprocess import GridSpec, preprocess
+from volgen.io.resample import align_grids
+from volgen.io.volume import Volume
+from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, to_unit
+from volgen.tasks.models import backbone_of
+
+
+def read_case(case, cond=None) -> tuple[str, dict[str, Volume]]:
+    """(case name, {contrast: Volume}) for the conditions: `cond` (names or aliases) or every MRI contrast the
+    case has. A named condition the case lacks is an error naming the case."""
+    name, items = _case_items(case)
+    wanted = [canonical_contrast(c) for c in cond] if cond else [c for c in MRI_CONTRASTS if c in items]
+    for contrast in wanted:
+        if contrast not in MRI_CONTRASTS:
+            raise InputError(None, f"'{contrast}' cannot be a condition; use MRI contrasts ({', '.join(MRI_CONTRASTS)})")
+        if contrast not in items:
+            raise InputError(name, f"no {contrast} file in this case (it has: {', '.join(sorted(items)) or 'none'})")
+    if not wanted:
+        raise InputError(name, "no MRI contrast to condition on")
+    volumes = {c: as_volume(items[c], what=c) for c in wanted}
+    return name, align_grids(volumes, wanted[0])
+
+
+def _case_items(case) -> tuple[str, dict]:
+    if isinstance(case, (str, Path)):
+        case = find_case(case)
+    if isinstance(case, Case):
+        return case.name, dict(case.paths)
+    if isinstance(case, dict):
+        items = {canonical_contrast(k): v for k, v in case.items()}
+        paths = {k: v for k, v in items.items() if not isinstance(v, Volume)}
+        name = case_from_paths(paths).name if paths else next(iter(items.values())).name or "case"
+        return name, items
+    raise TypeError(f"case: expected a folder, a Case or a dict of contrasts, got {type(case).__name__}")
+
+
+def pick_targets(conditions, target=None, module_contrasts=MRI_CONTRASTS) -> list[str]:
+    """The contrasts to synthesise: `target`, or every contrast the module knows that is not a condition."""
+    if target:
+        targets = [canonical_contrast(t) for t in ([target] if isinstance(target, str) else target)]
+        clash = [t for t in targets if t in conditions]
+        if clash:
+            raise InputError(None, f"--target {', '.join(clash)} is also a condition; drop it from --cond")
+    else:
+        targets = [c for c in module_contrasts if c not in conditions]
+        if not targets:
+            raise InputError(None, "nothing to synthesise: every contrast is a condition; pass --target and leave "
+                                   "it out of --cond")
+    unknown = [t for t in targets if t not in module_contrasts]
+    if unknown:
+        raise InputError(None, f"the model cannot synthesise {', '.join(unknown)} (it knows "
+                               f"{', '.join(module_contrasts)})")
+    return targets
+
+
+def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, **settings) -> JobResult:
+    """Synthesise the missing contrast(s) of `case`. `settings` are `Sampling` fields (model, steps, seed, ...)."""
+    sampling = sampling or Sampling(**settings)
+    timer = Timer()
+    with timer("read"):
+        name, volumes = read_case(case, cond)
+    with timer("load model"):
+        model = sampling.load("synthesis")
+    module_contrasts = tuple(getattr(model, "conditions", MRI_CONTRASTS))
+    targets = pick_targets(list(volumes), target, module_contrasts)
+    with timer("preprocess"):
+        spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone_of(model).image_multiple)
+        reference = next(iter(volumes.values()))
+        first = preprocess(reference, spec, out_range=(-1.0, 1.0))
+        prepared = {c: (first if v is reference else preprocess(v, spec, grid=first.grid, out_range=(-1.0, 1.0)))
+                    for c, v in volumes.items()}
+        conditions = torch.zeros(1, len(module_contrasts), *first.grid.model_shape)
+        present = torch.zeros(1, len(module_contrasts))
+        for contrast, pre in prepared.items():
+            index = module_contrasts.index(contrast)
+            conditions[0, index] = torch.from_numpy(pre.array)
+            present[0, index] = 1.0
+        # the head: voxels above the background in any condition; the synthesised volume is 0 outside it
+        head = np.any([v.array > v.array.min() for v in volumes.values()], axis=0)
+    outputs = {}
+    for contrast in targets:
+        with timer(f"sample {contrast}"):
+            array = sampling.run(model, first.grid.model_shape, contrast=contrast, conditions=conditions,
+                                 present=present)
+        with timer("restore"):
+            restored = first.restore(to_unit(array), unscale=False, fill=0.0, dtype=np.float32)
+            restored.array = np.where(head, restored.array, 0.0).astype(np.float32)
+            outputs[contrast] = restored.with_array(restored.array, name=f"{name}-{contrast}", meta={})
+    info = {"job": "synthesis", "case": name, "conditions": list(volumes), "targets": targets,
+            **sampling.describe(model), "model_grid": list(first.grid.model_shape),
+            "intensity": "float32 in [0, 1], 0 outside the head", "seconds": timer.seconds}
+    return JobResult(outputs=outputs, inputs=volumes, info=info)
