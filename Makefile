@@ -21,9 +21,16 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# A phantom case, its t1c synthesised from t1n, t2w and t2f with the shipped default, scored against the true t1c.
+DEMO_CASE := demo_out/phantom-s0-0000/phantom-s0-0000
+DEMO_SYN  := demo_out/synthesized/phantom-s0-0000/phantom-s0-0000
 demo: $(STAMP)
-	$(PY) -m volgen phantom --n 1 --seed 0 --spacing 2 --out demo_out --overwrite
-	@echo "demo: case in demo_out/, montage demo_out/phantom-s0-0000/phantom-s0-0000-montage.png"
+	$(PY) -m volgen phantom --n 1 --seed 0 --spacing 2 --no-pet --out demo_out --overwrite
+	$(PY) -m volgen synthesize --cond t1n,t2w,t2f demo_out/phantom-s0-0000 -o demo_out/synthesized --overwrite
+	$(PY) -m volgen evaluate --normalize --pred $(DEMO_SYN)-t1c.nii.gz --ref $(DEMO_CASE)-t1c.nii.gz \
+	    --mask brain=$(DEMO_CASE)-brainmask.nii.gz --mask tumour=$(DEMO_CASE)-seg.nii.gz \
+	    --json $(DEMO_SYN)-t1c-metrics.json --overwrite
+	@echo "demo: montage $(DEMO_SYN)-synthesis.png, sidecar $(DEMO_SYN)-synthesis.json"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -32,6 +39,7 @@ bench: $(STAMP) corpus baselines
 	$(PY) scripts/bench_phantom.py
 	$(PY) scripts/bench_sampling.py
 	$(PY) scripts/bench_quality.py
+	$(PY) scripts/bench_cli.py
 
 # The phantom corpus the shipped models were trained on (seed 100) and the held-out cases (seed 200).
 corpus: phantoms/train/.done phantoms/heldout/.done

@@ -48,3 +48,14 @@ def test_evaluate_prints_a_table_and_writes_json(tmp_path, capsys):
 def test_help_is_complete_with_an_example(command):
     out = subprocess.run([sys.executable, "-m", "volgen", command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "example" in out.stdout and f"volgen {command}" in out.stdout
+
+
+def test_evaluate_normalize_compares_images_in_different_units(tmp_path, capsys):
+    ref = smooth_volume((20, 24, 16))
+    r = save_nifti(tmp_path / "ref.nii.gz", ref)
+    low, high = np.percentile(ref[ref > 0], (0.1, 99.9))
+    p = save_nifti(tmp_path / "pred.nii.gz", np.clip(ref / high, 0, 1))   # the reference on volgen's [0, 1] scale
+    assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--normalize", "--json", str(tmp_path / "n.json")]) == 0
+    assert json.loads((tmp_path / "n.json").read_text())["regions"]["all"]["mse"] < 1e-10
+    assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--json", str(tmp_path / "raw.json")]) == 0
+    assert json.loads((tmp_path / "raw.json").read_text())["regions"]["all"]["psnr"] < 10

@@ -75,6 +75,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--dice", metavar="LABELS", help="also Dice of label maps, e.g. 1,2,3")
     p.add_argument("--data-range", type=float, help="intensity range for PSNR/SSIM (default: the reference's)")
     p.add_argument("--resample", action="store_true", help="resample the prediction onto the reference grid")
+    p.add_argument("--normalize", action="store_true",
+                   help="scale the reference to [0, 1] by its 0.1/99.9 percentiles first: the scale volgen writes "
+                        "synthesised contrasts in (to score one against the acquired contrast)")
     p.add_argument("--json", type=Path, help="JSON output (default: <pred>-metrics.json beside the prediction)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing JSON output")
     p.set_defaults(run=_run_evaluate)
@@ -93,7 +96,7 @@ def _run_evaluate(args) -> int:
         masks[name or volume_name(path)] = Path(path)
     labels = [int(v) for v in args.dice.split(",")] if args.dice else None
     report = evaluate_files(args.pred, args.ref, masks, labels=labels, data_range=args.data_range,
-                            resample=args.resample)
+                            resample=args.resample, normalize=args.normalize)
     print(format_table(report))
     with atomic_path(out, overwrite=args.overwrite) as tmp:
         tmp.write_text(json.dumps(to_json_safe(report), indent=1))

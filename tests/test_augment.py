@@ -1,0 +1,94 @@
+"""volgen.augment inside real MONAI and TorchIO pipelines with two data-loader workers, with tiny models."""
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import write_brats_case
+from volgen.augment import (InsertLesion, PseudoHealthy, RandomContrastDropout, RandomSuperResolution,
+                            SynthesizeMissing)
+
+KEYS = ("t1n", "t1c", "t2w", "t2f")
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aug")
+    return [write_brats_case(root, f"c{i}", shape=(32, 32, 24), seed=10 * i) for i in range(4)]
+
+
+def _records(case):
+    return {**{k: str(case / f"{case.name}-{k}.nii.gz") for k in KEYS}, "seg": str(case / f"{case.name}-seg.nii.gz")}
+
+
+def _monai_batches(cases, transforms, num_workers):
+    from monai.data import DataLoader, Dataset
+    from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
+
+    pipeline = Compose([LoadImaged(keys=[*KEYS, "seg"]), EnsureChannelFirstd(keys=[*KEYS, "seg"]), *transforms])
+    loader = DataLoader(Dataset([_records(c) for c in cases], transform=pipeline), batch_size=2,
+                        num_workers=num_workers)
+    return list(loader)
+
+
+def test_dropout_then_synthesis_in_a_monai_loader_is_deterministic(cases, tiny_models):
+    transforms = [RandomContrastDropout(KEYS, prob=0.5, seed=3),
+                  SynthesizeMissing(KEYS, model=str(tiny_models["synthesis"]), steps=2, seed=3)]
+    two = _monai_batches(cases, transforms, num_workers=2)
+    zero = _monai_batches(cases, transforms, num_workers=0)
+    flags = torch.cat([b["synthesized"] for b in two])
+    assert flags.shape == (4, 4) and flags.sum() > 0
+    assert torch.equal(flags, torch.cat([b["dropped"] for b in two]))     # every dropped contrast was refilled
+    for a, b in zip(two, zero):                                           # same result whatever the workers
+        for key in KEYS:
+            assert a[key].shape == (2, 1, 32, 32, 24)
+            assert torch.equal(a[key].as_tensor(), b[key].as_tensor())
+    for batch in two:                                                     # synthetic volumes are in [0, 1]
+        for i in range(2):
+            for j, key in enumerate(KEYS):
+                if batch["synthesized"][i, j]:
+                    assert 0 <= batch[key][i].min() and batch[key][i].max() <= 1
+                    assert np.allclose(batch[key][i].affine, batch["t1n"][i].affine)
+
+
+def test_inpainting_and_super_resolution_transforms_in_a_monai_loader(cases, tiny_models):
+    transforms = [PseudoHealthy(("t2f",), mask_key="seg", model=str(tiny_models["inpainting"]), steps=2),
+                  InsertLesion(("t1n",), mask_key="seg", model=str(tiny_models["inpainting"]), steps=2),
+                  RandomSuperResolution(("t2w",), factor=4, prob=1.0, model=str(tiny_models["super_resolution"]),
+                                        steps=2)]
+    batches = _monai_batches(cases, transforms, num_workers=2)
+    plain = _monai_batches(cases, [], num_workers=0)
+    for batch, ref in zip(batches, plain):
+        inside = ref["seg"] > 0
+        for key in ("t2f", "t1n"):
+            assert torch.equal(batch[key][~inside], ref[key][~inside].float())      # outside the mask: untouched
+            assert not torch.equal(batch[key][inside], ref[key][inside].float())
+        assert batch["healthy_inpainted"].tolist() == [1.0, 1.0] and batch["super_resolved"].tolist() == [1.0, 1.0]
+        sr, orig = batch["t2w"].double(), ref["t2w"].double()
+        blocks = lambda x: x.reshape(*x.shape[:-1], 6, 4).mean(-1)            # noqa: E731
+        assert torch.allclose(blocks(sr), blocks(orig), atol=1e-3)            # the thick slices are reproduced
+        assert not torch.allclose(sr, orig)
+
+
+def test_synthesis_in_a_torchio_pipeline(cases, tiny_models):
+    tio = pytest.importorskip("torchio")
+    subjects = [tio.Subject(**{k: tio.ScalarImage(p) for k, p in _records(c).items() if k in ("t1n", "t2w")})
+                for c in cases]
+    pipeline = tio.Compose([SynthesizeMissing(("t1n", "t2w", "t2f"), model=str(tiny_models["synthesis"]), steps=2),
+                            tio.RescaleIntensity(out_min_max=(0, 1))])
+    loader = torch.utils.data.DataLoader(tio.SubjectsDataset(subjects, transform=pipeline), batch_size=2,
+                                         num_workers=2)
+    batches = list(loader)
+    assert batches[0]["t2f"]["data"].shape == (2, 1, 32, 32, 24)
+    assert torch.equal(torch.cat([b["synthesized"] for b in batches]),
+                       torch.tensor([[0.0, 0.0, 1.0]] * 4))
+    assert np.allclose(batches[0]["t2f"]["affine"], batches[0]["t1n"]["affine"])
+
+
+def test_plain_callables_on_arrays():
+    rng = np.random.default_rng(0)
+    sample = {k: rng.random((1, 16, 16, 16)).astype(np.float32) for k in KEYS}
+    out = RandomContrastDropout(KEYS, prob=1.0, min_keep=2, mode="zero", seed=1)(dict(sample))
+    assert out["dropped"].sum() == 2
+    for j, key in enumerate(KEYS):
+        assert isinstance(out[key], np.ndarray) and out[key].shape == (1, 16, 16, 16)
+        assert (out[key].max() == 0) == bool(out["dropped"][j])
