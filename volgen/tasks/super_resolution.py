@@ -98,8 +98,8 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
     name = f"{source.name}-sr{factor}x"
     result = Volume(output, affine, source.header, name, {})
     info = {"job": "super_resolution", "input": volume_path(source), "factor": factor, "axis": axis,
-            "contrast": contrast, "input_spacing": list(np.round(source.spacing, 4)),
-            "output_spacing": list(np.round(result.spacing, 4)), **sampling.describe(model),
+            "contrast": contrast, "input_spacing": [round(float(s), 4) for s in source.spacing],
+            "output_spacing": [round(float(s), 4) for s in result.spacing], **sampling.describe(model),
             "model_grid": list(pre.grid.model_shape), "consistency_error": error,
             "seconds": timer.seconds}
-    return JobResult(outputs={"sr": result}, inputs={"input": source}, info=info)
+    return JobResult(outputs={"sr": result}, inputs={"input (thick slices)": repeated}, info=info)
