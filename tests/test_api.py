@@ -1,0 +1,38 @@
+"""The Python API mirrors the CLI: Volumes or paths in, Volumes out, the CLI's files with `out=`."""
+import numpy as np
+import pytest
+
+import volgen
+from tests.conftest import smooth_volume, write_brats_case
+from volgen.errors import InputError, OutputError
+from volgen.io import Volume, read_volume
+
+
+def test_synthesize_takes_volumes_and_paths_alike(tmp_path, tiny_models):
+    case = write_brats_case(tmp_path, "case-e", contrasts=("t1n", "t2w", "t2f"))
+    model = dict(model=str(tiny_models["synthesis"]), steps=2)
+    from_folder = volgen.synthesize(case, cond="t1,t2,flair", **model)
+    volumes = {c: read_volume(case / f"case-e-{c}.nii.gz") for c in ("t1n", "t2w", "t2f")}
+    from_volumes = volgen.synthesize(volumes, **model)
+    assert list(from_folder) == list(from_volumes) == ["t1c"]
+    assert isinstance(from_folder["t1c"], Volume)
+    assert np.array_equal(from_folder["t1c"].array, from_volumes["t1c"].array)
+    assert np.array_equal(from_folder["t1c"].affine, volumes["t1n"].affine)
+
+
+def test_super_resolve_and_inpaint_return_volumes_and_write_with_out(tmp_path, tiny_models):
+    thick = Volume(smooth_volume((32, 32, 6)), np.diag([2.0, 2.0, 8.0, 1.0]), name="thick")
+    thin = volgen.super_resolve(thick, factor=4, model=str(tiny_models["super_resolution"]), steps=2)
+    assert thin.shape == (32, 32, 24) and np.allclose(thin.spacing, (2, 2, 2))
+    image = Volume(smooth_volume((32, 32, 24)).astype(np.int16), np.diag([2.0, 2.0, 2.0, 1.0]), name="img")
+    mask = image.with_array(np.zeros((32, 32, 24), np.uint8))
+    mask.array[10:16, 10:16, 8:12] = 1
+    out = tmp_path / "healthy.nii.gz"
+    filled = volgen.inpaint(image, mask, contrast="t2f", out=out, model=str(tiny_models["inpainting"]), steps=2)
+    assert out.is_file() and (tmp_path / "healthy.png").is_file() and (tmp_path / "healthy.json").is_file()
+    assert np.array_equal(read_volume(out).array, filled.array)
+    assert np.array_equal(filled.array[mask.array == 0], image.array[mask.array == 0])
+    with pytest.raises(OutputError, match="already exists"):
+        volgen.inpaint(image, mask, contrast="t2f", out=out, model=str(tiny_models["inpainting"]), steps=2)
+    with pytest.raises(InputError, match="cannot tell the contrast"):
+        volgen.inpaint(image, mask, model=str(tiny_models["inpainting"]), steps=2)
