@@ -32,3 +32,5 @@ ship runs/vcm-inpainting volgen-vcm-inpainting-2mm "VCM: pseudo-healthy fill or 
 run train_backbone.py configs/autoencoder.yaml runs/autoencoder
 run train_backbone.py configs/backbone_latent.yaml runs/backbone-latent
 ship runs/backbone-latent volgen-latent-brain-2mm "latent-diffusion backbone (KL autoencoder + rectified flow)"
+run train_vcm.py configs/vcm_synthesis_latent.yaml runs/vcm-synthesis-latent
+ship runs/vcm-synthesis-latent volgen-vcm-synthesis-latent-2mm "VCM on the latent backbone: any missing MRI contrast from the others"

@@ -16,6 +16,7 @@ DEFAULT_MODELS = {
     ("synthesis", "wavelet"): "volgen-vcm-synthesis-2mm",
     ("super_resolution", "wavelet"): "volgen-vcm-super-resolution-2mm",
     ("inpainting", "wavelet"): "volgen-vcm-inpainting-2mm",
+    ("synthesis", "latent"): "volgen-vcm-synthesis-latent-2mm",
 }
 BACKBONE_KINDS = ("wavelet", "latent")
 _CACHE: dict[tuple[str, str], torch.nn.Module] = {}
@@ -45,7 +46,7 @@ def model_name_for(job: str, model: str | None, backbone: str = "wavelet") -> st
     if backbone not in BACKBONE_KINDS:
         raise InputError(None, f"--backbone must be one of {', '.join(BACKBONE_KINDS)}, got '{backbone}'")
     name = DEFAULT_MODELS.get((job, backbone))
-    if name is None:
+    if name is None or name not in hub.registry():
         raise InputError(None, f"no shipped {job.replace('_', '-')} module for the {backbone} backbone; train one "
                                f"(scripts/train_vcm.py) and pass it with --model")
     return name
