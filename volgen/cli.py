@@ -18,10 +18,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _subcommand(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command whose description and example epilog keep their line breaks."""
+    return sub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
 def _add_phantom(sub) -> None:
-    p = sub.add_parser(
-        "phantom", help="generate phantom brain cases with exact ground truth",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _subcommand(
+        sub, "phantom", help="generate phantom brain cases with exact ground truth",
         description="Procedural brain cases built on the MNI152 maps nilearn ships: four MR contrasts (t1n, t1c, "
                     "t2w, t2f), BraTS labels, the healthy twin of each tumour case, dynamic FDG PET with its input "
                     "function and true Ki/V maps, and a PNG montage. Deterministic per seed.",
@@ -61,9 +65,8 @@ def _run_phantom(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate", help="PSNR, SSIM, MAE, MSE, NRMSE (and Dice) of a prediction against a reference",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _subcommand(
+        sub, "evaluate", help="PSNR, SSIM, MAE, MSE, NRMSE (and Dice) of a prediction against a reference",
         description="Compare a predicted volume with a reference on the same grid, over the whole volume and inside "
                     "each mask (non-zero voxels). Prints a table and writes it as JSON.",
         epilog="example:\n  volgen evaluate --pred out/case-t1c.nii.gz --ref case/case-t1c.nii.gz \\\n"
@@ -136,9 +139,8 @@ CONTRAST_FILE_OPTIONS = {"t1n": ("--t1n", "--t1"), "t1c": ("--t1c", "--t1ce"), "
 
 
 def _add_synthesize(sub) -> None:
-    p = sub.add_parser(
-        "synthesize", help="synthesise missing MRI contrasts of a case (or a folder of cases)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _subcommand(
+        sub, "synthesize", help="synthesise missing MRI contrasts of a case (or a folder of cases)",
         description="Synthesise the MRI contrast(s) a case lacks from those it has, with one conditioning module "
                     "for any subset. CASE is a BraTS-layout case folder (<case>/<case>-t1n.nii.gz ...), a folder "
                     "of such cases (a batch: a bad case is reported and skipped), or give the files with --t1n "
@@ -217,9 +219,8 @@ def _run_batch(cases, args, cond, target, settings) -> int:
 
 
 def _add_super_resolve(sub) -> None:
-    p = sub.add_parser(
-        "super-resolve", help="thick slices to thin ones (through-plane super-resolution)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _subcommand(
+        sub, "super-resolve", help="thick slices to thin ones (through-plane super-resolution)",
         description="Split each slice along --axis into --factor thin slices with the super-resolution module. "
                     "Data consistency: the mean of every FACTOR output slices equals the input slice to float32 "
                     "rounding (relative error below 1e-5, recorded in the sidecar). The output keeps the input's "
@@ -250,9 +251,8 @@ def _run_super_resolve(args) -> int:
 
 
 def _add_inpaint(sub) -> None:
-    p = sub.add_parser(
-        "inpaint", help="fill a masked region with healthy tissue, or grow a lesion inside it",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _subcommand(
+        sub, "inpaint", help="fill a masked region with healthy tissue, or grow a lesion inside it",
         description="Re-synthesise the voxels under MASK (non-zero, same grid as IN): --mode healthy fills them "
                     "with healthy tissue (pseudo-healthy), --mode lesion grows a lesion inside. Every voxel "
                     "outside the mask is copied from IN unchanged (same dtype, affine and header).",
@@ -278,10 +278,9 @@ def _run_inpaint(args) -> int:
 
 
 def _add_models(sub) -> None:
-    p = sub.add_parser("models", help="list the registered models with their sha256 and card",
+    p = _subcommand(sub, "models", help="list the registered models with their sha256 and card",
                        description="The models volgen can load by name: shipped defaults and any registered.",
-                       epilog="example:\n  volgen models\n  volgen models --json",
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog="example:\n  volgen models\n  volgen models --json")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_run_models)
 
