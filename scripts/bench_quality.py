@@ -7,10 +7,11 @@
   Target: +2 dB PSNR in the brain.
 - inpainting (pseudo-healthy t2f inside the dilated lesion mask), PSNR in the mask against the healthy twin: VCM
   against the unconditioned backbone with known-voxel replacement (RePaint-style, no resampling jumps).
+- latent backbone: t1c synthesis by its VCM, beside the autoencoder's reconstruction of the true t1c (the ceiling).
 Images are compared on the model grid in [0, 1] (data range 1). Each run replaces the rows of the tasks it measured
 in results.json and keeps the rest, so tasks can be measured in separate runs.
 
-    python scripts/bench_quality.py [--cases 20] [--steps N] [--tasks synthesis,super_resolution,inpainting]
+    python scripts/bench_quality.py [--cases 20] [--steps N] [--tasks synthesis,super_resolution,inpainting,latent]
 """
 from __future__ import annotations
 
@@ -70,19 +71,23 @@ def fit_linear_regression(train_root: str, max_cases: int) -> np.ndarray:
     return coef
 
 
-def synthesis_rows(cases, models: dict, coef, steps: int, seed: int, montage_path: Path | None) -> list[dict]:
+def synthesis_rows(cases, models: dict, coef, steps: int, seed: int, montage_path: Path | None,
+                   task: str = "t1c synthesis") -> list[dict]:
+    """Rows for t1c from (t1n, t2w, t2f): each model's, and per-voxel linear regression's when `coef` is given."""
+    baselines = ["linear regression"] if coef is not None else []
     results = {name: {"brain_psnr": [], "brain_ssim": [], "tumour_psnr": [], "tumour_ssim": [], "seconds": []}
-               for name in ["linear regression", *models]}
+               for name in [*baselines, *models]}
     present = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
     for index, case in enumerate(cases):
         images = case.images.numpy()
         truth = unit(images[T1C])
         brain = case.brain.numpy() if case.brain is not None else images[0] > -0.99
         tumour = case.seg.numpy() > 0
-        outputs = {}
-        start = time.perf_counter()
-        outputs["linear regression"] = np.tensordot(coef[:3], images[SOURCES], axes=1) + coef[3]
-        times = {"linear regression": time.perf_counter() - start}
+        outputs, times = {}, {}
+        if coef is not None:
+            start = time.perf_counter()
+            outputs["linear regression"] = np.tensordot(coef[:3], images[SOURCES], axes=1) + coef[3]
+            times["linear regression"] = time.perf_counter() - start
         conditions = case.images[None].clone()
         conditions[:, T1C] = 0
         for name, model in models.items():
@@ -105,8 +110,28 @@ def synthesis_rows(cases, models: dict, coef, steps: int, seed: int, montage_pat
             save_montage({k: Volume(v.astype(np.float32), affine) for k, v in vols.items()}, montage_path,
                          labels=Volume(case.seg.numpy().astype(np.int16), affine), overwrite=True,
                          title=f"{case.name}: t1c from t1n, t2w, t2f ({steps} steps)")
-    return [{"task": "t1c synthesis", "method": name, "trainable_params": trainable(models.get(name)),
+    return [{"task": task, "method": name, "trainable_params": trainable(models.get(name)),
              **{k: float(np.mean(v)) for k, v in r.items()}} for name, r in results.items()]
+
+
+def autoencoder_row(cases, backbone, task: str) -> dict:
+    """The latent backbone's ceiling: t1c encoded and decoded by its autoencoder."""
+    r = {"brain_psnr": [], "brain_ssim": [], "tumour_psnr": [], "tumour_ssim": [], "seconds": []}
+    for case in cases:
+        images = case.images.numpy()
+        truth = unit(images[T1C])
+        brain = case.brain.numpy() if case.brain is not None else images[0] > -0.99
+        tumour = case.seg.numpy() > 0
+        start = time.perf_counter()
+        x = case.images[T1C][None, None].to(DEVICE)
+        pred = unit(backbone.codec.decode(backbone.codec.encode(x))[0, 0].cpu().numpy())
+        r["seconds"].append(time.perf_counter() - start)
+        r["brain_psnr"].append(psnr(pred, truth, brain, data_range=1.0))
+        r["brain_ssim"].append(ssim(pred, truth, brain, data_range=1.0))
+        r["tumour_psnr"].append(psnr(pred, truth, tumour, data_range=1.0))
+        r["tumour_ssim"].append(ssim(pred, truth, tumour, data_range=1.0))
+    return {"task": task, "method": "autoencoder reconstruction (ceiling)", "trainable_params": 0,
+            **{k: float(np.mean(v)) for k, v in r.items()}}
 
 
 def super_resolution_rows(cases, model, steps: int, seed: int, factor: int = 4, axis: int = 2) -> list[dict]:
@@ -177,7 +202,8 @@ def main() -> None:
     parser.add_argument("--concat", default="runs/concat-synthesis/model")
     parser.add_argument("--sr", default="volgen-vcm-super-resolution-2mm")
     parser.add_argument("--inpaint", default="volgen-vcm-inpainting-2mm")
-    parser.add_argument("--tasks", default="synthesis,super_resolution,inpainting")
+    parser.add_argument("--latent-vcm", default="volgen-vcm-synthesis-latent-2mm")
+    parser.add_argument("--tasks", default="synthesis,super_resolution,inpainting,latent")
     parser.add_argument("--out", default="bench_out/quality")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -205,6 +231,12 @@ def main() -> None:
         rows += super_resolution_rows(cases, load(args.sr), args.steps, args.seed)
     if "inpainting" in tasks and backbone is not None:
         rows += inpainting_rows(cases, backbone, load(args.inpaint), args.steps, args.seed)
+    latent = load(args.latent_vcm) if "latent" in tasks else None
+    if latent is not None:
+        task = "t1c synthesis, latent backbone"
+        rows += synthesis_rows(cases, {"VCM": latent}, None, args.steps, args.seed, out / "t1c-latent-montage.png",
+                               task=task)
+        rows.append(autoencoder_row(cases, latent.backbone, task))
     rows = [{**r, "cases": len(cases), "steps": args.steps} for r in rows]
     rows = merge_results(out / "results.json", rows)
     print_table(rows, args)
@@ -215,7 +247,8 @@ def merge_results(path: Path, rows: list[dict]) -> list[dict]:
     measured = {r["task"] for r in rows}
     kept = [r for r in json.loads(path.read_text()) if r["task"] not in measured] if path.exists() else []
     merged = kept + rows
-    order = ["t1c synthesis", "4x super-resolution (t2f)", "pseudo-healthy inpainting (t2f)"]
+    order = ["t1c synthesis", "4x super-resolution (t2f)", "pseudo-healthy inpainting (t2f)",
+             "t1c synthesis, latent backbone"]
     merged.sort(key=lambda r: order.index(r["task"]) if r["task"] in order else len(order))
     path.write_text(json.dumps(merged, indent=2))
     return merged
