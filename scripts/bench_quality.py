@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--concat", default="runs/concat-synthesis/model")
     parser.add_argument("--sr", default="volgen-vcm-super-resolution-2mm")
     parser.add_argument("--inpaint", default="volgen-vcm-inpainting-2mm")
+    parser.add_argument("--latent-backbone", default="volgen-latent-brain-2mm")
     parser.add_argument("--latent-vcm", default="volgen-vcm-synthesis-latent-2mm")
     parser.add_argument("--tasks", default="synthesis,super_resolution,inpainting,latent")
     parser.add_argument("--out", default="bench_out/quality")
@@ -231,12 +232,14 @@ def main() -> None:
         rows += super_resolution_rows(cases, load(args.sr), args.steps, args.seed)
     if "inpainting" in tasks and backbone is not None:
         rows += inpainting_rows(cases, backbone, load(args.inpaint), args.steps, args.seed)
-    latent = load(args.latent_vcm) if "latent" in tasks else None
-    if latent is not None:
+    latent_backbone = load(args.latent_backbone) if "latent" in tasks else None
+    if latent_backbone is not None:
         task = "t1c synthesis, latent backbone"
-        rows += synthesis_rows(cases, {"VCM": latent}, None, args.steps, args.seed, out / "t1c-latent-montage.png",
-                               task=task)
-        rows.append(autoencoder_row(cases, latent.backbone, task))
+        rows.append(autoencoder_row(cases, latent_backbone, task))
+        latent_vcm = load(args.latent_vcm)
+        if latent_vcm is not None:
+            rows += synthesis_rows(cases, {"VCM": latent_vcm}, None, args.steps, args.seed,
+                                   out / "t1c-latent-montage.png", task=task)
     rows = [{**r, "cases": len(cases), "steps": args.steps} for r in rows]
     rows = merge_results(out / "results.json", rows)
     print_table(rows, args)
