@@ -94,6 +94,9 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
         # exact data consistency on the output grid: each block's mean is the input slice
         correction = observed - block_means(restored, factor, array_axis)
         output = (restored + np.repeat(correction, factor, axis=array_axis)).astype(np.float32)
+        # blocks that are pure background in the input stay pure background (their mean is kept exactly)
+        background = np.repeat(observed == observed.min(), factor, axis=array_axis)
+        output[background] = observed.min()
     error = consistency_error(output, observed, factor, array_axis)
     name = f"{source.name}-sr{factor}x"
     result = Volume(output, affine, source.header, name, {})
