@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--results", default="bench_out/quality/results.json")
     parser.add_argument("--limits", default="", help="further limits seen in this model's outputs")
+    parser.add_argument("--rows", help="the results task whose rows to show (default: the module's task)")
     args = parser.parse_args()
     entry = json.loads(hub.REGISTRY_FILE.read_text())[args.name]
     model = hub.from_pretrained(args.name)
@@ -70,25 +71,25 @@ def main() -> None:
         "expect it to transfer to real scans without fine-tuning. Not for clinical use or diagnosis."
         + (f" {args.limits}" if args.limits else ""), "",
     ]
-    lines += measured(args.name, task, args.results)
+    lines += measured(task, args.results, args.rows or TASK_ROWS.get(task))
     out = Path("model_cards") / f"{args.name}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
 
-def measured(name: str, task: str, results_path: str) -> list[str]:
+def measured(task: str, results_path: str, rows_task: str | None) -> list[str]:
     lines = ["## Measured", ""]
     path = Path(results_path)
-    if task not in TASK_ROWS or not path.is_file():
+    if rows_task is None or not path.is_file():
         return lines + ["Backbones are measured through the modules on them (see their cards); "
                         "`scripts/bench_sampling.py` times sampling." if task == "backbone" else
                         "Not measured yet: run `scripts/bench_quality.py`."]
-    rows = [r for r in json.loads(path.read_text()) if r["task"] == TASK_ROWS[task]]
+    rows = [r for r in json.loads(path.read_text()) if r["task"] == rows_task]
     keys = [k for k in ("brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "mask_psnr", "consistency",
                         "seconds") if k in rows[0]]
     lines += [f"`scripts/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, {rows[0].get('steps', '?')} "
-              f"sampling steps ({TASK_ROWS[task]}; PSNR in dB on [0, 1], seconds per case):", "",
+              f"sampling steps ({rows_task}; PSNR in dB on [0, 1], seconds per case):", "",
               "| method | params | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['trainable_params']} | " +
