@@ -86,6 +86,8 @@ def measured(task: str, results_path: str, rows_task: str | None) -> list[str]:
                         "`scripts/bench_sampling.py` times sampling." if task == "backbone" else
                         "Not measured yet: run `scripts/bench_quality.py`."]
     rows = [r for r in json.loads(path.read_text()) if r["task"] == rows_task]
+    if not rows:
+        return lines + [f"Not measured yet: run `scripts/bench_quality.py` (no '{rows_task}' rows in {path})."]
     keys = [k for k in ("brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "mask_psnr", "consistency",
                         "seconds") if k in rows[0]]
     lines += [f"`scripts/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, {rows[0].get('steps', '?')} "

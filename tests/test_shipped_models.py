@@ -10,6 +10,16 @@ REPO = hub.PRETRAINED_DIR.parents[1]
 SHIPPED = json.loads(hub.REGISTRY_FILE.read_text())
 
 
+# what every command needs out of the box: both backbones and a module per job (issue 4)
+REQUIRED = {"volgen-wavelet-brain-2mm": "backbone", "volgen-latent-brain-2mm": "backbone",
+            "volgen-vcm-synthesis-2mm": "vcm", "volgen-vcm-super-resolution-2mm": "vcm",
+            "volgen-vcm-inpainting-2mm": "vcm"}
+
+
+def test_the_defaults_are_shipped():
+    assert {name: SHIPPED[name]["model_type"] for name in REQUIRED if name in SHIPPED} == REQUIRED
+
+
 def test_registry_is_well_formed():
     for name, entry in SHIPPED.items():
         assert {"sha256", "model_type", "card", "description"} <= set(entry), name
