@@ -59,11 +59,28 @@ def trainable(model) -> int:
     return model.count_trainable() if hasattr(model, "count_trainable") else 0
 
 
+def brain_of(case) -> np.ndarray:
+    return case.brain.numpy() if case.brain is not None else case.images[0].numpy() > -0.99
+
+
+T1C_METRICS = ("brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "seconds")
+
+
+def score_t1c(row: dict, pred: np.ndarray, case, seconds: float) -> None:
+    """Append a t1c prediction's (in [0, 1]) PSNR/SSIM inside the brain and the tumour, and its seconds."""
+    truth, brain, tumour = unit(case.images[T1C].numpy()), brain_of(case), case.seg.numpy() > 0
+    row["brain_psnr"].append(psnr(pred, truth, brain, data_range=1.0))
+    row["brain_ssim"].append(ssim(pred, truth, brain, data_range=1.0))
+    row["tumour_psnr"].append(psnr(pred, truth, tumour, data_range=1.0))
+    row["tumour_ssim"].append(ssim(pred, truth, tumour, data_range=1.0))
+    row["seconds"].append(seconds)
+
+
 def fit_linear_regression(train_root: str, max_cases: int) -> np.ndarray:
     cases = load_cases(DataConfig(root=train_root, contrasts=CONTRASTS, max_cases=max_cases), multiple=16)
     xs, ys = [], []
     for case in cases:
-        brain = case.brain.numpy() if case.brain is not None else case.images[0].numpy() > -0.99
+        brain = brain_of(case)
         images = case.images.numpy()
         xs.append(np.stack([images[i][brain] for i in SOURCES] + [np.ones(brain.sum())], axis=1))
         ys.append(images[T1C][brain])
@@ -75,14 +92,10 @@ def synthesis_rows(cases, models: dict, coef, steps: int, seed: int, montage_pat
                    task: str = "t1c synthesis") -> list[dict]:
     """Rows for t1c from (t1n, t2w, t2f): each model's, and per-voxel linear regression's when `coef` is given."""
     baselines = ["linear regression"] if coef is not None else []
-    results = {name: {"brain_psnr": [], "brain_ssim": [], "tumour_psnr": [], "tumour_ssim": [], "seconds": []}
-               for name in [*baselines, *models]}
+    results = {name: {k: [] for k in T1C_METRICS} for name in [*baselines, *models]}
     present = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
     for index, case in enumerate(cases):
         images = case.images.numpy()
-        truth = unit(images[T1C])
-        brain = case.brain.numpy() if case.brain is not None else images[0] > -0.99
-        tumour = case.seg.numpy() > 0
         outputs, times = {}, {}
         if coef is not None:
             start = time.perf_counter()
@@ -97,16 +110,10 @@ def synthesis_rows(cases, models: dict, coef, steps: int, seed: int, montage_pat
             times[name] = time.perf_counter() - start
             outputs[name] = out[0, 0].cpu().numpy()
         for name, out in outputs.items():
-            pred = unit(out)
-            r = results[name]
-            r["brain_psnr"].append(psnr(pred, truth, brain, data_range=1.0))
-            r["brain_ssim"].append(ssim(pred, truth, brain, data_range=1.0))
-            r["tumour_psnr"].append(psnr(pred, truth, tumour, data_range=1.0))
-            r["tumour_ssim"].append(ssim(pred, truth, tumour, data_range=1.0))
-            r["seconds"].append(times[name])
+            score_t1c(results[name], unit(out), case, times[name])
         if index == 0 and montage_path is not None:
             affine = np.diag([2.0, 2.0, 2.0, 1.0])
-            vols = {"t1c (true)": truth, **{f"t1c {k}": unit(v) for k, v in outputs.items()}}
+            vols = {"t1c (true)": unit(images[T1C]), **{f"t1c {k}": unit(v) for k, v in outputs.items()}}
             save_montage({k: Volume(v.astype(np.float32), affine) for k, v in vols.items()}, montage_path,
                          labels=Volume(case.seg.numpy().astype(np.int16), affine), overwrite=True,
                          title=f"{case.name}: t1c from t1n, t2w, t2f ({steps} steps)")
@@ -116,20 +123,12 @@ def synthesis_rows(cases, models: dict, coef, steps: int, seed: int, montage_pat
 
 def autoencoder_row(cases, backbone, task: str) -> dict:
     """The latent backbone's ceiling: t1c encoded and decoded by its autoencoder."""
-    r = {"brain_psnr": [], "brain_ssim": [], "tumour_psnr": [], "tumour_ssim": [], "seconds": []}
+    r = {k: [] for k in T1C_METRICS}
     for case in cases:
-        images = case.images.numpy()
-        truth = unit(images[T1C])
-        brain = case.brain.numpy() if case.brain is not None else images[0] > -0.99
-        tumour = case.seg.numpy() > 0
         start = time.perf_counter()
         x = case.images[T1C][None, None].to(DEVICE)
         pred = unit(backbone.codec.decode(backbone.codec.encode(x))[0, 0].cpu().numpy())
-        r["seconds"].append(time.perf_counter() - start)
-        r["brain_psnr"].append(psnr(pred, truth, brain, data_range=1.0))
-        r["brain_ssim"].append(ssim(pred, truth, brain, data_range=1.0))
-        r["tumour_psnr"].append(psnr(pred, truth, tumour, data_range=1.0))
-        r["tumour_ssim"].append(ssim(pred, truth, tumour, data_range=1.0))
+        score_t1c(r, pred, case, time.perf_counter() - start)
     return {"task": task, "method": "autoencoder reconstruction (ceiling)", "trainable_params": 0,
             **{k: float(np.mean(v)) for k, v in r.items()}}
 

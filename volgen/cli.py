@@ -167,7 +167,7 @@ def _add_synthesize(sub) -> None:
 
 def _run_synthesize(args) -> int:
     from volgen.api import run_synthesis
-    from volgen.io.contrasts import case_from_paths, contrast_of_file, find_cases, parse_contrasts
+    from volgen.io.contrasts import case_from_paths, find_cases, parse_contrasts
 
     files = {c: getattr(args, f"file_{c}") for c in CONTRAST_FILE_OPTIONS if getattr(args, f"file_{c}")}
     if files and args.case:
@@ -179,14 +179,12 @@ def _run_synthesize(args) -> int:
     settings = _sampling(args)
     if files:
         cases = [case_from_paths(files, name=args.name)]
-    elif args.case.is_dir() and any(contrast_of_file(f) for f in args.case.iterdir() if f.is_file()):
-        cases = [args.case]
-    else:
+    else:   # a case folder gives itself, a folder of cases gives each one
         cases = find_cases(args.case) if args.case.is_dir() else [args.case]
     if len(cases) == 1:
         result = run_synthesis(cases[0], cond=cond, target=target, out=args.out, overwrite=args.overwrite,
                                **settings)
-        for contrast, path in result.info["outputs"].items():
+        for path in result.info["outputs"].values():
             print(f"wrote {path}")
         print(f"wrote {result.info['montage']}")
         _print_seconds(result.info)
@@ -206,7 +204,8 @@ def _run_batch(cases, args, cond, target, settings) -> int:
         name = getattr(case, "name", str(case))
         bar.set_postfix_str(name)
         try:
-            run_synthesis(case, cond=cond, target=target, out=args.out, overwrite=args.overwrite, **{**settings, "progress": False})
+            run_synthesis(case, cond=cond, target=target, out=args.out, overwrite=args.overwrite,
+                          **{**settings, "progress": False})
             done += 1
         except Exception as exc:  # one bad case never stops the batch
             message = str(exc) if isinstance(exc, VolgenError) else f"{type(exc).__name__}: {exc}"

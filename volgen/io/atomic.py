@@ -20,22 +20,9 @@ def split_suffix(path: Path) -> tuple[str, str]:
     return path.stem, path.suffix
 
 
-def prepare_output(path, *, overwrite: bool) -> Path:
-    """Check that `path` may be written: refuse an existing one unless `overwrite`; create the parent folder."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputError(path, "already exists; pass --overwrite to replace it")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(path.parent, f"cannot create output folder ({exc.strerror or exc})") from None
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise OutputError(path.parent, "output folder is not writable")
-    return path
-
-
 def check_output(path, *, overwrite: bool) -> Path:
-    """Like `prepare_output` but creates nothing: for refusing a job's outputs before the job runs."""
+    """Check that `path` may be written, creating nothing (to refuse a job's outputs before the job runs): refuse an
+    existing one unless `overwrite`, and a parent folder that cannot be created or written."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(path, "already exists; pass --overwrite to replace it")
@@ -46,6 +33,16 @@ def check_output(path, *, overwrite: bool) -> Path:
         raise OutputError(path.parent, f"cannot create output folder ({ancestor} is not a folder)")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(ancestor, "output folder is not writable")
+    return path
+
+
+def prepare_output(path, *, overwrite: bool) -> Path:
+    """`check_output`, then create the parent folder."""
+    path = check_output(path, overwrite=overwrite)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(path.parent, f"cannot create output folder ({exc.strerror or exc})") from None
     return path
 
 

@@ -12,7 +12,7 @@ import torch
 from volgen.io.nifti import read_volume
 from volgen.io.volume import Volume
 from volgen.tasks.generate import default_sampler, generate
-from volgen.tasks.models import backbone_of, default_steps, describe, load_model, pick_device
+from volgen.tasks.models import backbone_of, default_steps, describe, load_model
 from volgen.errors import InputError
 
 
@@ -62,22 +62,24 @@ class Sampling:
             return self.model
         return load_model(job, self.model, backbone=self.backbone, device=self.device)
 
-    def run(self, model, image_shape, **kwargs) -> torch.Tensor:
-        """One volume on the model grid, (D, H, W) as numpy, in the model's range [-1, 1]."""
+    def device_and_steps(self, model) -> tuple[torch.device, int]:
+        """Where `model` runs, and the steps to take there (the device's default unless asked)."""
         device = next(backbone_of(model).parameters()).device
-        steps = self.steps or default_steps(device)
+        return device, self.steps or default_steps(device)
+
+    def run(self, model, image_shape, **kwargs) -> np.ndarray:
+        """One volume on the model grid, (D, H, W) as numpy, in the model's range [-1, 1]."""
+        _, steps = self.device_and_steps(model)
         if steps < 1:
             raise InputError(None, f"--steps must be at least 1, got {steps}")
-        kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
         out = generate(model, (1, *image_shape), steps=steps, sampler=self.sampler, seed=self.seed,
                        guidance=self.guidance, progress=self.progress, **kwargs)
         return out[0, 0].float().cpu().numpy()
 
     def describe(self, model) -> dict:
-        device = next(backbone_of(model).parameters()).device
+        device, steps = self.device_and_steps(model)
         return {**describe(model), "sampler": self.sampler or default_sampler(backbone_of(model)),
-                "steps": self.steps or default_steps(device), "seed": self.seed, "guidance": self.guidance,
-                "device": str(device)}
+                "steps": steps, "seed": self.seed, "guidance": self.guidance, "device": str(device)}
 
 
 def model_spacing(model) -> float:

@@ -12,11 +12,10 @@ from volgen.errors import InputError
 from volgen.tasks.job import JobResult
 
 
-def companion_paths(nifti: Path, tag: str = "") -> tuple[Path, Path]:
+def companion_paths(nifti: Path) -> tuple[Path, Path]:
     """(montage PNG, JSON sidecar) beside a NIfTI output: out/x.nii.gz -> out/x.png, out/x.json."""
     stem, _ = split_suffix(Path(nifti))
-    base = Path(nifti).with_name(stem + tag)
-    return base.with_suffix(".png"), base.with_suffix(".json")
+    return Path(nifti).with_name(stem + ".png"), Path(nifti).with_name(stem + ".json")
 
 
 def check_outputs(paths, *, overwrite: bool) -> None:
