@@ -47,10 +47,11 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         keep = torch.from_numpy(grid_mask.astype(np.float32))[None, None]
         masked = image * (1 - keep) - keep               # masked voxels read as background, as in training
         insert = torch.full_like(keep, 1.0 if mode == "lesion" else 0.0)
+    device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
         array = sampling.run(model, pre.grid.model_shape, contrast=contrast,
                              conditions=torch.cat([masked, keep, insert], dim=1),
-                             projection=known_voxel_projection(image, keep))
+                             projection=known_voxel_projection(image.to(device), keep.to(device)))
     with timer("restore"):
         restored = pre.restore(array).array
         output = source.array.copy()

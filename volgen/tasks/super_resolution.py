@@ -86,9 +86,10 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
             raise InputError(volume_path(source), f"model grid size {grid_in.shape[dim]} along {axis} is not a "
                                                   f"multiple of {factor}")
         lowres = thick_slices(grid_in, factor, dim)
+    device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
         array = sampling.run(model, pre.grid.model_shape, contrast=contrast, conditions=grid_in,
-                             projection=thick_slice_projection(lowres, factor, dim))
+                             projection=thick_slice_projection(lowres.to(device), factor, dim))
     with timer("restore"):
         restored = pre.restore(array, fill=float(observed.min()), dtype=np.float32).array.astype(np.float64)
         # exact data consistency on the output grid: each block's mean is the input slice
