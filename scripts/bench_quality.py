@@ -1,17 +1,21 @@
-"""Quality of the shipped modules on held-out phantom cases (never seen in training), all rows in one run.
+"""Quality of the shipped modules on held-out phantom cases (never seen in training), every baseline in the same run.
 
-- t1c from (t1n, t2w, t2f): PSNR / SSIM inside the brain and the tumour for (a) per-voxel linear regression fitted
-  on training cases, (b) ControlNet, (c) Concat and (d) VCM on the same frozen wavelet backbone.
-  Targets: VCM >= (a) + 2 dB in the brain; VCM within 0.5 dB of (b) with <= 1/4 of its trainable parameters.
-- 4x through-plane super-resolution of t2f: VCM (with thick-slice data consistency) against cubic interpolation.
-  Target: +2 dB PSNR in the brain.
-- inpainting (pseudo-healthy t2f inside the dilated lesion mask), PSNR in the mask against the healthy twin: VCM
-  against the unconditioned backbone with known-voxel replacement (RePaint-style, no resampling jumps).
-- latent backbone: t1c synthesis by its VCM, beside the autoencoder's reconstruction of the true t1c (the ceiling).
-Images are compared on the model grid in [0, 1] (data range 1). Each run replaces the rows of the tasks it measured
-in results.json and keeps the rest, so tasks can be measured in separate runs.
+Tasks and rows (images on the 2 mm model grid in [0, 1], data range 1):
+- synthesis of each contrast from the other three: per-voxel linear regression fitted on training cases; VCM's
+  posterior mean and one of its samples; ControlNet and Concat when their runs exist (`make baselines`). Brain
+  and tumour PSNR/SSIM. Target: mean >= regression + 2 dB in the brain with a higher SSIM, for every contrast.
+- 4x through-plane super-resolution (t2f): cubic interpolation; VCM mean and sample. Target: mean >= cubic + 3 dB.
+- pseudo-healthy inpainting (t2f, the dilated tumour mask), PSNR inside the mask against the healthy twin: the
+  harmonic fill; the bare backbone with known-voxel replacement; VCM mean and sample. Target: harmonic + 2 dB.
+- lesion inpainting (t2f, a lesion grown into the healthy twin inside the tumour mask): the 1-Wasserstein distance
+  between the intensities inside the mask and the real tumour's, before (the healthy twin) and after (a sample).
+- latent backbone: its autoencoder's reconstruction of t1c (the ceiling) and its synthesis module.
+Every module row reports Spearman(uncertainty, |error|) inside the brain (or the mask) for the posterior mean, and
+seconds per case (the mean and the sample come from the same batch of K samples: the same seconds). Each run
+replaces the rows of the tasks it measured in results.json and keeps the rest.
 
-    python scripts/bench_quality.py [--cases 20] [--steps N] [--tasks synthesis,super_resolution,inpainting,latent]
+    python scripts/bench_quality.py [--cases 20] [--steps N] [--samples K]
+        [--tasks synthesis,super_resolution,inpainting,lesion,latent] [--targets t1n,t1c,t2w,t2f]
 """
 from __future__ import annotations
 
@@ -22,29 +26,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy.stats import spearmanr, wasserstein_distance
 
 from volgen import hub
+from volgen.baselines import LinearRegression, cubic_upsample, harmonic_fill
 from volgen.errors import VolgenError
 from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
 from volgen.metrics import psnr, ssim
 from volgen.sampling.consistency import known_voxel_projection, thick_slice_projection, thick_slices
 from volgen.tasks import generate
+from volgen.tasks.models import default_samples, default_steps
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
 from volgen.training.examples import dilate
 
 CONTRASTS = ["t1n", "t1c", "t2w", "t2f"]
-T1C, T2F = 1, 3
-SOURCES = [0, 2, 3]
+T2F = 3
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
 
 def unit(x) -> np.ndarray:
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
     return ((np.asarray(x, dtype=np.float64) + 1) / 2).clip(0, 1)
-
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load(name_or_folder):
@@ -63,129 +68,197 @@ def brain_of(case) -> np.ndarray:
     return case.brain.numpy() if case.brain is not None else case.images[0].numpy() > -0.99
 
 
-T1C_METRICS = ("brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "seconds")
+class Table:
+    """Per-method lists of per-case metrics -> one row per method (means over the cases)."""
+
+    def __init__(self, task: str):
+        self.task, self.metrics, self.params = task, {}, {}
+
+    def add(self, method: str, params: int = 0, **values) -> None:
+        self.params[method] = params
+        row = self.metrics.setdefault(method, {})
+        for key, value in values.items():
+            row.setdefault(key, []).append(float(value))
+
+    def rows(self) -> list[dict]:
+        return [{"task": self.task, "method": m, "trainable_params": self.params[m],
+                 **{k: float(np.mean(v)) for k, v in r.items()}} for m, r in self.metrics.items()]
 
 
-def score_t1c(row: dict, pred: np.ndarray, case, seconds: float) -> None:
-    """Append a t1c prediction's (in [0, 1]) PSNR/SSIM inside the brain and the tumour, and its seconds."""
-    truth, brain, tumour = unit(case.images[T1C].numpy()), brain_of(case), case.seg.numpy() > 0
-    row["brain_psnr"].append(psnr(pred, truth, brain, data_range=1.0))
-    row["brain_ssim"].append(ssim(pred, truth, brain, data_range=1.0))
-    row["tumour_psnr"].append(psnr(pred, truth, tumour, data_range=1.0))
-    row["tumour_ssim"].append(ssim(pred, truth, tumour, data_range=1.0))
-    row["seconds"].append(seconds)
+def image_scores(pred, truth, brain, tumour=None) -> dict:
+    scores = {"brain_psnr": psnr(pred, truth, brain, data_range=1.0), "brain_ssim": ssim(pred, truth, brain,
+                                                                                         data_range=1.0)}
+    if tumour is not None and tumour.any():
+        scores["tumour_psnr"] = psnr(pred, truth, tumour, data_range=1.0)
+    return scores
 
 
-def fit_linear_regression(train_root: str, max_cases: int) -> np.ndarray:
-    cases = load_cases(DataConfig(root=train_root, contrasts=CONTRASTS, max_cases=max_cases), multiple=16)
-    xs, ys = [], []
-    for case in cases:
-        brain = brain_of(case)
-        images = case.images.numpy()
-        xs.append(np.stack([images[i][brain] for i in SOURCES] + [np.ones(brain.sum())], axis=1))
-        ys.append(images[T1C][brain])
-    coef, *_ = np.linalg.lstsq(np.concatenate(xs), np.concatenate(ys), rcond=None)
-    return coef
+def spearman(spread: torch.Tensor, pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> float:
+    """Rank correlation of the uncertainty (spread over samples, [0, 1] units) with the absolute error."""
+    s = (spread[0, 0].cpu().numpy() / 2)[region]
+    return float(spearmanr(s, np.abs(pred - truth)[region]).correlation)
 
 
-def synthesis_rows(cases, models: dict, coef, steps: int, seed: int, montage_path: Path | None,
-                   task: str = "t1c synthesis") -> list[dict]:
-    """Rows for t1c from (t1n, t2w, t2f): each model's, and per-voxel linear regression's when `coef` is given."""
-    baselines = ["linear regression"] if coef is not None else []
-    results = {name: {k: [] for k in T1C_METRICS} for name in [*baselines, *models]}
-    present = torch.tensor([[1.0, 0.0, 1.0, 1.0]])
+def add_module_rows(table: Table, name: str, model, estimate, seconds: float, score) -> dict:
+    """The posterior mean's and one sample's rows for a module's `estimate`; `score(image [0, 1]) -> dict`."""
+    mean, sample = unit(estimate.image[0, 0]), unit(estimate.draws[0, 0])
+    table.add(f"{name} mean of {estimate.samples}", trainable(model), **score(mean, estimate.spread), seconds=seconds)
+    table.add(f"{name} one sample", trainable(model), **score(sample, None), seconds=seconds)
+    return {f"{name} mean": mean, f"{name} sample": sample}
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def synthesis_rows(cases, train_cases, models: dict, target: str, args, montage: Path | None,
+                   task: str | None = None, regression: bool = True) -> list[dict]:
+    """`target` from the other three contrasts: regression and each module, mean and sample."""
+    k = CONTRASTS.index(target)
+    sources = [i for i in range(len(CONTRASTS)) if i != k]
+    table = Table(task or f"{target} synthesis")
+    lr = None
+    if regression:
+        lr = LinearRegression(sources, k).fit([c.images.numpy() for c in train_cases],
+                                              [brain_of(c) for c in train_cases])
+    present = torch.ones(1, len(CONTRASTS))
+    present[0, k] = 0
     for index, case in enumerate(cases):
-        images = case.images.numpy()
-        outputs, times = {}, {}
-        if coef is not None:
-            start = time.perf_counter()
-            outputs["linear regression"] = np.tensordot(coef[:3], images[SOURCES], axes=1) + coef[3]
-            times["linear regression"] = time.perf_counter() - start
+        images, brain, tumour = case.images.numpy(), brain_of(case), case.seg.numpy() > 0
+        truth = unit(images[k])
+        shown = {f"{target} (true)": truth}
+        if lr is not None:
+            pred, seconds = timed(lambda: unit(lr.predict(images)))
+            table.add("linear regression", **image_scores(pred, truth, brain, tumour), seconds=seconds)
+            shown["linear regression"] = pred
         conditions = case.images[None].clone()
-        conditions[:, T1C] = 0
+        conditions[:, k] = 0
         for name, model in models.items():
-            start = time.perf_counter()
-            out = generate(model, (1, *images.shape[1:]), contrast="t1c", conditions=conditions, present=present,
-                           steps=steps, seed=seed + index)
-            times[name] = time.perf_counter() - start
-            outputs[name] = out[0, 0].cpu().numpy()
-        for name, out in outputs.items():
-            score_t1c(results[name], unit(out), case, times[name])
-        if index == 0 and montage_path is not None:
-            affine = np.diag([2.0, 2.0, 2.0, 1.0])
-            vols = {"t1c (true)": unit(images[T1C]), **{f"t1c {k}": unit(v) for k, v in outputs.items()}}
-            save_montage({k: Volume(v.astype(np.float32), affine) for k, v in vols.items()}, montage_path,
-                         labels=Volume(case.seg.numpy().astype(np.int16), affine), overwrite=True,
-                         title=f"{case.name}: t1c from t1n, t2w, t2f ({steps} steps)")
-    return [{"task": task, "method": name, "trainable_params": trainable(models.get(name)),
-             **{k: float(np.mean(v)) for k, v in r.items()}} for name, r in results.items()]
+            est, seconds = timed(lambda: generate(model, (1, *images.shape[1:]), contrast=target,
+                                                  conditions=conditions, present=present, steps=args.steps,
+                                                  samples=args.samples, seed=args.seed + index))
+
+            def score(pred, spread):
+                extra = {"spearman": spearman(spread, pred, truth, brain)} if spread is not None else {}
+                return {**image_scores(pred, truth, brain, tumour), **extra}
+
+            shown.update(add_module_rows(table, name, model, est, seconds, score))
+            if est.spread is not None:
+                shown[f"{name} uncertainty"] = est.spread[0, 0].cpu().numpy() / 2
+        if index == 0 and montage is not None:
+            save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
+                         labels=Volume(case.seg.numpy().astype(np.int16), AFFINE), overwrite=True,
+                         title=f"{case.name}: {target} from the other three ({args.steps} steps)")
+    return table.rows()
 
 
 def autoencoder_row(cases, backbone, task: str) -> dict:
     """The latent backbone's ceiling: t1c encoded and decoded by its autoencoder."""
-    r = {k: [] for k in T1C_METRICS}
+    table = Table(task)
     for case in cases:
-        start = time.perf_counter()
-        x = case.images[T1C][None, None].to(DEVICE)
-        pred = unit(backbone.codec.decode(backbone.codec.encode(x))[0, 0].cpu().numpy())
-        score_t1c(r, pred, case, time.perf_counter() - start)
-    return {"task": task, "method": "autoencoder reconstruction (ceiling)", "trainable_params": 0,
-            **{k: float(np.mean(v)) for k, v in r.items()}}
+        x = case.images[1][None, None].to(DEVICE)
+        pred, seconds = timed(lambda: unit(backbone.codec.decode(backbone.codec.encode(x))[0, 0]))
+        table.add("autoencoder reconstruction (ceiling)", **image_scores(pred, unit(case.images[1]), brain_of(case),
+                                                                         case.seg.numpy() > 0), seconds=seconds)
+    return table.rows()[0]
 
 
-def super_resolution_rows(cases, model, steps: int, seed: int, factor: int = 4, axis: int = 2) -> list[dict]:
-    rows = {"cubic interpolation": {"brain_psnr": [], "brain_ssim": [], "seconds": [], "consistency": []}}
-    if model is not None:
-        rows["VCM"] = {"brain_psnr": [], "brain_ssim": [], "seconds": [], "consistency": []}
+def super_resolution_rows(cases, model, args, montage: Path | None, factor: int = 4, axis: int = 2) -> list[dict]:
+    table = Table(f"{factor}x super-resolution (t2f)")
     for index, case in enumerate(cases):
         volume = case.images[T2F][None, None]
         observed = thick_slices(volume, factor, 2 + axis)
-        truth = unit(volume[0, 0])
-        brain = case.brain.numpy() if case.brain is not None else truth > 0.005
-        start = time.perf_counter()
-        zoom = [1.0, 1.0, 1.0]
-        zoom[axis] = factor
-        cubic = ndimage.zoom(observed[0, 0].numpy(), zoom, order=3, mode="nearest", grid_mode=True)
-        outs = {"cubic interpolation": (cubic, time.perf_counter() - start)}
+        truth, brain = unit(volume[0, 0]), brain_of(case)
+        cubic, seconds = timed(lambda: unit(cubic_upsample(observed[0, 0].numpy(), factor, axis)))
+        table.add("cubic interpolation", **image_scores(cubic, truth, brain), seconds=seconds)
+        shown = {"t2f (true)": truth, "thick slices": unit(observed.repeat_interleave(factor, 2 + axis)[0, 0]),
+                 "cubic": cubic}
         if model is not None:
-            start = time.perf_counter()
             lowres = observed.repeat_interleave(factor, dim=2 + axis)
-            out = generate(model, (1, *volume.shape[2:]), contrast="t2f", conditions=lowres, steps=steps,
-                           projection=thick_slice_projection(observed.to(DEVICE), factor, 2 + axis), seed=seed + index)
-            outs["VCM"] = (out[0, 0].cpu().numpy(), time.perf_counter() - start)
-        for name, (out, seconds) in outs.items():
-            r = rows[name]
-            r["brain_psnr"].append(psnr(unit(out), truth, brain, data_range=1.0))
-            r["brain_ssim"].append(ssim(unit(out), truth, brain, data_range=1.0))
-            r["seconds"].append(seconds)
-            redone = thick_slices(torch.as_tensor(out, dtype=torch.float32)[None, None], factor, 2 + axis)
-            r["consistency"].append(float((redone - observed).abs().max()))
-    return [{"task": f"{factor}x super-resolution (t2f)", "method": name,
-             "trainable_params": trainable(model) if name == "VCM" else 0,
-             **{k: float(np.max(v) if k == "consistency" else np.mean(v)) for k, v in r.items()}}
-            for name, r in rows.items()]
+            est, seconds = timed(lambda: generate(
+                model, (1, *volume.shape[2:]), contrast="t2f", conditions=lowres, steps=args.steps,
+                samples=args.samples, seed=args.seed + index,
+                projection=thick_slice_projection(observed.to(DEVICE), factor, 2 + axis)))
+
+            def score(pred, spread):
+                redone = thick_slices(torch.as_tensor(pred * 2 - 1, dtype=torch.float32)[None, None], factor, 2 + axis)
+                extra = {"spearman": spearman(spread, pred, truth, brain)} if spread is not None else {}
+                return {**image_scores(pred, truth, brain), "consistency": float((redone - observed).abs().max()),
+                        **extra}
+
+            shown.update(add_module_rows(table, "VCM", model, est, seconds, score))
+            if est.spread is not None:
+                shown["VCM uncertainty"] = est.spread[0, 0].cpu().numpy() / 2
+        if index == 0 and montage is not None:
+            save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
+                         overwrite=True, title=f"{case.name}: {factor}x through-plane SR of t2f ({args.steps} steps)")
+    return table.rows()
 
 
-def inpainting_rows(cases, backbone, model, steps: int, seed: int) -> list[dict]:
-    methods = {"backbone + known-voxel replacement": backbone}
-    if model is not None:
-        methods["VCM"] = model
-    rows = {name: {"mask_psnr": [], "seconds": []} for name in methods}
+def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[dict]:
+    """Pseudo-healthy t2f inside the dilated tumour mask, scored against the healthy twin inside the mask."""
+    table = Table("pseudo-healthy inpainting (t2f)")
     for index, case in enumerate(cases):
         image, healthy = case.images[T2F][None, None], case.healthy[T2F][None, None]
         mask = dilate((case.seg > 0).float()[None, None], 1)
+        inside = mask[0, 0].numpy() > 0
+        truth = unit(healthy[0, 0])
+        fill, seconds = timed(lambda: unit(harmonic_fill(image[0, 0].numpy(), inside)))
+        table.add("harmonic fill", mask_psnr=psnr(fill, truth, inside, data_range=1.0), seconds=seconds)
+        shown = {"t2f (with tumour)": unit(image[0, 0]), "healthy twin (true)": truth, "harmonic fill": fill}
+        projection = known_voxel_projection(image.to(DEVICE), mask.to(DEVICE))
         masked = image * (1 - mask) - mask
-        for name, method in methods.items():
-            start = time.perf_counter()
-            conditions = torch.cat([masked, mask, torch.zeros_like(mask)], dim=1) if name == "VCM" else None
-            out = generate(method, (1, *image.shape[2:]), contrast="t2f", conditions=conditions, steps=steps,
-                           projection=known_voxel_projection(image.to(DEVICE), mask.to(DEVICE)), seed=seed + index)
-            rows[name]["seconds"].append(time.perf_counter() - start)
-            inside = mask[0, 0].numpy() > 0
-            rows[name]["mask_psnr"].append(psnr(unit(out[0, 0].cpu()), unit(healthy[0, 0]), inside, data_range=1.0))
-    return [{"task": "pseudo-healthy inpainting (t2f)", "method": name,
-             "trainable_params": trainable(methods[name]) if name == "VCM" else 0,
-             **{k: float(np.mean(v)) for k, v in r.items()}} for name, r in rows.items()]
+        methods = {"backbone + replacement": (backbone, None),
+                   "VCM": (model, torch.cat([masked, mask, torch.zeros_like(mask)], dim=1))}
+        for name, (method, conditions) in methods.items():
+            if method is None:
+                continue
+            est, seconds = timed(lambda: generate(method, (1, *image.shape[2:]), contrast="t2f",
+                                                  conditions=conditions, steps=args.steps, samples=args.samples,
+                                                  projection=projection, seed=args.seed + index))
+
+            def score(pred, spread):
+                extra = {"spearman": spearman(spread, pred, truth, inside)} if spread is not None else {}
+                return {"mask_psnr": psnr(pred, truth, inside, data_range=1.0), **extra}
+
+            shown.update(add_module_rows(table, name, method, est, seconds, score))
+        if index == 0 and montage is not None:
+            save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
+                         labels=Volume(inside.astype(np.int16), AFFINE), overwrite=True,
+                         title=f"{case.name}: pseudo-healthy t2f ({args.steps} steps)")
+    return table.rows()
+
+
+def lesion_rows(cases, model, args, montage: Path | None) -> list[dict]:
+    """A lesion grown into the healthy twin inside the tumour mask: how far the intensities inside the mask are from
+    the real tumour's (1-Wasserstein, [0, 1] units), before (the healthy twin) and after (one sample)."""
+    table = Table("lesion inpainting (t2f)")
+    for index, case in enumerate(cases):
+        lesion, healthy = case.images[T2F][None, None], case.healthy[T2F][None, None]
+        mask = dilate((case.seg > 0).float()[None, None], 1)
+        inside = mask[0, 0].numpy() > 0
+        real = unit(lesion[0, 0])[inside]
+        table.add("healthy twin (before)", w1_to_real_tumour=wasserstein_distance(unit(healthy[0, 0])[inside], real),
+                  seconds=0.0)
+        if model is None:
+            continue
+        conditions = torch.cat([healthy * (1 - mask) - mask, mask, torch.ones_like(mask)], dim=1)
+        est, seconds = timed(lambda: generate(
+            model, (1, *lesion.shape[2:]), contrast="t2f", conditions=conditions, steps=args.steps,
+            samples=args.samples, seed=args.seed + index, estimate="sample",
+            projection=known_voxel_projection(healthy.to(DEVICE), mask.to(DEVICE))))
+        drawn = unit(est.image[0, 0])
+        table.add("VCM one sample (after)", trainable(model), w1_to_real_tumour=wasserstein_distance(drawn[inside],
+                                                                                                    real),
+                  seconds=seconds)
+        if index == 0 and montage is not None:
+            shown = {"healthy twin": unit(healthy[0, 0]), "real tumour": unit(lesion[0, 0]), "VCM lesion": drawn}
+            save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
+                         labels=Volume(inside.astype(np.int16), AFFINE), overwrite=True,
+                         title=f"{case.name}: a lesion grown in t2f ({args.steps} steps)")
+    return table.rows()
 
 
 def main() -> None:
@@ -193,7 +266,8 @@ def main() -> None:
     parser.add_argument("--heldout", default="phantoms/heldout")
     parser.add_argument("--train", default="phantoms/train")
     parser.add_argument("--cases", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default 25 on a GPU, 10 on the CPU)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the jobs' default)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per estimate (default: the jobs')")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backbone", default="volgen-wavelet-brain-2mm")
     parser.add_argument("--vcm", default="volgen-vcm-synthesis-2mm")
@@ -203,45 +277,56 @@ def main() -> None:
     parser.add_argument("--inpaint", default="volgen-vcm-inpainting-2mm")
     parser.add_argument("--latent-backbone", default="volgen-latent-brain-2mm")
     parser.add_argument("--latent-vcm", default="volgen-vcm-synthesis-latent-2mm")
-    parser.add_argument("--tasks", default="synthesis,super_resolution,inpainting,latent")
+    parser.add_argument("--tasks", default="synthesis,super_resolution,inpainting,lesion,latent")
+    parser.add_argument("--targets", default=",".join(CONTRASTS), help="synthesis targets (default: all four)")
     parser.add_argument("--out", default="bench_out/quality")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    args.steps = args.steps or (25 if DEVICE.type == "cuda" else 10)
-    print(f"device {DEVICE}, {args.steps} sampling steps")
+    args.steps = args.steps or default_steps(DEVICE)
+    args.samples = args.samples or default_samples(DEVICE)
+    print(f"device {DEVICE}, {args.steps} sampling steps, {args.samples} samples per estimate")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for folder in (args.heldout, args.train):
         if not Path(folder).is_dir():
-            raise SystemExit(f"{folder}: not found; make the corpus first: volgen phantom --n 48 --seed 100 "
-                             f"--no-pet --out phantoms/train; volgen phantom --n 20 --seed 200 --out phantoms/heldout")
-    print("loading models")
-    backbone = load(args.backbone)
-    models = {"ControlNet": load(args.controlnet), "Concat": load(args.concat), "VCM": load(args.vcm)}
-    models = {k: v for k, v in models.items() if v is not None}
+            raise SystemExit(f"{folder}: not found; make the corpus first (make corpus)")
+    tasks = args.tasks.split(",")
     cases = load_cases(DataConfig(root=args.heldout, contrasts=CONTRASTS, max_cases=args.cases), multiple=16,
                        with_healthy=True)
-    print(f"{len(cases)} held-out cases; fitting the linear regression on training cases")
-    tasks = args.tasks.split(",")
+    print(f"{len(cases)} held-out cases")
     rows = []
     if "synthesis" in tasks:
-        rows += synthesis_rows(cases, models, fit_linear_regression(args.train, 16), args.steps, args.seed,
-                               out / "t1c-montage.png")
+        models = {"VCM": load(args.vcm), "ControlNet": load(args.controlnet), "Concat": load(args.concat)}
+        models = {k: v for k, v in models.items() if v is not None}
+        train_cases = load_cases(DataConfig(root=args.train, contrasts=CONTRASTS, max_cases=16), multiple=16)
+        for target in args.targets.split(","):
+            rows += synthesis_rows(cases, train_cases, models, target, args, out / f"{target}-montage.png")
+            print_table(rows)
     if "super_resolution" in tasks:
-        rows += super_resolution_rows(cases, load(args.sr), args.steps, args.seed)
-    if "inpainting" in tasks and backbone is not None:
-        rows += inpainting_rows(cases, backbone, load(args.inpaint), args.steps, args.seed)
+        rows += super_resolution_rows(cases, load(args.sr), args, out / "sr-montage.png")
+    backbone = load(args.backbone) if {"inpainting", "lesion"} & set(tasks) else None
+    inpainter = load(args.inpaint) if {"inpainting", "lesion"} & set(tasks) else None
+    if "inpainting" in tasks:
+        rows += inpainting_rows(cases, backbone, inpainter, args, out / "healthy-montage.png")
+    if "lesion" in tasks:
+        rows += lesion_rows(cases, inpainter, args, out / "lesion-montage.png")
     latent_backbone = load(args.latent_backbone) if "latent" in tasks else None
     if latent_backbone is not None:
         task = "t1c synthesis, latent backbone"
         rows.append(autoencoder_row(cases, latent_backbone, task))
         latent_vcm = load(args.latent_vcm)
         if latent_vcm is not None:
-            rows += synthesis_rows(cases, {"VCM": latent_vcm}, None, args.steps, args.seed,
-                                   out / "t1c-latent-montage.png", task=task)
-    rows = [{**r, "cases": len(cases), "steps": args.steps} for r in rows]
+            rows += synthesis_rows(cases, [], {"VCM": latent_vcm}, "t1c", args, out / "t1c-latent-montage.png",
+                                   task=task, regression=False)
+    rows = [{**r, "cases": len(cases), "steps": args.steps, "samples": args.samples} for r in rows]
     rows = merge_results(out / "results.json", rows)
-    print_table(rows, args)
+    print_table(rows)
+    print_targets(rows)
+    print(f"(results in {out}/results.json, montages in {out}/)")
+
+
+TASK_ORDER = [*(f"{c} synthesis" for c in CONTRASTS), "4x super-resolution (t2f)", "pseudo-healthy inpainting (t2f)",
+              "lesion inpainting (t2f)", "t1c synthesis, latent backbone"]
 
 
 def merge_results(path: Path, rows: list[dict]) -> list[dict]:
@@ -249,35 +334,62 @@ def merge_results(path: Path, rows: list[dict]) -> list[dict]:
     measured = {r["task"] for r in rows}
     kept = [r for r in json.loads(path.read_text()) if r["task"] not in measured] if path.exists() else []
     merged = kept + rows
-    order = ["t1c synthesis", "4x super-resolution (t2f)", "pseudo-healthy inpainting (t2f)",
-             "t1c synthesis, latent backbone"]
-    merged.sort(key=lambda r: order.index(r["task"]) if r["task"] in order else len(order))
+    merged.sort(key=lambda r: TASK_ORDER.index(r["task"]) if r["task"] in TASK_ORDER else len(TASK_ORDER))
     path.write_text(json.dumps(merged, indent=2))
     return merged
 
 
-def print_table(rows: list[dict], args) -> None:
-    keys = ["brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "mask_psnr", "consistency", "seconds"]
-    print(f"\n{'task':32} {'method':36} {'params':>9} " + " ".join(f"{k:>11}" for k in keys) + " cases steps")
+KEYS = ["brain_psnr", "brain_ssim", "tumour_psnr", "mask_psnr", "w1_to_real_tumour", "spearman", "consistency",
+        "seconds"]
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n{'task':32} {'method':30} {'params':>9} " + " ".join(f"{k[:11]:>11}" for k in KEYS) + "  cases")
     for r in rows:
-        cells = " ".join(f"{r[k]:>11.4f}" if k in r else f"{'':>11}" for k in keys)
-        print(f"{r['task']:32} {r['method']:36} {r['trainable_params']:>9} {cells} {r['cases']:>5} {r['steps']:>5}")
-    by = {(r["task"], r["method"]): r for r in rows}
-    vcm, lin, cn = (by.get(("t1c synthesis", m)) for m in ("VCM", "linear regression", "ControlNet"))
-    if vcm and lin:
-        gain = vcm["brain_psnr"] - lin["brain_psnr"]
-        print(f"\nVCM - linear regression, brain PSNR: {gain:+.2f} dB (target >= +2: {'met' if gain >= 2 else 'MISSED'})")
-    if vcm and cn:
-        gap = cn["brain_psnr"] - vcm["brain_psnr"]
-        ratio = vcm["trainable_params"] / max(cn["trainable_params"], 1)
-        print(f"ControlNet - VCM, brain PSNR: {gap:+.2f} dB (target <= 0.5: {'met' if gap <= 0.5 else 'MISSED'}); "
-              f"parameters {ratio:.2f}x of ControlNet's (target <= 0.25: {'met' if ratio <= 0.25 else 'MISSED'})")
-    sr, cubic = by.get(("4x super-resolution (t2f)", "VCM")), by.get(("4x super-resolution (t2f)",
-                                                                      "cubic interpolation"))
-    if sr and cubic:
-        gain = sr["brain_psnr"] - cubic["brain_psnr"]
-        print(f"SR VCM - cubic, brain PSNR: {gain:+.2f} dB (target >= +2: {'met' if gain >= 2 else 'MISSED'})")
-    print(f"(results in {args.out}/results.json, montage {args.out}/t1c-montage.png)")
+        cells = " ".join(f"{r[k]:>11.4f}" if k in r else f"{'':>11}" for k in KEYS)
+        print(f"{r['task']:32} {r['method']:30} {r['trainable_params']:>9} {cells}  {r.get('cases', '')}")
+
+
+def _find(rows, task, prefix):
+    return next((r for r in rows if r["task"] == task and r["method"].startswith(prefix)), None)
+
+
+def print_targets(rows: list[dict]) -> None:
+    """Every target of the quality issue, met or missed, with its figure."""
+    def verdict(ok):
+        return "met" if ok else "MISSED"
+
+    print()
+    for target in CONTRASTS:
+        task = f"{target} synthesis"
+        mean, lin = _find(rows, task, "VCM mean"), _find(rows, task, "linear regression")
+        if mean and lin:
+            gain, dssim = mean["brain_psnr"] - lin["brain_psnr"], mean["brain_ssim"] - lin["brain_ssim"]
+            print(f"{task}: VCM mean - regression {gain:+.2f} dB, SSIM {dssim:+.3f} "
+                  f"(target >= +2 dB and higher SSIM: {verdict(gain >= 2 and dssim > 0)})")
+    for task, base, metric, need in (("4x super-resolution (t2f)", "cubic", "brain_psnr", 3.0),
+                                     ("pseudo-healthy inpainting (t2f)", "harmonic", "mask_psnr", 2.0)):
+        mean, ref = _find(rows, task, "VCM mean"), _find(rows, task, base)
+        if mean and ref:
+            gain = mean[metric] - ref[metric]
+            print(f"{task}: VCM mean - {base} {gain:+.2f} dB (target >= +{need:g}: {verdict(gain >= need)})")
+    before, after = _find(rows, "lesion inpainting (t2f)", "healthy twin"), _find(rows, "lesion inpainting (t2f)",
+                                                                                   "VCM")
+    if before and after:
+        print(f"lesion inpainting: W1 to the real tumour's intensities {before['w1_to_real_tumour']:.4f} before, "
+              f"{after['w1_to_real_tumour']:.4f} after")
+    task = "t1c synthesis, latent backbone"
+    ae, latent, wavelet = _find(rows, task, "autoencoder"), _find(rows, task, "VCM mean"), _find(rows, "t1c synthesis",
+                                                                                                  "VCM mean")
+    if ae:
+        print(f"latent autoencoder: {ae['brain_psnr']:.2f} dB (target >= 30: {verdict(ae['brain_psnr'] >= 30)})")
+    if latent and wavelet:
+        gap = wavelet["brain_psnr"] - latent["brain_psnr"]
+        print(f"latent VCM: {gap:.2f} dB below the wavelet VCM (target <= 1: {verdict(gap <= 1)})")
+    spearmans = [r["spearman"] for r in rows if "spearman" in r]
+    if spearmans:
+        print(f"uncertainty: Spearman(uncertainty, |error|) from {min(spearmans):.2f} to {max(spearmans):.2f} "
+              f"(target >= 0.4 everywhere: {verdict(min(spearmans) >= 0.4)})")
 
 
 if __name__ == "__main__":

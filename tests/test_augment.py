@@ -92,3 +92,17 @@ def test_plain_callables_on_arrays():
     for j, key in enumerate(KEYS):
         assert isinstance(out[key], np.ndarray) and out[key].shape == (1, 16, 16, 16)
         assert (out[key].max() == 0) == bool(out["dropped"][j])
+
+
+def test_transforms_draw_one_sample_and_can_return_the_uncertainty(cases, tiny_models):
+    from monai.transforms import EnsureChannelFirstd, LoadImaged
+
+    records = _records(cases[0])
+    loaded = EnsureChannelFirstd(keys=list(records))(LoadImaged(keys=list(records))(records))
+    settings = dict(model=str(tiny_models["synthesis"]), steps=2, seed=3)
+    one = SynthesizeMissing(KEYS, **settings)({k: v for k, v in loaded.items() if k != "t1c"})
+    many = SynthesizeMissing(KEYS, samples=3, **settings)({k: v for k, v in loaded.items() if k != "t1c"})
+    assert "t1c_uncertainty" not in one and many["t1c_uncertainty"].shape == many["t1c"].shape
+    assert float(many["t1c_uncertainty"].min()) >= 0 and float(many["t1c_uncertainty"].max()) > 0
+    # one draw either way (not the mean): the first of the batch is the single run's sample
+    assert np.allclose(np.asarray(one["t1c"]), np.asarray(many["t1c"]), atol=1e-4)

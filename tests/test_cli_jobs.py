@@ -30,16 +30,41 @@ def test_synthesize_finds_the_missing_contrast_and_keeps_the_geometry(tmp_path, 
     case = write_brats_case(tmp_path / "in", "case-a", contrasts=("t1n", "t2w", "t2f"))
     out = tmp_path / "out"
     assert main(["synthesize", str(case), "-o", str(out), "--model", str(tiny_models["synthesis"]), *FAST]) == 0
-    assert _files(out) == ["case-a/case-a-synthesis.json", "case-a/case-a-synthesis.png", "case-a/case-a-t1c.nii.gz"]
+    assert _files(out) == ["case-a/case-a-synthesis.json", "case-a/case-a-synthesis.png",
+                           "case-a/case-a-t1c-uncertainty.nii.gz", "case-a/case-a-t1c.nii.gz"]
     src, syn = nib.load(case / "case-a-t1n.nii.gz"), nib.load(out / "case-a/case-a-t1c.nii.gz")
     assert syn.shape == src.shape and np.allclose(syn.affine, src.affine)
     data = syn.get_fdata()
     assert np.isfinite(data).all() and 0 <= data.min() and data.max() <= 1 and data.std() > 0
+    spread = nib.load(out / "case-a/case-a-t1c-uncertainty.nii.gz")
+    assert spread.shape == src.shape and np.allclose(spread.affine, src.affine)
+    head = np.asarray(nib.load(case / "case-a-t1n.nii.gz").dataobj) > 0
+    u = spread.get_fdata()
+    assert u.min() >= 0 and u[head].max() > 0 and np.all(u[~head] == 0)
     info = json.loads((out / "case-a/case-a-synthesis.json").read_text())
     assert info["targets"] == ["t1c"] and info["conditions"] == ["t1n", "t2w", "t2f"]
     assert info["model"]["sha256"] and info["backbone"]["sha256"]
     assert (info["sampler"], info["steps"], info["seed"]) == ("ddim", 2, 0)
+    assert (info["samples"], info["estimate"]) == (4, "mean")          # the CPU defaults
+    assert info["uncertainty_maps"] == {"t1c": str(out / "case-a/case-a-t1c-uncertainty.nii.gz")}
     assert info["seconds"]["sample t1c"] > 0
+
+
+def test_one_sample_writes_no_uncertainty_and_says_so(tmp_path, tiny_models):
+    case = write_brats_case(tmp_path / "in", "case-e", contrasts=("t1n", "t2w", "t2f"))
+    out = tmp_path / "out"
+    assert main(["synthesize", str(case), "-o", str(out), "--model", str(tiny_models["synthesis"]), "--samples", "1",
+                 "--estimate", "sample", *FAST]) == 0
+    assert _files(out) == ["case-e/case-e-synthesis.json", "case-e/case-e-synthesis.png", "case-e/case-e-t1c.nii.gz"]
+    info = json.loads((out / "case-e/case-e-synthesis.json").read_text())
+    assert (info["samples"], info["estimate"], info["uncertainty_maps"]) == (1, "sample", {})
+    assert info["uncertainty"].startswith("none")
+    # the mean of 3 samples is another volume than one sample
+    assert main(["synthesize", str(case), "-o", str(tmp_path / "mean"), "--model", str(tiny_models["synthesis"]),
+                 "--samples", "3", *FAST]) == 0
+    one = nib.load(out / "case-e/case-e-t1c.nii.gz").get_fdata()
+    mean = nib.load(tmp_path / "mean/case-e/case-e-t1c.nii.gz").get_fdata()
+    assert not np.allclose(one, mean)
 
 
 def test_synthesize_aliases_explicit_files_and_seeds(tmp_path, tiny_models):
@@ -158,6 +183,9 @@ def test_super_resolve_reproduces_the_thick_slices(tmp_path, tiny_models, capsys
     info = json.loads(out.with_suffix("").with_suffix(".json").read_text())
     assert info["consistency_error"] <= 1e-5 and info["output_spacing"] == [2.0, 2.0, 2.0]
     assert (tmp_path / "sr" / "case-t2f-sr.png").is_file()
+    spread = nib.load(tmp_path / "sr" / "case-t2f-sr-uncertainty.nii.gz")
+    assert spread.shape == img.shape and np.allclose(spread.affine, img.affine)
+    assert spread.get_fdata().min() >= 0 and spread.get_fdata().max() > 0
 
 
 def test_inpaint_changes_only_the_mask(tmp_path, tiny_models, capsys):
@@ -172,6 +200,8 @@ def test_inpaint_changes_only_the_mask(tmp_path, tiny_models, capsys):
         inside = np.asarray(nib.load(mask).dataobj) > 0
         assert b.dtype == a.dtype == np.int16 and np.array_equal(after.affine, before.affine)
         assert np.array_equal(a[~inside], b[~inside]) and not np.array_equal(a[inside], b[inside])
+        u = nib.load(tmp_path / f"{mode}-uncertainty.nii.gz").get_fdata()     # only where it synthesised
+        assert np.all(u[~inside] == 0) and u[inside].max() > 0
     save_nifti(tmp_path / "empty.nii.gz", np.zeros((32, 36, 28), np.uint8), np.diag([2.0, 2.0, 2.0, 1.0]))
     assert main(["inpaint", str(src), "--mask", str(tmp_path / "empty.nii.gz"), "-o", str(tmp_path / "x.nii.gz"),
                  "--model", str(tiny_models["inpainting"]), *FAST]) == 1

@@ -7,7 +7,10 @@ the files the CLI writes (NIfTI, PNG montage, JSON sidecar).
     healthy = volgen.inpaint("case-t2f.nii.gz", "case-seg.nii.gz", mode="healthy")
 
 Sampling settings (all optional): model (name or folder), backbone ("wavelet" | "latent"), steps (default 10 on
-the CPU, 25 on a GPU), sampler (ddim | ddpm | dpm++ | euler), guidance (1.0), seed (0), device, progress.
+the CPU, 25 on a GPU), samples (K drawn as one batch: 4 on the CPU, 8 on a GPU), estimate ("mean": the posterior
+mean, or "sample": one draw), sampler (ddim | ddpm | dpm++ | euler), guidance (1.0), seed (0), device, progress.
+`run_synthesis`, `run_super_resolution` and `run_inpainting` return the whole JobResult, whose `uncertainty` holds
+the per-voxel spread over the samples; with `out=` it is written beside each output as `<name>-uncertainty.nii.gz`.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from volgen.io.contrasts import MRI_CONTRASTS, Case, find_case, parse_contrasts
 from volgen.io.volume import Volume
 from volgen.tasks.inpainting import inpaint as inpaint_job
 from volgen.tasks.job import JobResult
-from volgen.tasks.outputs import check_outputs, companion_paths, write_result
+from volgen.tasks.outputs import check_outputs, companion_paths, output_paths, write_result
 from volgen.tasks.super_resolution import super_resolve as super_resolve_job
 from volgen.tasks.synthesis import pick_targets, synthesize as synthesize_job
 
@@ -41,6 +44,7 @@ def run_synthesis(case, *, cond=None, target=None, out=None, overwrite=False, **
     if out is not None and found is not None:                  # refuse existing outputs before any work
         have = cond or [c for c in MRI_CONTRASTS if c in found.paths]
         images, montage, sidecar = synthesis_outputs(found.name, pick_targets(have, target), out)
+        images = output_paths(images, _with_uncertainty(settings))
         check_outputs([*images.values(), montage, sidecar], overwrite=overwrite)
     result = synthesize_job(case, cond=cond, target=target, **settings)
     if out is not None:
@@ -51,9 +55,15 @@ def run_synthesis(case, *, cond=None, target=None, out=None, overwrite=False, **
     return result
 
 
+def _with_uncertainty(settings: dict) -> bool:
+    """Whether a job with these settings writes uncertainty maps (every default draws several samples)."""
+    return (settings.get("samples") or 2) > 1
+
+
 def _run_single(job, image, out, overwrite, title, **kwargs) -> JobResult:
     if out is not None:
-        check_outputs([Path(out), *companion_paths(Path(out))], overwrite=overwrite)
+        images = output_paths({"out": Path(out)}, _with_uncertainty(kwargs))
+        check_outputs([*images.values(), *companion_paths(Path(out))], overwrite=overwrite)
     result = job(image, **kwargs)
     if out is not None:
         key = next(iter(result.outputs))

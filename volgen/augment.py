@@ -79,17 +79,27 @@ def sample_seed(seed: int, sample: dict, keys) -> int:
 
 
 class _VolgenTransform:
-    """Shared settings: model, steps, device, seed, voxel size for arrays without an affine."""
+    """Shared settings: model, steps, device, seed, voxel size for arrays without an affine. A transform writes one
+    sample (what augmentation needs, not the posterior mean); with `samples=K` > 1 it draws K as one batch, still
+    writes the first, and also writes their per-voxel spread under "<key>_uncertainty"."""
 
     job = ""
 
     def __init__(self, model=None, steps: int | None = 10, device="cpu", seed: int = 0, spacing: float = 2.0,
-                 guidance: float = 1.0):
+                 guidance: float = 1.0, samples: int = 1):
         self.model, self.steps, self.device, self.seed = model, steps, device, seed
-        self.spacing, self.guidance = spacing, guidance
+        self.spacing, self.guidance, self.samples = spacing, guidance, samples
 
     def sampling(self, seed: int) -> Sampling:
-        return Sampling(model=self.model, steps=self.steps, device=self.device, seed=seed, guidance=self.guidance)
+        return Sampling(model=self.model, steps=self.steps, device=self.device, seed=seed, guidance=self.guidance,
+                        samples=self.samples, estimate="sample")
+
+    def write(self, sample, key, result, output: str) -> None:
+        """sample[key] <- the job's output (in the input's container type), and its uncertainty when drawn."""
+        like = sample[key]
+        sample[key] = write_value(like, result.outputs[output].array)
+        if output in result.uncertainty:
+            sample[f"{key}_uncertainty"] = write_value(like, result.uncertainty[output].array)
 
     def volume(self, sample, key) -> Volume:
         array, affine = read_value(sample[key], self.spacing)
@@ -139,9 +149,9 @@ class SynthesizeMissing(_VolgenTransform):
             volumes = {self.contrasts[k]: self.volume(sample, k) for k in have}
             result = synthesize(volumes, target=[self.contrasts[k] for k in missing],
                                 sampling=self.sampling(sample_seed(self.seed, sample, have)))
-            like = sample[have[0]]
             for key in missing:
-                sample[key] = write_value(like, result.outputs[self.contrasts[key]].array)
+                sample[key] = sample[have[0]]            # the container type to write into
+                self.write(sample, key, result, self.contrasts[key])
         sample["synthesized"] = torch.tensor([float(k in missing and bool(have)) for k in self.keys])
         return sample
 
@@ -163,7 +173,7 @@ class _Inpaint(_VolgenTransform):
                     image = self.volume(sample, key)
                     result = inpaint(image, Volume((mask > 0).astype(np.uint8), image.affine), mode=self.mode,
                                      contrast=canonical_contrast(key), sampling=self.sampling(seed))
-                    sample[key] = write_value(sample[key], result.outputs["inpainted"].array)
+                    self.write(sample, key, result, "inpainted")
                 done = True
         sample[f"{self.mode}_inpainted"] = torch.tensor(float(done))
         return sample
@@ -206,6 +216,6 @@ class RandomSuperResolution(_VolgenTransform):
                 affine[:3, 3] += image.affine[:3, axis] * (self.factor - 1) / 2.0
                 result = super_resolve(Volume(thick, affine, name=str(key)), factor=self.factor, axis=self.axis,
                                        contrast=canonical_contrast(key), sampling=self.sampling(seed))
-                sample[key] = write_value(sample[key], result.outputs["sr"].array)
+                self.write(sample, key, result, "sr")
         sample["super_resolved"] = torch.tensor(float(applied))
         return sample

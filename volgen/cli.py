@@ -116,6 +116,12 @@ def _add_sampling_args(p) -> None:
     g.add_argument("--sampler", choices=("ddim", "ddpm", "dpm++", "euler"),
                    help="default: ddim (euler for a rectified-flow backbone)")
     g.add_argument("--steps", type=_positive_int, help="sampling steps (default 10 on the CPU, 25 on a GPU)")
+    g.add_argument("--samples", type=_positive_int, metavar="K",
+                   help="samples drawn as one batch; their spread is written as the uncertainty map beside each "
+                        "output (default 4 on the CPU, 8 on a GPU; 1 writes no uncertainty)")
+    g.add_argument("--estimate", choices=("mean", "sample"), default="mean",
+                   help="mean: the posterior mean, for measurements and segmentation (default); sample: one draw, "
+                        "for augmentation")
     g.add_argument("--guidance", type=float, default=1.0,
                    help="conditioning strength: 1 as trained, 0 the bare backbone, >1 stronger (default 1)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
@@ -126,6 +132,7 @@ def _add_sampling_args(p) -> None:
 
 def _sampling(args) -> dict:
     return {"model": args.model, "backbone": args.backbone, "sampler": args.sampler, "steps": args.steps,
+            "samples": args.samples, "estimate": args.estimate,
             "guidance": args.guidance, "seed": args.seed, "device": args.device, "progress": not args.no_progress}
 
 

@@ -5,6 +5,7 @@ from volgen.backbones import Backbone, BackboneConfig, UNetConfig
 from volgen.modules import VCM, VCMConfig
 from volgen.sampling import FlowSchedule
 from volgen.sampling.consistency import known_voxel_projection, thick_slice_projection, thick_slices
+from volgen.sampling.predict import predict_x0_eps
 from volgen.tasks import default_sampler, generate
 
 
@@ -23,13 +24,16 @@ def test_projections_hold_on_the_output():
     known = torch.rand(1, 1, 16, 16, 16, generator=gen) * 2 - 1
     mask = torch.zeros_like(known)
     mask[..., 4:9, 5:10, 6:12] = 1
-    out = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=3,
+    out = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=3, samples=3,
                    projection=known_voxel_projection(known, mask))
-    assert torch.equal(out * (1 - mask), known * (1 - mask))
+    for image in (out.image, *out.draws[:, None]):           # the mean and every sample
+        assert torch.equal(image * (1 - mask), known * (1 - mask))
+    assert out.spread.shape == (1, 1, 16, 16, 16) and torch.all(out.spread * (1 - mask) == 0)
     observed = thick_slices(known, 4, 4)
-    out = generate(backbone, (1, 16, 16, 16), contrast="t1n", steps=3,
+    out = generate(backbone, (1, 16, 16, 16), contrast="t1n", steps=3, samples=2,
                    projection=thick_slice_projection(observed, 4, 4))
-    assert torch.allclose(thick_slices(out, 4, 4), observed, atol=1e-5)
+    for image in (out.image, *out.draws[:, None]):
+        assert torch.allclose(thick_slices(image, 4, 4), observed, atol=1e-5)
 
 
 def test_a_module_and_its_conditions_change_the_sample_and_seeds_repeat():
@@ -42,11 +46,37 @@ def test_a_module_and_its_conditions_change_the_sample_and_seeds_repeat():
     a = generate(module, (1, 16, 16, 16), contrast="t2f", conditions=conditions, present=present, steps=3, seed=4)
     b = generate(module, (1, 16, 16, 16), contrast="t2f", conditions=conditions, present=present, steps=3, seed=4)
     plain = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=3, seed=4)
-    assert torch.equal(a, b)
-    assert (a - plain).abs().max() > 1e-3
+    assert torch.equal(a.image, b.image)
+    assert (a.image - plain.image).abs().max() > 1e-3
 
 
 def test_flow_backbones_sample_with_euler_by_default():
     backbone = _backbone(schedule=FlowSchedule().config(), parameterization="flow")
     assert default_sampler(backbone) == "euler"
-    assert torch.isfinite(generate(backbone, (1, 16, 16, 16), contrast="t1n", steps=2)).all()
+    assert torch.isfinite(generate(backbone, (1, 16, 16, 16), contrast="t1n", steps=2).image).all()
+
+
+def test_the_mean_is_the_average_first_step_prediction_and_the_spread_is_over_the_samples():
+    backbone = _backbone()
+    out = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=4, samples=3, seed=7)
+    # the reference: the same three x_T, one network call each at the first of the 4 timesteps
+    x_T = torch.randn((3, 8, 8, 8, 8), generator=torch.Generator().manual_seed(7))
+    t = backbone.denoiser.schedule.timesteps(4)[0]
+    x0, _ = predict_x0_eps(backbone.denoiser, x_T, t, {"class_labels": torch.tensor([1, 1, 1])})
+    expected = backbone.codec.decode(x0).mean(0, keepdim=True)
+    assert torch.allclose(out.image, expected, atol=1e-5)
+    assert out.draws.shape == (3, 1, 16, 16, 16) and out.samples == 3 and out.kind == "mean"
+    draws = out.draws.double()
+    assert torch.allclose(out.spread[0].double(), ((draws - draws.mean(0)) ** 2).mean(0).sqrt(), atol=1e-5)
+    final = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=4, samples=3, seed=7, mean_of="final")
+    assert torch.allclose(final.image, out.draws.mean(0, keepdim=True), atol=1e-6)
+
+
+def test_one_sample_is_the_first_draw_and_has_no_spread():
+    backbone = _backbone()
+    many = generate(backbone, (1, 16, 16, 16), contrast="t1n", steps=3, samples=2, seed=3, estimate="sample")
+    one = generate(backbone, (1, 16, 16, 16), contrast="t1n", steps=3, samples=1, seed=3, estimate="sample")
+    assert torch.equal(many.image, many.draws[:1]) and many.spread is not None
+    assert one.spread is None and one.kind == "sample"
+    # the batch's first x_T is the single run's x_T (same generator), so the first draws agree
+    assert torch.allclose(one.image, many.image, atol=1e-5)

@@ -117,3 +117,38 @@ def test_two_cpu_processes_with_accelerate_launch(tmp_path, phantom_dir):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("model written to") == 1
     assert (tmp_path / "run" / "checkpoints" / "step-0000002" / "random_states_1.pkl").exists()   # a second rank
+
+
+def test_a_codec_path_vcm_with_its_prior_trains_on_whole_volumes_and_exports_from_a_checkpoint(
+        tmp_path, phantom_dir, trained_backbone):
+    from volgen.training.loop import export_checkpoint
+
+    model = {"condition_path": "codec", "prior": "regression", "prior_degree": 2, "mid_attention": False,
+             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
+    config = load_config(_config(tmp_path, phantom_dir.parent, kind="module", module="vcm", task="synthesis",
+                                 backbone=str(trained_backbone), model=model, data={"crop": [512, 512, 512]},
+                                 train={"steps": 2, "checkpoint_every": 2, "sampler_steps": 10}))
+    run = train(config, progress=False)
+    trained = hub.from_pretrained(run / "model")
+    assert trained.prior.fitted and trained.encoder is None
+    assert hub.read_config(run / "model")["metadata"]["steps"] == 2
+    (run / "model" / "model.safetensors").unlink()
+    export_checkpoint(config)                                   # the same EMA weights and prior, from step 2
+    again = hub.from_pretrained(run / "model")
+    a, b = trained.hub_state_dict(), again.hub_state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_whole_volume_batches_and_sampler_timesteps(phantom_dir):
+    from volgen.backbones import Backbone, BackboneConfig
+    from volgen.training.config import DataConfig
+    from volgen.training.data import load_cases, sample_batch
+    from volgen.training.objectives import noised
+
+    cases = load_cases(DataConfig(root=str(phantom_dir.parent)), multiple=16)
+    batch = sample_batch(cases, 2, [512, 512, 512], False, torch.Generator().manual_seed(0))
+    assert torch.equal(batch["images"][0], cases[0].images)    # a crop larger than the volume is the volume
+    backbone = Backbone(BackboneConfig(contrasts=()))
+    z0 = torch.zeros(64, 8, 2, 2, 2)
+    _, t, _ = noised(backbone.denoiser, z0, torch.Generator().manual_seed(0), sampler_steps=10)
+    assert set(t.tolist()) <= set(backbone.denoiser.schedule.timesteps(10)) and len(set(t.tolist())) > 5

@@ -204,6 +204,17 @@ class Preprocessed:
         return self.source.with_array(cast_like(out, dtype or self.source.array.dtype))
 
 
+    def restore_spread(self, model_spread: np.ndarray) -> Volume:
+        """A model-grid spread (a standard deviation) on the source grid, float32, in the source's intensity units
+        (the intensity scale's slope, without its offset), 0 outside the model grid."""
+        values = np.asarray(model_spread, dtype=np.float64)
+        if self.scale is not None:
+            a, b = self.scale.out_range
+            values = values * (self.scale.high - self.scale.low) / (b - a)
+        return self.source.with_array(self.grid.inverse(values.astype(np.float32), order=1, fill=0.0)
+                                      .astype(np.float32))
+
+
 def cast_like(array: np.ndarray, dtype) -> np.ndarray:
     """Cast to `dtype`, rounding and clipping into range for integer types."""
     dtype = np.dtype(dtype)

@@ -1,12 +1,18 @@
 """VCM, the Volumetric Conditioning Module: an asymmetric U-Net that modulates a frozen backbone's prediction.
 
-1. A condition encoder (no time embedding) takes the conditions at image resolution and brings them down to the
-   backbone's grid with stride-2 convolutions (one per factor of 2 of the codec: 1 for Haar, 3 for an 8x autoencoder).
-2. A small time-conditioned U-Net on that grid takes (x_t, the frozen prediction, the encoded conditions) and the
-   backbone's class label (which contrast), and ends in two 1x1x1 heads gamma and beta.
-3. prediction' = prediction (1 + scale gamma) + scale beta, on the backbone's own parameterization (eps for an
-   eps-network: eps_hat = eps (1 + gamma) + beta). The heads start at zero, so an untrained VCM is the identity;
-   the published VCM does not do this, and its modules start by perturbing the backbone.
+1. The conditions reach the backbone's grid one of two ways (`condition_path`):
+   - "codec": through the backbone's own codec, each condition encoded like the image (the 8 Haar subbands for
+     the wavelet backbone: lossless, nothing to learn);
+   - "encoder": a learned encoder of stride-2 convolutions (one per factor of 2 of the codec).
+2. A small time-conditioned U-Net on that grid takes (x_t, the frozen prediction, the conditions) and the
+   backbone's class label (which contrast), and ends in zero-initialised 1x1x1 heads gamma and beta.
+3. prediction' = prediction (1 + scale gamma) + scale beta, on the backbone's own parameterization.
+4. With `prior: regression` (synthesis), the module also holds a per-voxel regression (linear, or quadratic with
+   `prior_degree: 2`) from the present contrasts to the target, fitted on the training cases before training, and a
+   zero-initialised gate g:
+   prediction' += scale g (regression - prediction). The U-Net sees the regression too, so it learns a correction
+   of an estimate that is already as good as a regression.
+All heads start at zero, so an untrained VCM is the identity (the published VCM starts by perturbing the backbone).
 """
 from __future__ import annotations
 
@@ -18,6 +24,11 @@ from monai.networks.nets import DiffusionModelUNet
 
 from volgen.config import DictConfig
 from volgen.modules.base import Conditioner
+from volgen.modules.prior import RegressionPrior
+
+# The gate's bias is stored divided by this gain: Adam moves a parameter by about lr per step whatever its
+# gradient's size, so the gate reaches 1 in tens of steps instead of 1/lr.
+GATE_GAIN = 32.0
 
 
 @dataclass
@@ -31,11 +42,19 @@ class VCMConfig(DictConfig):
     num_head_channels: int = 32
     norm_num_groups: int = 8
     head_channels: int = 32                          # U-Net output features the gamma/beta heads read
+    condition_path: str = "encoder"                  # encoder (learned, strided) | codec (the backbone's codec)
+    mid_attention: bool = True                       # MONAI's mid-block attention over the whole lowest grid
+    prior: str = "none"                              # none | regression (synthesis: start from a regression)
+    prior_degree: int = 1                            # 1: linear; 2: with the products of pairs of contrasts
 
     def __post_init__(self):
         self.conditions, self.encoder_channels = tuple(self.conditions), tuple(self.encoder_channels)
         self.channels = tuple(self.channels)
         self.attention_levels = tuple(bool(a) for a in self.attention_levels)
+        if self.condition_path not in ("encoder", "codec"):
+            raise ValueError(f"condition_path: '{self.condition_path}' is not encoder or codec")
+        if self.prior not in ("none", "regression"):
+            raise ValueError(f"prior: '{self.prior}' is not none or regression")
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> torch.nn.Module:
@@ -70,22 +89,59 @@ class VCM(Conditioner):
         config = self.config
         latent = backbone.network.config.out_channels
         net = backbone.network.config
-        self.encoder = ConditionEncoder(2 * len(config.conditions), config.encoder_channels, config.features,
-                                        backbone.codec.downsampling)
+        n = len(config.conditions)
+        if config.condition_path == "codec":
+            self.encoder = None
+            features = n * latent + n                    # each condition's codes, and the present flags
+        else:
+            self.encoder = ConditionEncoder(2 * n, config.encoder_channels, config.features,
+                                            backbone.codec.downsampling)
+            features = config.features
+        self.prior = None
+        if config.prior == "regression":
+            if not net.num_class_embeds:
+                raise ValueError("prior: regression needs a backbone with contrast labels (the target)")
+            self.prior = RegressionPrior(n, net.num_class_embeds, config.prior_degree)
+            features += latent
         self.unet = DiffusionModelUNet(
-            spatial_dims=3, in_channels=net.in_channels + latent + config.features, out_channels=config.head_channels,
+            spatial_dims=3, in_channels=net.in_channels + latent + features, out_channels=config.head_channels,
             num_res_blocks=config.num_res_blocks, channels=config.channels, attention_levels=config.attention_levels,
             norm_num_groups=config.norm_num_groups, num_head_channels=config.num_head_channels,
             num_class_embeds=net.num_class_embeds, use_flash_attention=True)
+        if not config.mid_attention:
+            # Full attention over the lowest grid of a whole volume (16k tokens at 2 mm) costs 90% of a training
+            # step on a CPU; the conditions are local, so a module without it is nearly free to evaluate.
+            self.unet.middle_block.attention = torch.nn.Identity()
         # MONAI zero-initialises the U-Net's output convolution. Behind zero heads that would be a dead end (the
         # heads' weight gradients are h * g = 0 and the output conv's are W_head^T g = 0), so give it PyTorch's
         # default initialisation: only the heads start at zero.
         self.unet.out[2].conv.reset_parameters()
         self.gamma = torch.nn.Conv3d(config.head_channels, latent, 1)
         self.beta = torch.nn.Conv3d(config.head_channels, latent, 1)
-        for head in (self.gamma, self.beta):
+        heads = [self.gamma, self.beta]
+        if self.prior is not None:
+            self.gate = torch.nn.Conv3d(config.head_channels, latent, 1)
+            self.gate_bias = torch.nn.Parameter(torch.zeros(1, latent, 1, 1, 1))
+            heads.append(self.gate)
+        for head in heads:
             torch.nn.init.zeros_(head.weight)
             torch.nn.init.zeros_(head.bias)
+
+    def prepare(self, cases) -> None:
+        """Data-dependent set-up before training: fit the regression prior on the training cases."""
+        if self.prior is not None and not self.prior.fitted:
+            self.prior.fit([case.images for case in cases])
+
+    def condition_features(self, conditions: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+        if self.encoder is not None:
+            return self.encoder(self.condition_input(conditions, present))
+        b, n = conditions.shape[:2]
+        if present is None:
+            present = torch.ones(b, n, device=conditions.device, dtype=conditions.dtype)
+        flags = present.to(conditions.dtype).view(b, n, 1, 1, 1)
+        codes = self.backbone.codec.encode(conditions.reshape(b * n, 1, *conditions.shape[2:]))
+        codes = codes.reshape(b, n, -1, *codes.shape[2:]) * flags[..., None]
+        return torch.cat([codes.flatten(1, 2), flags.expand(b, n, *codes.shape[3:])], dim=1)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, conditions: torch.Tensor | None = None,
                 present: torch.Tensor | None = None, **backbone_cond) -> torch.Tensor:
@@ -93,7 +149,17 @@ class VCM(Conditioner):
             prediction = self.backbone.network(x_t, t, **backbone_cond)
         if conditions is None or self.scale == 0:
             return prediction
-        features = self.encoder(self.condition_input(conditions, present).to(x_t.dtype))
-        h = self.unet(torch.cat([x_t, prediction, features], dim=1), t,
-                      class_labels=backbone_cond.get("class_labels"))
-        return prediction * (1 + self.scale * self.gamma(h)) + self.scale * self.beta(h)
+        conditions = conditions.to(x_t.dtype)
+        features = [self.condition_features(conditions, present)]
+        labels = backbone_cond.get("class_labels")
+        if self.prior is not None:
+            if present is None:
+                present = torch.ones(conditions.shape[:2], device=conditions.device, dtype=conditions.dtype)
+            prior = self.backbone.codec.encode(self.prior(conditions, present, labels))
+            features.append(prior)
+        h = self.unet(torch.cat([x_t, prediction, *features], dim=1), t, class_labels=labels)
+        out = prediction * (1 + self.scale * self.gamma(h)) + self.scale * self.beta(h)
+        if self.prior is not None:
+            gate = self.gate(h) + GATE_GAIN * self.gate_bias
+            out = out + self.scale * gate * (prior - prediction)
+        return out

@@ -1,12 +1,20 @@
-"""Sampling one volume on the model grid: the path every job takes from conditions to an image.
+"""Sampling one volume on the model grid: the path every job takes from conditions to an estimate.
 
-generate(model, image_shape, contrast=..., conditions=..., present=..., projection=...) draws x_T in the codec's
-space, runs the sampler over the backbone's (or the conditioned) denoiser with an optional image-space
-data-consistency projection, and decodes. `model` is a Backbone or a Conditioner on one.
+generate(model, image_shape, contrast=..., conditions=..., present=..., projection=..., samples=K) draws K x_T in
+the codec's space as one batch, runs the sampler over the backbone's (or the conditioned) denoiser with an optional
+image-space data-consistency projection, decodes, and returns an `Estimate`: the posterior mean (default) or one
+sample, with the per-voxel spread over the K samples. `model` is a Backbone or a Conditioner on one.
+
+The posterior mean is the average over the K samples of the x0 prediction at the first step. An x0-network trained
+with MSE outputs E[x0 | x_t, conditions]; at the first step x_t is almost pure noise, so each of those predictions
+is already the conditional mean E[x0 | conditions], and averaging K of them only removes what little x_T adds. The
+average of the K finished samples estimates the same mean with K times less variance than one sample, which is
+still worse (bench_quality measures both: `--mean-of final`).
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -20,34 +28,75 @@ def default_sampler(backbone: Backbone) -> str:
     return "euler" if backbone.denoiser.schedule.kind == "flow" else "ddim"
 
 
+ESTIMATES = ("mean", "sample")
+
+
+@dataclass
+class Estimate:
+    """What generate() returns, on the image grid in the model's range: `image` (1, C, D, H, W) is the posterior
+    mean or one sample (`kind`); `spread` is the per-voxel standard deviation over the `samples` drawn (None for
+    one sample); `draws` (K, C, D, H, W) are the samples themselves."""
+
+    image: torch.Tensor
+    spread: torch.Tensor | None
+    samples: int
+    kind: str
+    draws: torch.Tensor
+
+
 @torch.no_grad()
 def generate(model, image_shape, *, contrast: str | None = None, conditions: torch.Tensor | None = None,
              present: torch.Tensor | None = None, projection=None, steps: int = 25, sampler: str | None = None,
-             seed: int = 0, guidance: float = 1.0, progress: bool = False) -> torch.Tensor:
-    """A (1, C, D, H, W) image in the model's intensity range ([-1, 1] for volgen's backbones). `guidance` is a
-    module's conditioning scale for this call (1: as trained)."""
+             seed: int = 0, guidance: float = 1.0, samples: int = 1, estimate: str = "mean",
+             mean_of: str = "first", progress: bool = False) -> Estimate:
+    """K = `samples` draws as one batch, in the model's intensity range ([-1, 1] for volgen's backbones), and the
+    estimate made from them (see the module docstring; `mean_of="final"` averages the finished samples instead).
+    `guidance` is a module's conditioning scale for this call (1: as trained)."""
+    if estimate not in ESTIMATES:
+        raise ValueError(f"estimate must be one of {', '.join(ESTIMATES)}, got '{estimate}'")
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
     with _module_scale(model, guidance):
         backbone = model if isinstance(model, Backbone) else model.backbone
         device = next(backbone.parameters()).device
         denoiser = backbone.denoiser if model is backbone else model.denoiser()
         cond = {}
         if contrast is not None:
-            cond["class_labels"] = backbone.class_labels(contrast, device=device)
+            cond["class_labels"] = backbone.class_labels(contrast, device=device).expand(samples)
         if conditions is not None:
-            cond["conditions"] = conditions.to(device)
+            cond["conditions"] = conditions.to(device).expand(samples, *conditions.shape[1:])
             if present is not None:
-                cond["present"] = present.to(device)
+                cond["present"] = present.to(device).expand(samples, *present.shape[1:])
         latent = backbone.codec.latent_shape(tuple(image_shape))
         generator = torch.Generator(device=device).manual_seed(seed)
-        x_T = torch.randn((1, *latent), generator=generator, device=device)
+        x_T = torch.randn((samples, *latent), generator=generator, device=device)
         timesteps = backbone.denoiser.schedule.timesteps(steps)
         bar = tqdm(total=len(timesteps), desc="sampling", disable=not progress, leave=False)
+        first = []
+
+        def callback(i, t, x, x0):
+            bar.update()
+            if i == 0:
+                first.append(x0)
+
+        consistency = ImageSpaceProjection(backbone.codec, projection) if projection is not None else None
         sample = get_sampler(sampler or default_sampler(backbone))(
-            denoiser, x_T, timesteps, cond=cond, generator=generator, callback=lambda *_: bar.update(),
-            consistency=ImageSpaceProjection(backbone.codec, projection) if projection is not None else None)
+            denoiser, x_T, timesteps, cond=cond, generator=generator, callback=callback, consistency=consistency)
         bar.close()
-        image = backbone.codec.decode(sample)
-        return projection(image) if projection is not None else image
+        draws = _decode(backbone.codec, sample, projection)
+        if estimate == "sample":
+            image = draws[:1]
+        elif mean_of == "final":
+            image = draws.mean(0, keepdim=True)
+        else:
+            image = _decode(backbone.codec, first[0].mean(0, keepdim=True), projection)
+        spread = draws.std(0, keepdim=True, correction=0) if samples > 1 else None
+        return Estimate(image, spread, samples, estimate, draws)
+
+
+def _decode(codec, z: torch.Tensor, projection) -> torch.Tensor:
+    image = codec.decode(z)
+    return projection(image) if projection is not None else image
 
 
 @contextlib.contextmanager

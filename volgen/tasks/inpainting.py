@@ -49,9 +49,9 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         insert = torch.full_like(keep, 1.0 if mode == "lesion" else 0.0)
     device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
-        array = sampling.run(model, pre.grid.model_shape, contrast=contrast,
-                             conditions=torch.cat([masked, keep, insert], dim=1),
-                             projection=known_voxel_projection(image.to(device), keep.to(device)))
+        array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
+                                     conditions=torch.cat([masked, keep, insert], dim=1),
+                                     projection=known_voxel_projection(image.to(device), keep.to(device)))
     with timer("restore"):
         restored = pre.restore(array).array
         output = source.array.copy()
@@ -60,5 +60,10 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
     info = {"job": "inpainting", "input": volume_path(source), "mask": volume_path(mask_volume), "mode": mode,
             "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model),
             "model_grid": list(pre.grid.model_shape), "seconds": timer.seconds}
-    return JobResult(outputs={"inpainted": source.with_array(output, name=name, meta={})},
+    uncertainty = {}
+    if spread is not None:            # outside the mask nothing was synthesised: no uncertainty there
+        spread = pre.restore_spread(spread).array
+        uncertainty["inpainted"] = source.with_array(np.where(inside, spread, 0.0).astype(np.float32),
+                                                     name=f"{name}-uncertainty", meta={})
+    return JobResult(outputs={"inpainted": source.with_array(output, name=name, meta={})}, uncertainty=uncertainty,
                      inputs={"input": source}, info=info, labels=mask_volume.with_array(inside.astype(np.int16)))

@@ -11,17 +11,19 @@ import torch
 
 from volgen.io.nifti import read_volume
 from volgen.io.volume import Volume
-from volgen.tasks.generate import default_sampler, generate
-from volgen.tasks.models import backbone_of, default_steps, describe, load_model
+from volgen.tasks.generate import ESTIMATES, default_sampler, generate
+from volgen.tasks.models import backbone_of, default_samples, default_steps, describe, load_model
 from volgen.errors import InputError
 
 
 @dataclass
 class JobResult:
-    """A job's outputs on the source grid (name -> Volume), the inputs worth showing beside them, and the facts
-    a sidecar records (model and sha256, sampler, steps, seed, timings)."""
+    """A job's outputs on the source grid (name -> Volume), their per-voxel uncertainty (the spread over the
+    samples, same keys and grid; empty for one sample), the inputs worth showing beside them, and the facts a
+    sidecar records (model and sha256, sampler, steps, samples, estimate, seed, timings)."""
 
     outputs: dict[str, Volume]
+    uncertainty: dict[str, Volume] = field(default_factory=dict)
     inputs: dict[str, Volume] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     labels: Volume | None = None          # drawn over the montage (a mask), when there is one
@@ -46,11 +48,14 @@ def volume_path(volume: Volume) -> str:
 class Sampling:
     """How to sample: the model (name, folder or a loaded one) and the sampler settings, with the CLI's defaults.
     `guidance` is the module's conditioning scale: 1 as trained, 0 the bare backbone; for a VCM it is exactly
-    classifier-free guidance against the backbone, at no extra network call."""
+    classifier-free guidance against the backbone, at no extra network call. `samples` are drawn as one batch;
+    `estimate` is their posterior mean (default) or the first sample."""
 
     model: object = None
     backbone: str = "wavelet"
     steps: int | None = None
+    samples: int | None = None
+    estimate: str = "mean"
     sampler: str | None = None
     guidance: float = 1.0
     seed: int = 0
@@ -67,19 +72,31 @@ class Sampling:
         device = next(backbone_of(model).parameters()).device
         return device, self.steps or default_steps(device)
 
-    def run(self, model, image_shape, **kwargs) -> np.ndarray:
-        """One volume on the model grid, (D, H, W) as numpy, in the model's range [-1, 1]."""
+    def sample_count(self, model) -> int:
+        return self.samples or default_samples(next(backbone_of(model).parameters()).device)
+
+    def run(self, model, image_shape, **kwargs) -> tuple[np.ndarray, np.ndarray | None]:
+        """One volume on the model grid, (D, H, W) as numpy in the model's range [-1, 1], and its spread over the
+        samples (None for one sample)."""
         _, steps = self.device_and_steps(model)
         if steps < 1:
             raise InputError(None, f"--steps must be at least 1, got {steps}")
+        if self.sample_count(model) < 1:
+            raise InputError(None, f"--samples must be at least 1, got {self.samples}")
+        if self.estimate not in ESTIMATES:
+            raise InputError(None, f"--estimate must be one of {', '.join(ESTIMATES)}, got '{self.estimate}'")
         out = generate(model, (1, *image_shape), steps=steps, sampler=self.sampler, seed=self.seed,
-                       guidance=self.guidance, progress=self.progress, **kwargs)
-        return out[0, 0].float().cpu().numpy()
+                       guidance=self.guidance, samples=self.sample_count(model), estimate=self.estimate,
+                       progress=self.progress, **kwargs)
+        spread = out.spread[0, 0].float().cpu().numpy() if out.spread is not None else None
+        return out.image[0, 0].float().cpu().numpy(), spread
 
     def describe(self, model) -> dict:
         device, steps = self.device_and_steps(model)
         return {**describe(model), "sampler": self.sampler or default_sampler(backbone_of(model)),
-                "steps": steps, "seed": self.seed, "guidance": self.guidance, "device": str(device)}
+                "steps": steps, "samples": self.sample_count(model), "estimate": self.estimate,
+                "uncertainty": "per-voxel standard deviation over the samples" if self.sample_count(model) > 1
+                else "none (one sample)", "seed": self.seed, "guidance": self.guidance, "device": str(device)}
 
 
 def model_spacing(model) -> float:

@@ -12,6 +12,19 @@ from volgen.errors import InputError
 from volgen.tasks.job import JobResult
 
 
+def uncertainty_path(nifti: Path) -> Path:
+    """The uncertainty map beside a NIfTI output: out/x.nii.gz -> out/x-uncertainty.nii.gz."""
+    stem, suffix = split_suffix(Path(nifti))
+    return Path(nifti).with_name(f"{stem}-uncertainty{suffix}")
+
+
+def output_paths(images: dict[str, Path], with_uncertainty: bool) -> dict[str, Path]:
+    """Every NIfTI a result writes: each output, and its uncertainty map under '<key> uncertainty'."""
+    if not with_uncertainty:
+        return dict(images)
+    return {**images, **{f"{k} uncertainty": uncertainty_path(p) for k, p in images.items()}}
+
+
 def companion_paths(nifti: Path) -> tuple[Path, Path]:
     """(montage PNG, JSON sidecar) beside a NIfTI output: out/x.nii.gz -> out/x.png, out/x.json."""
     stem, _ = split_suffix(Path(nifti))
@@ -28,16 +41,22 @@ def check_outputs(paths, *, overwrite: bool) -> None:
 
 def write_result(result: JobResult, images: dict[str, Path], montage: Path, sidecar: Path, *,
                  overwrite: bool = False, title: str = "") -> dict:
-    """Write result.outputs[key] to images[key], the montage and the sidecar (which lists the others)."""
-    paths = [*images.values(), montage, sidecar]
+    """Write result.outputs[key] to images[key] and its uncertainty map beside it (`uncertainty_path`), the
+    montage (inputs, outputs, uncertainty) and the sidecar (which lists the others)."""
+    volumes = {**result.outputs, **{f"{k} uncertainty": v for k, v in result.uncertainty.items()}}
+    nifti = {k: p for k, p in output_paths(images, bool(result.uncertainty)).items() if k in volumes}
+    paths = [*nifti.values(), montage, sidecar]
     check_outputs(paths, overwrite=overwrite)
     start = time.perf_counter()
     with atomic_paths(paths, overwrite=overwrite) as tmps:
-        for (key, _), tmp in zip(images.items(), tmps):
-            write_volume(result.outputs[key], tmp, overwrite=True)
-        shown = {**result.inputs, **{f"{k} (volgen)": v for k, v in result.outputs.items()}}
+        for (key, _), tmp in zip(nifti.items(), tmps):
+            write_volume(volumes[key], tmp, overwrite=True)
+        shown = {**result.inputs, **{f"{k} (volgen)": v for k, v in result.outputs.items()},
+                 **{f"{k} uncertainty": v for k, v in result.uncertainty.items()}}
         save_montage(shown, tmps[-2], labels=result.labels, overwrite=True, title=title)
-        info = {**result.info, "outputs": {k: str(p) for k, p in images.items()}, "montage": str(montage)}
+        info = {**result.info, "outputs": {k: str(p) for k, p in images.items()},
+                "uncertainty_maps": {k: str(nifti[f"{k} uncertainty"]) for k in result.uncertainty},
+                "montage": str(montage)}
         info["seconds"] = {**info.get("seconds", {}), "write": round(time.perf_counter() - start, 3)}
         tmps[-1].write_text(json.dumps(info, indent=1, default=str))
     return info

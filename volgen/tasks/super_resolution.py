@@ -88,8 +88,8 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
         lowres = thick_slices(grid_in, factor, dim)
     device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
-        array = sampling.run(model, pre.grid.model_shape, contrast=contrast, conditions=grid_in,
-                             projection=thick_slice_projection(lowres.to(device), factor, dim))
+        array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast, conditions=grid_in,
+                                     projection=thick_slice_projection(lowres.to(device), factor, dim))
     with timer("restore"):
         restored = pre.restore(array, fill=float(observed.min()), dtype=np.float32).array.astype(np.float64)
         # exact data consistency on the output grid: each block's mean is the input slice
@@ -106,4 +106,9 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
             "output_spacing": [round(float(s), 4) for s in result.spacing], **sampling.describe(model),
             "model_grid": list(pre.grid.model_shape), "consistency_error": error,
             "seconds": timer.seconds}
-    return JobResult(outputs={"sr": result}, inputs={"input (thick slices)": repeated}, info=info)
+    uncertainty = {}
+    if spread is not None:            # where the input is pure background the output is exact
+        spread = np.where(background, 0.0, pre.restore_spread(spread).array).astype(np.float32)
+        uncertainty["sr"] = Volume(spread, affine, source.header, f"{name}-uncertainty", {})
+    return JobResult(outputs={"sr": result}, uncertainty=uncertainty, inputs={"input (thick slices)": repeated},
+                     info=info)

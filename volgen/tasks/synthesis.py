@@ -93,16 +93,20 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
             present[0, index] = 1.0
         # the head: voxels above the background in any condition; the synthesised volume is 0 outside it
         head = np.any([v.array > v.array.min() for v in volumes.values()], axis=0)
-    outputs = {}
+    outputs, uncertainty = {}, {}
     for contrast in targets:
         with timer(f"sample {contrast}"):
-            array = sampling.run(model, first.grid.model_shape, contrast=contrast, conditions=conditions,
-                                 present=present)
+            array, spread = sampling.run(model, first.grid.model_shape, contrast=contrast, conditions=conditions,
+                                         present=present)
         with timer("restore"):
             restored = first.restore(to_unit(array), unscale=False, fill=0.0, dtype=np.float32)
-            restored.array = np.where(head, restored.array, 0.0).astype(np.float32)
-            outputs[contrast] = restored.with_array(restored.array, name=f"{name}-{contrast}", meta={})
+            outputs[contrast] = restored.with_array(np.where(head, restored.array, 0.0).astype(np.float32),
+                                                    name=f"{name}-{contrast}", meta={})
+            if spread is not None:       # [-1, 1] -> [0, 1] halves a spread
+                spread = first.restore(spread / 2, unscale=False, fill=0.0, dtype=np.float32).array
+                uncertainty[contrast] = restored.with_array(np.where(head, spread, 0.0).astype(np.float32),
+                                                            name=f"{name}-{contrast}-uncertainty", meta={})
     info = {"job": "synthesis", "case": name, "conditions": list(volumes), "targets": targets,
             **sampling.describe(model), "model_grid": list(first.grid.model_shape),
             "intensity": "float32 in [0, 1], 0 outside the head", "seconds": timer.seconds}
-    return JobResult(outputs=outputs, inputs=volumes, info=info)
+    return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=volumes, info=info)

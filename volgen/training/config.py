@@ -46,6 +46,7 @@ class TrainLoopConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     kl_weight: float = 1e-6               # autoencoder: weight of the KL term
+    sampler_steps: int = 0                # diffusion: train only the timesteps an N-step sampler visits (0: all)
 
 
 @dataclass

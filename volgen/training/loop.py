@@ -41,6 +41,7 @@ class TrainingStep(torch.nn.Module):
     def __init__(self, config: TrainConfig, model: torch.nn.Module):
         super().__init__()
         self.kind, self.model, self.kl_weight = config.kind, model, config.train.kl_weight
+        self.sampler_steps = config.train.sampler_steps
 
     def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator) -> torch.Tensor:
         if self.kind == "autoencoder":
@@ -54,7 +55,8 @@ class TrainingStep(torch.nn.Module):
         with torch.no_grad():
             z0 = backbone.codec.encode(target)
         network = None if self.kind == "backbone" else self.model
-        return diffusion_loss(backbone.denoiser, z0, cond=cond, generator=gen, network=network)
+        return diffusion_loss(backbone.denoiser, z0, cond=cond, generator=gen, network=network,
+                              sampler_steps=self.sampler_steps)
 
 
 def build_model(config: TrainConfig) -> tuple[torch.nn.Module, list[tuple[str, torch.nn.Parameter]], int, bool]:
@@ -110,6 +112,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         enable_gradient_checkpointing(model)
     inpainting = config.kind == "module" and config.task == "inpainting"
     cases = load_cases(config.data, multiple, with_healthy=inpainting)
+    if checkpoint is None and hasattr(model, "prepare"):
+        model.prepare(cases)                            # data-dependent set-up (a module's regression prior)
     step_module = TrainingStep(config, model)
     params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -160,6 +164,25 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     return run_dir
 
 
+def export_checkpoint(config: TrainConfig) -> Path:
+    """Export the newest checkpoint's EMA weights to `<run>/model` without training (a run that goes on in the
+    background can ship what it has learnt so far; the metadata records the step)."""
+    run_dir = Path(config.output.dir)
+    checkpoint = _latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise InputError(run_dir, "--export: no checkpoint found in this run folder")
+    model, named, _, _ = build_model(config)
+    state = load_file(str(checkpoint / "model.safetensors"))
+    TrainingStep(config, model).load_state_dict(state, strict=False)    # buffers (a fitted prior) come from here
+    ema = EMA(named, config.train.ema_decay)
+    ema.load_state_dict(load_file(str(checkpoint / "ema.safetensors")))
+    ema.copy_to(named)
+    step = json.loads((checkpoint / "state.json").read_text())["step"]
+    seconds = float(read_metrics(run_dir)[-1]["seconds"]) if (run_dir / "metrics.csv").exists() else 0.0
+    _export(config, model, run_dir, seconds, 0, steps=step)
+    return run_dir
+
+
 def _save_checkpoint(accelerator, ema: EMA, run_dir: Path, step: int, keep: int = 2) -> None:
     folder = run_dir / "checkpoints" / f"step-{step:07d}"
     accelerator.save_state(str(folder))
@@ -179,8 +202,8 @@ def _measure_scale_factor(codec: KLAutoencoderCodec, cases, max_volumes: int = 1
     codec.eval().measure_scale_factor(volumes)
 
 
-def _export(config: TrainConfig, model, run_dir: Path, seconds: float, start: int) -> None:
-    metadata = {"steps": config.train.steps, "seconds_this_session": round(seconds, 1), "resumed_at": start,
+def _export(config: TrainConfig, model, run_dir: Path, seconds: float, start: int, steps: int | None = None) -> None:
+    metadata = {"steps": steps or config.train.steps, "seconds_this_session": round(seconds, 1), "resumed_at": start,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "kind": config.kind, "task": config.task if config.kind == "module" else None,
                 "data_root": config.data.root, "spacing": config.data.spacing,
@@ -225,4 +248,5 @@ class _MetricsLog:
 
 def read_metrics(run_dir) -> list[dict]:
     with open(Path(run_dir) / "metrics.csv") as f:
-        return [{"step": int(r["step"]), "loss": float(r["loss"])} for r in csv.DictReader(f)]
+        return [{"step": int(r["step"]), "loss": float(r["loss"]), "seconds": float(r["seconds"])}
+                for r in csv.DictReader(f)]

@@ -7,9 +7,15 @@ import torch.nn.functional as F
 from volgen.backbones.denoiser import prediction_target
 
 
-def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None):
-    """(x_t, t, eps): z0 noised at timesteps drawn from the denoiser's schedule, one per batch item."""
-    t = denoiser.schedule.training_timesteps(z0.shape[0], generator).to(z0.device)
+def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None, sampler_steps: int = 0):
+    """(x_t, t, eps): z0 noised at timesteps drawn from the denoiser's schedule, one per batch item; with
+    `sampler_steps`, drawn from the timesteps an N-step sampler visits (a module trained for the steps it runs)."""
+    if sampler_steps:
+        visited = torch.as_tensor(denoiser.schedule.timesteps(sampler_steps))
+        t = visited[torch.randint(0, len(visited), (z0.shape[0],), generator=generator)]
+    else:
+        t = denoiser.schedule.training_timesteps(z0.shape[0], generator)
+    t = t.to(z0.device)
     t = t.to(denoiser.schedule.timestep_dtype)
     eps = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype) if generator is not None \
         else torch.randn_like(z0)
@@ -18,10 +24,10 @@ def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None)
 
 
 def diffusion_loss(denoiser, z0: torch.Tensor, *, cond: dict | None = None,
-                   generator: torch.Generator | None = None, network=None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, network=None, sampler_steps: int = 0) -> torch.Tensor:
     """MSE between the network's prediction and its parameterization's target. `network` replaces the
     denoiser's own network in the forward pass (a conditioned wrapper around the frozen backbone)."""
-    x_t, t, eps = noised(denoiser, z0, generator)
+    x_t, t, eps = noised(denoiser, z0, generator, sampler_steps)
     prediction = (network or denoiser)(x_t, t, **(cond or {}))
     alpha, sigma = denoiser.alpha_sigma(t, z0)
     target = prediction_target(z0, eps, alpha, sigma, denoiser.parameterization)
