@@ -22,8 +22,9 @@ USES = {
     "inpainting": "filling a masked region with healthy-looking tissue (pseudo-healthy), or growing a lesion inside "
                   "a mask, for augmentation",
 }
-TASK_ROWS = {"synthesis": "t1c synthesis", "super_resolution": "4x super-resolution (t2f)",
-             "inpainting": "pseudo-healthy inpainting (t2f)"}
+TASK_ROWS = {"synthesis": ["t1n synthesis", "t1c synthesis", "t2w synthesis", "t2f synthesis"],
+             "super_resolution": ["4x super-resolution (t2f)"],
+             "inpainting": ["pseudo-healthy inpainting (t2f)", "lesion inpainting (t2f)"]}
 
 
 def main() -> None:
@@ -33,7 +34,8 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--results", default="bench_out/quality/results.json")
     parser.add_argument("--limits", default="", help="further limits seen in this model's outputs")
-    parser.add_argument("--rows", help="the results task whose rows to show (default: the module's task)")
+    parser.add_argument("--rows", help="the results tasks whose rows to show, comma-separated (default: the "
+                                       "module's task)")
     args = parser.parse_args()
     entry = json.loads(hub.REGISTRY_FILE.read_text())[args.name]
     model = hub.from_pretrained(args.name)
@@ -59,11 +61,16 @@ def main() -> None:
         f"(seed 100, `{data.get('root', 'phantoms/train')}`), on the 2 mm RAS grid, intensities scaled per volume to "
         f"[-1, 1] (0.1-99.9th percentiles). Held-out evaluation cases: seed 200, never seen in training.", "",
         "## Recipe", "",
-        f"`{args.config}`: {rows[-1]['step']} steps, batch {train.get('batch_size')}, random "
-        f"{'x'.join(str(c) for c in data.get('crop', []))} crops with flips, AdamW lr {train.get('lr')}, EMA "
-        f"{train.get('ema_decay', 0.999)}; final logged loss {float(rows[-1]['loss']):.4f}. Wall time "
+        f"`{args.config}`: {saved['metadata'].get('steps')} of {train.get('steps')} planned steps "
+        f"(`--resume` continues the run), batch {train.get('batch_size')}, "
+        f"{_crops(data.get('crop', []))} with flips, AdamW lr {train.get('lr')}, EMA "
+        f"{train.get('ema_decay', 0.999)}"
+        + (f", timesteps of the {train['sampler_steps']}-step sampler only" if train.get("sampler_steps") else "")
+        + f"; last logged loss {float(rows[-1]['loss']):.4f}. Wall time "
         f"{float(rows[-1]['seconds']) / 60:.1f} min on {saved['metadata'].get('device', 'cpu')} "
         "(this repository's machine: 2 CPU cores, no GPU). On a GPU, train the same config larger and longer.", "",
+        "Reproduce: `python scripts/train_" + ("vcm" if run_config["kind"] == "module" else "backbone")
+        + f".py --config {args.config}` (then `--resume` until done, or `--export` for the newest checkpoint).", "",
         "## Intended use", "",
         f"{USES[task]}. A research tool and a starting point for fine-tuning on your own data.", "",
         "## Limits", "",
@@ -71,31 +78,41 @@ def main() -> None:
         "expect it to transfer to real scans without fine-tuning. Not for clinical use or diagnosis."
         + (f" {args.limits}" if args.limits else ""), "",
     ]
-    lines += measured(task, args.results, args.rows or TASK_ROWS.get(task))
+    lines += measured(task, args.results, args.rows.split(",") if args.rows else TASK_ROWS.get(task))
     out = Path("model_cards") / f"{args.name}.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 
 
-def measured(task: str, results_path: str, rows_task: str | None) -> list[str]:
+def _crops(crop) -> str:
+    size = "x".join(str(c) for c in crop)
+    return "whole 2 mm volumes" if crop and min(crop) >= 96 else f"random {size} crops"
+
+
+def measured(task: str, results_path: str, rows_tasks: list[str] | None) -> list[str]:
     lines = ["## Measured", ""]
     path = Path(results_path)
-    if rows_task is None or not path.is_file():
+    if rows_tasks is None or not path.is_file():
         return lines + ["Backbones are measured through the modules on them (see their cards); "
                         "`scripts/bench_sampling.py` times sampling." if task == "backbone" else
                         "Not measured yet: run `scripts/bench_quality.py`."]
-    rows = [r for r in json.loads(path.read_text()) if r["task"] == rows_task]
-    if not rows:
-        return lines + [f"Not measured yet: run `scripts/bench_quality.py` (no '{rows_task}' rows in {path})."]
-    keys = [k for k in ("brain_psnr", "brain_ssim", "tumour_psnr", "tumour_ssim", "mask_psnr", "consistency",
-                        "seconds") if k in rows[0]]
-    lines += [f"`scripts/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, {rows[0].get('steps', '?')} "
-              f"sampling steps ({rows_task}; PSNR in dB on [0, 1], seconds per case):", "",
-              "| method | params | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['trainable_params']} | " +
-                     " | ".join(f"{r[k]:.4f}" if k in r else "" for k in keys) + " |")
+    results = json.loads(path.read_text())
+    for rows_task in rows_tasks:
+        rows = [r for r in results if r["task"] == rows_task]
+        if not rows:
+            lines += [f"Not measured yet: run `scripts/bench_quality.py` (no '{rows_task}' rows in {path}).", ""]
+            continue
+        keys = [k for k in ("brain_psnr", "brain_ssim", "tumour_psnr", "mask_psnr", "w1_to_real_tumour",
+                            "spearman", "consistency", "seconds") if any(k in r for r in rows)]
+        lines += [f"`scripts/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, "
+                  f"{rows[0].get('steps', '?')} sampling steps, {rows[0].get('samples', 1)} samples per estimate "
+                  f"({rows_task}; PSNR in dB on [0, 1], seconds per case):", "",
+                  "| method | params | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+        for r in rows:
+            lines.append(f"| {r['method']} | {r['trainable_params']} | " +
+                         " | ".join(f"{r[k]:.4f}" if k in r else "" for k in keys) + " |")
+        lines.append("")
     return lines
 
 

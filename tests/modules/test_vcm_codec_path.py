@@ -111,3 +111,42 @@ def test_the_fitted_prior_is_saved_with_the_module(tmp_path):
     hub.save_pretrained(module, tmp_path / "module")
     again = hub.from_pretrained(tmp_path / "module")
     assert torch.equal(again.prior.coef, module.prior.coef) and again.prior.fitted
+
+
+def test_the_interpolation_prior_interpolates_between_thick_slice_centres():
+    from volgen.modules.prior import InterpolationPrior
+    from volgen.sampling.consistency import repeat_slices, thick_slices
+
+    ramp = torch.arange(32.0).view(1, 1, 1, 1, 32).expand(1, 1, 8, 8, 32)
+    repeated = repeat_slices(thick_slices(ramp, 4, 4), 4, 4)     # what the SR module is given
+    out = InterpolationPrior(4, 2)(repeated)
+    assert out.shape == ramp.shape
+    assert torch.allclose(out[..., 2:30], ramp[..., 2:30], atol=1e-5)   # exact between the first and last centre
+
+
+def test_the_fill_prior_keeps_known_voxels_and_fills_a_constant_with_it():
+    from volgen.modules.prior import FillPrior
+
+    image = torch.full((1, 1, 24, 24, 24), 0.3)
+    mask = torch.zeros_like(image)
+    mask[..., 8:16, 8:16, 8:16] = 1
+    masked = image * (1 - mask) - mask
+    out = FillPrior()(torch.cat([masked, mask, torch.zeros_like(mask)], dim=1))
+    assert torch.allclose(out, image, atol=1e-5)
+    varied = torch.rand(1, 1, 24, 24, 24, generator=torch.Generator().manual_seed(0))
+    out = FillPrior()(torch.cat([varied * (1 - mask) - mask, mask, torch.zeros_like(mask)], dim=1))
+    assert torch.equal(out * (1 - mask), varied * (1 - mask))
+    assert varied.min() <= out[mask > 0].min() and out[mask > 0].max() <= varied.max()
+
+
+@pytest.mark.parametrize("prior, conditions", [("interpolation", ("lowres",)),
+                                               ("fill", ("masked", "mask", "insert_lesion"))])
+def test_task_priors_keep_identity_at_initialisation(prior, conditions):
+    backbone = _backbone()
+    module = build_conditioner("vcm", backbone, {**SETTINGS, "conditions": conditions, "prior": prior})
+    gen = torch.Generator().manual_seed(2)
+    x_t, cond = torch.randn(1, 8, 8, 8, 8, generator=gen), torch.rand(1, len(conditions), 16, 16, 16, generator=gen)
+    t, labels = torch.tensor([500]), torch.tensor([3])
+    with torch.no_grad():
+        assert torch.allclose(module(x_t, t, conditions=cond, class_labels=labels),
+                              backbone.network(x_t, t, class_labels=labels), atol=1e-6)

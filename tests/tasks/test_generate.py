@@ -80,3 +80,20 @@ def test_one_sample_is_the_first_draw_and_has_no_spread():
     assert one.spread is None and one.kind == "sample"
     # the batch's first x_T is the single run's x_T (same generator), so the first draws agree
     assert torch.allclose(one.image, many.image, atol=1e-5)
+
+
+def test_bf16_autocast_stays_close_to_fp32_and_precision_is_checked():
+    import pytest
+
+    from volgen.tasks.generate import resolve_precision
+
+    backbone = _backbone()
+    a = generate(backbone, (1, 16, 16, 16), contrast="t1n", steps=3, samples=2, seed=1, precision="fp32")
+    b = generate(backbone, (1, 16, 16, 16), contrast="t1n", steps=3, samples=2, seed=1, precision="bf16")
+    assert b.image.dtype == torch.float32 and b.draws.dtype == torch.float32
+    scale = a.image.abs().max()                 # the untrained tiny network answers in tens
+    assert (a.image - b.image).abs().max() < 0.01 * scale and not torch.equal(a.image, b.image)
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", torch.device("cpu"))

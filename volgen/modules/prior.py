@@ -71,3 +71,67 @@ class RegressionPrior(torch.nn.Module):
         flags = present.to(conditions.dtype).view(b, c, 1, 1, 1)
         head = ((conditions > BACKGROUND + 1e-3).to(conditions.dtype) * flags).amax(1, keepdim=True)
         return torch.where(head > 0, estimate, torch.full_like(estimate, BACKGROUND))
+
+
+class InterpolationPrior(torch.nn.Module):
+    """Super-resolution: the thick slices (a repeated-slice volume, the module's condition) linearly interpolated
+    between the slice centres along `axis`, the estimate cubic interpolation baselines are close to."""
+
+    fitted = True
+
+    def __init__(self, factor: int, axis: int):
+        super().__init__()
+        self.factor, self.dim = factor, 2 + axis
+
+    def fit(self, volumes) -> None:
+        """Nothing to fit."""
+
+    def forward(self, conditions: torch.Tensor, present=None, target=None) -> torch.Tensor:
+        repeated = conditions[:, :1]
+        n = repeated.shape[self.dim]
+        index = torch.arange(0, n, self.factor, device=repeated.device)
+        thick = repeated.index_select(self.dim, index)          # every block holds its slice value
+        # align_corners=False puts thin slice j at thick coordinate (j - (factor - 1) / 2) / factor: the centres meet
+        return torch.nn.functional.interpolate(thick, size=tuple(repeated.shape[2:]), mode="trilinear",
+                                               align_corners=False)
+
+
+class FillPrior(torch.nn.Module):
+    """Inpainting: the masked voxels filled from the known ones around the mask by normalised convolution at three
+    scales (each known voxel weighted by Gaussians of 2, 4 and 8 voxels), a cheap stand-in for the harmonic fill.
+    Conditions are (masked image, mask, ...); known voxels keep their value."""
+
+    fitted = True
+
+    def __init__(self, sigmas=(2.0, 4.0, 8.0)):
+        super().__init__()
+        self.sigmas = tuple(sigmas)
+
+    def fit(self, volumes) -> None:
+        """Nothing to fit."""
+
+    def forward(self, conditions: torch.Tensor, present=None, target=None) -> torch.Tensor:
+        image, mask = conditions[:, :1], conditions[:, 1:2]
+        known = 1.0 - mask
+        num = torch.zeros_like(image)
+        den = torch.zeros_like(image)
+        for sigma in self.sigmas:
+            num = num + _gaussian_blur(image * known, sigma)
+            den = den + _gaussian_blur(known, sigma)
+        fill = num / den.clamp_min(1e-6)
+        return image * known + fill * mask
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B, 1, D, H, W), zero outside the volume."""
+    radius = int(3 * sigma)
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    for dim in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + dim] = len(taps)
+        padding = [0, 0, 0]
+        padding[dim] = radius
+        x = torch.nn.functional.conv3d(x, kernel.view(shape), padding=tuple(padding))
+    return x

@@ -7,11 +7,13 @@
 2. A small time-conditioned U-Net on that grid takes (x_t, the frozen prediction, the conditions) and the
    backbone's class label (which contrast), and ends in zero-initialised 1x1x1 heads gamma and beta.
 3. prediction' = prediction (1 + scale gamma) + scale beta, on the backbone's own parameterization.
-4. With `prior: regression` (synthesis), the module also holds a per-voxel regression (linear, or quadratic with
-   `prior_degree: 2`) from the present contrasts to the target, fitted on the training cases before training, and a
-   zero-initialised gate g:
-   prediction' += scale g (regression - prediction). The U-Net sees the regression too, so it learns a correction
-   of an estimate that is already as good as a regression.
+4. With a `prior`, the module also computes an estimate that learns nothing or only a per-voxel map, and a
+   zero-initialised gate g: `regression` (synthesis) a per-voxel regression (linear, or quadratic with
+   `prior_degree: 2`) from the present contrasts to the target, fitted on the training cases before training;
+   `interpolation` (super-resolution) the thick slices interpolated linearly; `fill` (inpainting) the mask filled
+   from its surroundings by normalised convolution:
+   prediction' += scale g (prior - prediction). The U-Net sees the prior too, so it learns a correction of an
+   estimate that is already as good as a simple baseline.
 All heads start at zero, so an untrained VCM is the identity (the published VCM starts by perturbing the backbone).
 """
 from __future__ import annotations
@@ -24,10 +26,14 @@ from monai.networks.nets import DiffusionModelUNet
 
 from volgen.config import DictConfig
 from volgen.modules.base import Conditioner
-from volgen.modules.prior import RegressionPrior
+from volgen.modules.prior import FillPrior, InterpolationPrior, RegressionPrior
+
+PRIORS = ("none", "regression", "interpolation", "fill")
 
 # The gate's bias is stored divided by this gain: Adam moves a parameter by about lr per step whatever its
-# gradient's size, so the gate reaches 1 in tens of steps instead of 1/lr.
+# gradient's size, so the gate reaches 1 in tens of steps instead of 1/lr. It is a table over noise levels
+# (`gate_buckets` equal bins of the training timesteps): at high noise the prior is the best estimate there is, near
+# the data x_t itself is better, and one shared bias settles at a compromise that pulls every sample to the prior.
 GATE_GAIN = 32.0
 
 
@@ -44,8 +50,11 @@ class VCMConfig(DictConfig):
     head_channels: int = 32                          # U-Net output features the gamma/beta heads read
     condition_path: str = "encoder"                  # encoder (learned, strided) | codec (the backbone's codec)
     mid_attention: bool = True                       # MONAI's mid-block attention over the whole lowest grid
-    prior: str = "none"                              # none | regression (synthesis: start from a regression)
-    prior_degree: int = 1                            # 1: linear; 2: with the products of pairs of contrasts
+    prior: str = "none"                              # none | regression (synthesis) | interpolation (SR) | fill
+    prior_degree: int = 1                            # regression: 1 linear; 2 with the products of pairs
+    prior_factor: int = 4                            # interpolation: thick-slice factor and model-grid axis
+    prior_axis: int = 2
+    gate_buckets: int = 1                            # the gate's bias: one per bin of timesteps
 
     def __post_init__(self):
         self.conditions, self.encoder_channels = tuple(self.conditions), tuple(self.encoder_channels)
@@ -53,8 +62,8 @@ class VCMConfig(DictConfig):
         self.attention_levels = tuple(bool(a) for a in self.attention_levels)
         if self.condition_path not in ("encoder", "codec"):
             raise ValueError(f"condition_path: '{self.condition_path}' is not encoder or codec")
-        if self.prior not in ("none", "regression"):
-            raise ValueError(f"prior: '{self.prior}' is not none or regression")
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior: '{self.prior}' is not one of {', '.join(PRIORS)}")
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> torch.nn.Module:
@@ -102,6 +111,11 @@ class VCM(Conditioner):
             if not net.num_class_embeds:
                 raise ValueError("prior: regression needs a backbone with contrast labels (the target)")
             self.prior = RegressionPrior(n, net.num_class_embeds, config.prior_degree)
+        elif config.prior == "interpolation":
+            self.prior = InterpolationPrior(config.prior_factor, config.prior_axis)
+        elif config.prior == "fill":
+            self.prior = FillPrior()
+        if self.prior is not None:
             features += latent
         self.unet = DiffusionModelUNet(
             spatial_dims=3, in_channels=net.in_channels + latent + features, out_channels=config.head_channels,
@@ -121,11 +135,18 @@ class VCM(Conditioner):
         heads = [self.gamma, self.beta]
         if self.prior is not None:
             self.gate = torch.nn.Conv3d(config.head_channels, latent, 1)
-            self.gate_bias = torch.nn.Parameter(torch.zeros(1, latent, 1, 1, 1))
+            self.gate_bias = torch.nn.Parameter(torch.zeros(config.gate_buckets, latent))
             heads.append(self.gate)
         for head in heads:
             torch.nn.init.zeros_(head.weight)
             torch.nn.init.zeros_(head.bias)
+
+    def _bucket(self, t: torch.Tensor) -> torch.Tensor:
+        """The gate-bias row of each item's timestep (B,)."""
+        n = self.gate_bias.shape[0]
+        steps = self.backbone.denoiser.schedule.num_train_timesteps
+        t = torch.as_tensor(t, device=self.gate_bias.device).reshape(-1)
+        return (t.float() * n / steps).long().clamp(0, n - 1)
 
     def prepare(self, cases) -> None:
         """Data-dependent set-up before training: fit the regression prior on the training cases."""
@@ -160,6 +181,6 @@ class VCM(Conditioner):
         h = self.unet(torch.cat([x_t, prediction, *features], dim=1), t, class_labels=labels)
         out = prediction * (1 + self.scale * self.gamma(h)) + self.scale * self.beta(h)
         if self.prior is not None:
-            gate = self.gate(h) + GATE_GAIN * self.gate_bias
+            gate = self.gate(h) + GATE_GAIN * self.gate_bias[self._bucket(t)][..., None, None, None]
             out = out + self.scale * gate * (prior - prediction)
         return out

@@ -28,6 +28,7 @@ def predict_x0_eps(denoiser, x: torch.Tensor, t: int, cond: dict | None, guidanc
     t_batch = denoiser.timestep_batch(t, x)
     cond = cond or {}
     prediction = guidance(denoiser, x, t_batch, cond) if guidance is not None else denoiser(x, t_batch, **cond)
+    prediction = prediction.to(x.dtype)            # under autocast the network answers in bf16; x stays float32
     x0, eps = denoiser.x0_eps(prediction, x, t)    # the exact t: a flow's float32 t_batch is rounded
     if consistency is not None:
         x0 = consistency(x0, t)

@@ -11,7 +11,7 @@ import torch
 
 from volgen.io.nifti import read_volume
 from volgen.io.volume import Volume
-from volgen.tasks.generate import ESTIMATES, default_sampler, generate
+from volgen.tasks.generate import ESTIMATES, PRECISIONS, default_sampler, generate, resolve_precision
 from volgen.tasks.models import backbone_of, default_samples, default_steps, describe, load_model
 from volgen.errors import InputError
 
@@ -56,6 +56,7 @@ class Sampling:
     steps: int | None = None
     samples: int | None = None
     estimate: str = "mean"
+    precision: str = "auto"
     sampler: str | None = None
     guidance: float = 1.0
     seed: int = 0
@@ -85,9 +86,11 @@ class Sampling:
             raise InputError(None, f"--samples must be at least 1, got {self.samples}")
         if self.estimate not in ESTIMATES:
             raise InputError(None, f"--estimate must be one of {', '.join(ESTIMATES)}, got '{self.estimate}'")
+        if self.precision not in PRECISIONS:
+            raise InputError(None, f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         out = generate(model, (1, *image_shape), steps=steps, sampler=self.sampler, seed=self.seed,
                        guidance=self.guidance, samples=self.sample_count(model), estimate=self.estimate,
-                       progress=self.progress, **kwargs)
+                       precision=self.precision, progress=self.progress, **kwargs)
         spread = out.spread[0, 0].float().cpu().numpy() if out.spread is not None else None
         return out.image[0, 0].float().cpu().numpy(), spread
 
@@ -96,7 +99,8 @@ class Sampling:
         return {**describe(model), "sampler": self.sampler or default_sampler(backbone_of(model)),
                 "steps": steps, "samples": self.sample_count(model), "estimate": self.estimate,
                 "uncertainty": "per-voxel standard deviation over the samples" if self.sample_count(model) > 1
-                else "none (one sample)", "seed": self.seed, "guidance": self.guidance, "device": str(device)}
+                else "none (one sample)", "precision": resolve_precision(self.precision, device), "seed": self.seed,
+                "guidance": self.guidance, "device": str(device)}
 
 
 def model_spacing(model) -> float:

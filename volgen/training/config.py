@@ -63,6 +63,7 @@ class TrainConfig:
     backbone: str = ""                    # module runs: registered name or folder of the frozen backbone
     module: str = "vcm"                   # module runs: vcm | controlnet | concat
     model: dict = field(default_factory=dict)   # the model's own config (BackboneConfig, AutoencoderConfig, ...)
+    init_from: str = ""                   # start from a saved model's weights (name or folder): fine-tuning
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

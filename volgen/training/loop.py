@@ -112,6 +112,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         enable_gradient_checkpointing(model)
     inpainting = config.kind == "module" and config.task == "inpainting"
     cases = load_cases(config.data, multiple, with_healthy=inpainting)
+    if checkpoint is None and config.init_from:
+        _init_from(model, config.init_from)
     if checkpoint is None and hasattr(model, "prepare"):
         model.prepare(cases)                            # data-dependent set-up (a module's regression prior)
     step_module = TrainingStep(config, model)
@@ -162,6 +164,30 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         _export(config, model, run_dir, time.perf_counter() - began, start)
     accelerator.wait_for_everyone()
     return run_dir
+
+
+def _init_from(model, source: str) -> None:
+    """Copy a saved model's weights into `model` before training (fine-tuning, or continuing with a changed
+    architecture): tensors with the same name and a shape that broadcasts to this model's are copied, the others
+    keep their initialisation; what was not copied is printed."""
+    saved = hub.from_pretrained(source)
+    own = model.hub_state_dict() if hasattr(model, "hub_state_dict") else model.state_dict()
+    theirs = saved.hub_state_dict() if hasattr(saved, "hub_state_dict") else saved.state_dict()
+    copied, skipped = {}, []
+    for name, tensor in own.items():
+        other = theirs.get(name)
+        if other is not None and other.shape != tensor.shape and other.numel() == tensor[0].numel():
+            other = other.reshape(tensor[0].shape)[None]         # one row broadcast to a table (a gate's bias)
+        try:
+            copied[name] = other.to(tensor.dtype).expand_as(tensor).clone() if other is not None else None
+        except RuntimeError:
+            copied[name] = None
+        if copied[name] is None:
+            skipped.append(name)
+            del copied[name]
+    model.load_state_dict(copied, strict=False)
+    print(f"init_from {source}: {len(copied)} tensors copied" + (f", {len(skipped)} kept their initialisation "
+                                                                 f"({', '.join(skipped[:4])}...)" if skipped else ""))
 
 
 def export_checkpoint(config: TrainConfig) -> Path:
