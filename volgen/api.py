@@ -6,8 +6,8 @@ the files the CLI writes (NIfTI, PNG montage, JSON sidecar).
     thin = volgen.super_resolve("case-t2f.nii.gz", factor=4, out="case-t2f-sr.nii.gz")
     healthy = volgen.inpaint("case-t2f.nii.gz", "case-seg.nii.gz", mode="healthy")
 
-Sampling settings (all optional): model (name or folder), backbone ("wavelet" | "latent"), steps (default 10 on
-the CPU, 25 on a GPU), samples (K drawn as one batch: 4 on the CPU, 8 on a GPU), estimate ("mean": the posterior
+Sampling settings (all optional): model (name or folder), backbone ("wavelet" | "latent"), steps (default 5 on
+the CPU, 10 on a GPU), samples (K drawn as one batch: 2 on the CPU, 8 on a GPU), estimate ("mean": the posterior
 mean, or "sample": one draw), sampler (ddim | ddpm | dpm++ | euler), guidance (1.0), seed (0), device, progress.
 `run_synthesis`, `run_super_resolution` and `run_inpainting` return the whole JobResult, whose `uncertainty` holds
 the per-voxel spread over the samples; with `out=` it is written beside each output as `<name>-uncertainty.nii.gz`.

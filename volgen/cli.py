@@ -115,10 +115,10 @@ def _add_sampling_args(p) -> None:
                    help="which shipped backbone's module to use when --model is not given (default wavelet)")
     g.add_argument("--sampler", choices=("ddim", "ddpm", "dpm++", "euler"),
                    help="default: ddim (euler for a rectified-flow backbone)")
-    g.add_argument("--steps", type=_positive_int, help="sampling steps (default 10 on the CPU, 25 on a GPU)")
+    g.add_argument("--steps", type=_positive_int, help="sampling steps (default 5 on the CPU, 10 on a GPU)")
     g.add_argument("--samples", type=_positive_int, metavar="K",
                    help="samples drawn as one batch; their spread is written as the uncertainty map beside each "
-                        "output (default 4 on the CPU, 8 on a GPU; 1 writes no uncertainty)")
+                        "output (default 2 on the CPU, 8 on a GPU; 1 writes no uncertainty)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="network arithmetic: auto is bf16 on a CPU with native bf16 (1.5x faster, the mean within "
                         "0.01 dB), fp32 elsewhere")
