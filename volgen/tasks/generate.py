@@ -9,7 +9,7 @@ The posterior mean is the average over the K samples of the x0 prediction at the
 with MSE outputs E[x0 | x_t, conditions]; at the first step x_t is almost pure noise, so each of those predictions
 is already the conditional mean E[x0 | conditions], and averaging K of them only removes what little x_T adds. The
 average of the K finished samples estimates the same mean with K times less variance than one sample, which is
-still worse (bench_quality measures both: `--mean-of final`).
+still worse (scripts/bench_estimate.py measures both; `mean_of="final"` gives the latter).
 """
 from __future__ import annotations
 
@@ -47,14 +47,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 @dataclass
 class Estimate:
     """What generate() returns, on the image grid in the model's range: `image` (1, C, D, H, W) is the posterior
-    mean or one sample (`kind`); `spread` is the per-voxel standard deviation over the `samples` drawn (None for
+    mean or one sample (`kind`); `spread` is the per-voxel standard deviation over the samples drawn (None for
     one sample); `draws` (K, C, D, H, W) are the samples themselves."""
 
     image: torch.Tensor
     spread: torch.Tensor | None
-    samples: int
     kind: str
     draws: torch.Tensor
+
+    @property
+    def samples(self) -> int:
+        return len(self.draws)
 
 
 @torch.no_grad()
@@ -109,7 +112,7 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
         else:
             image = _decode(backbone.codec, first[0].mean(0, keepdim=True), projection)
         spread = draws.std(0, keepdim=True, correction=0) if samples > 1 else None
-        return Estimate(image, spread, samples, estimate, draws)
+        return Estimate(image, spread, estimate, draws)
 
 
 def _decode(codec, z: torch.Tensor, projection) -> torch.Tensor:

@@ -176,8 +176,6 @@ def _init_from(model, source: str) -> None:
     copied, skipped = {}, []
     for name, tensor in own.items():
         other = theirs.get(name)
-        if other is not None and other.shape != tensor.shape and other.numel() == tensor[0].numel():
-            other = other.reshape(tensor[0].shape)[None]         # one row broadcast to a table (a gate's bias)
         try:
             copied[name] = other.to(tensor.dtype).expand_as(tensor).clone() if other is not None else None
         except RuntimeError:
