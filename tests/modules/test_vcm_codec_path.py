@@ -113,30 +113,39 @@ def test_the_fitted_prior_is_saved_with_the_module(tmp_path):
     assert torch.equal(again.prior.coef, module.prior.coef) and again.prior.fitted
 
 
-def test_the_interpolation_prior_interpolates_between_thick_slice_centres():
+def test_the_interpolation_prior_is_the_cubic_baseline():
+    from volgen.baselines import cubic_upsample
     from volgen.modules.prior import InterpolationPrior
     from volgen.sampling.consistency import repeat_slices, thick_slices
 
-    ramp = torch.arange(32.0).view(1, 1, 1, 1, 32).expand(1, 1, 8, 8, 32)
-    repeated = repeat_slices(thick_slices(ramp, 4, 4), 4, 4)     # what the SR module is given
-    out = InterpolationPrior(4, 2)(repeated)
-    assert out.shape == ramp.shape
-    assert torch.allclose(out[..., 2:30], ramp[..., 2:30], atol=1e-5)   # exact between the first and last centre
+    volume = torch.rand(1, 1, 8, 10, 32, generator=torch.Generator().manual_seed(0))
+    thick = thick_slices(volume, 4, 4)
+    out = InterpolationPrior(4, 2)(repeat_slices(thick, 4, 4))     # what the SR module is given
+    expected = cubic_upsample(thick[0, 0].double().numpy(), 4, 2)   # scipy's spline, computed independently
+    assert out.shape == volume.shape
+    assert torch.allclose(out[0, 0].double(), torch.as_tensor(expected), atol=1e-5)
+    ramp = torch.arange(64.0).view(1, 1, 1, 1, 64).expand(1, 1, 4, 4, 64)
+    line = InterpolationPrior(4, 2)(repeat_slices(thick_slices(ramp, 4, 4), 4, 4))
+    # a cubic spline reproduces a line away from the ends (the "nearest" end condition bends it there)
+    assert torch.allclose(line[..., 24:40], ramp[..., 24:40], atol=1e-3)
 
 
-def test_the_fill_prior_keeps_known_voxels_and_fills_a_constant_with_it():
+def test_the_fill_prior_is_the_harmonic_fill():
+    from volgen.baselines import harmonic_fill
     from volgen.modules.prior import FillPrior
 
-    image = torch.full((1, 1, 24, 24, 24), 0.3)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 1, 20, 18, 16, generator=gen)
     mask = torch.zeros_like(image)
-    mask[..., 8:16, 8:16, 8:16] = 1
-    masked = image * (1 - mask) - mask
-    out = FillPrior()(torch.cat([masked, mask, torch.zeros_like(mask)], dim=1))
-    assert torch.allclose(out, image, atol=1e-5)
-    varied = torch.rand(1, 1, 24, 24, 24, generator=torch.Generator().manual_seed(0))
-    out = FillPrior()(torch.cat([varied * (1 - mask) - mask, mask, torch.zeros_like(mask)], dim=1))
-    assert torch.equal(out * (1 - mask), varied * (1 - mask))
-    assert varied.min() <= out[mask > 0].min() and out[mask > 0].max() <= varied.max()
+    mask[0, 0, 5:12, 4:9, 3:14] = 1
+    mask[1, 0, 0:6, 10:18, 8:12] = 1                      # touches the volume's edge
+    out = FillPrior()(torch.cat([image * (1 - mask) - mask, mask, torch.zeros_like(mask)], dim=1))
+    assert torch.equal(out * (1 - mask), image * (1 - mask))
+    for i in range(2):                                    # scipy's sparse direct solve, an independent reference
+        expected = harmonic_fill(image[i, 0].double().numpy(), mask[i, 0].numpy() > 0)
+        assert torch.allclose(out[i, 0].double(), torch.as_tensor(expected), atol=1e-4)
+    constant = FillPrior()(torch.cat([torch.full_like(image, 0.3) * (1 - mask) - mask, mask], dim=1))
+    assert torch.allclose(constant, torch.full_like(image, 0.3), atol=1e-5)
 
 
 @pytest.mark.parametrize("prior, conditions", [("interpolation", ("lowres",)),

@@ -10,8 +10,8 @@
 4. With a `prior`, the module also computes an estimate that learns nothing or only a per-voxel map, and a
    zero-initialised gate g: `regression` (synthesis) a per-voxel regression (linear, or quadratic with
    `prior_degree: 2`) from the present contrasts to the target, fitted on the training cases before training;
-   `interpolation` (super-resolution) the thick slices interpolated linearly; `fill` (inpainting) the mask filled
-   from its surroundings by normalised convolution:
+   `interpolation` (super-resolution) the thick slices interpolated by cubic splines; `fill` (inpainting) the
+   harmonic fill of the mask from its boundary (both exactly the baselines bench_quality scores):
    prediction' += scale g (prior - prediction). The U-Net sees the prior too, so it learns a correction of an
    estimate that is already as good as a simple baseline.
 All heads start at zero, so an untrained VCM is the identity (the published VCM starts by perturbing the backbone).

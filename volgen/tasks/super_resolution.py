@@ -16,6 +16,7 @@ from volgen.errors import InputError
 from volgen.io.contrasts import contrast_of_file
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.volume import Volume
+from volgen.modules.prior import InterpolationPrior
 from volgen.sampling.consistency import thick_slice_projection, thick_slices
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, volume_path
 from volgen.tasks.models import backbone_of
@@ -86,6 +87,9 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
             raise InputError(volume_path(source), f"model grid size {grid_in.shape[dim]} along {axis} is not a "
                                                   f"multiple of {factor}")
         lowres = thick_slices(grid_in, factor, dim)
+        prior = getattr(model, "prior", None)
+        if isinstance(prior, InterpolationPrior):     # the module's interpolation follows this volume's slices
+            prior.factor, prior.dim = factor, dim
     device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast, conditions=grid_in,
