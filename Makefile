@@ -53,8 +53,8 @@ phantoms/heldout/.done: | $(STAMP)
 # The ControlNet and Concat baselines of bench_quality.py are trained here, with VCM's budget (not shipped);
 # an interrupted run resumes from its checkpoints.
 baselines: runs/controlnet-synthesis/model/config.json runs/concat-synthesis/model/config.json
-runs/%-synthesis/model/config.json: configs/%_synthesis.yaml phantoms/train/.done
-	$(PY) scripts/train_vcm.py --config $< --no-progress $(if $(wildcard runs/$*-synthesis/checkpoints),--resume)
+runs/%-synthesis/model/config.json: volgen/configs/%_synthesis.yaml phantoms/train/.done
+	$(PY) -m volgen train $< --no-progress $(if $(wildcard runs/$*-synthesis/checkpoints),--resume)
 
 clean:
 	rm -rf $(VENV) demo_out bench_out runs

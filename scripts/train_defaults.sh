@@ -5,32 +5,33 @@
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 
-run() {  # run <script> <config> <run dir>
-    if [ -f "$3/model/config.json" ] && [ ! "$2" -nt "$3/model/config.json" ]; then
-        echo "== $2: done"; return
+run() {  # run <packaged config> <run dir>
+    local config="volgen/configs/$1.yaml"
+    if [ -f "$2/model/config.json" ] && [ ! "$config" -nt "$2/model/config.json" ]; then
+        echo "== $1: done"; return
     fi
     local resume=""
-    [ -d "$3/checkpoints" ] && resume="--resume"
-    echo "== $2 $resume ($(date -u +%H:%M))"
-    "$PY" "scripts/$1" --config "$2" --no-progress $resume
+    [ -d "$2/checkpoints" ] && resume="--resume"
+    echo "== $1 $resume ($(date -u +%H:%M))"
+    "$PY" -m volgen train "$1" output.dir="$2" --no-progress $resume
 }
 
 ship() {  # ship <run dir> <name> <description>
     "$PY" scripts/ship_model.py "$1/model" "$2" --description "$3"
 }
 
-run train_backbone.py configs/backbone_wavelet.yaml runs/backbone-wavelet
+run backbone_wavelet runs/backbone-wavelet
 ship runs/backbone-wavelet volgen-wavelet-brain-2mm "wavelet-diffusion backbone, t1n/t1c/t2w/t2f, 2 mm"
-run train_vcm.py configs/vcm_synthesis.yaml runs/vcm-synthesis
+run vcm_synthesis runs/vcm-synthesis
 ship runs/vcm-synthesis volgen-vcm-synthesis-2mm "VCM: any missing MRI contrast from the others"
-run train_vcm.py configs/controlnet_synthesis.yaml runs/controlnet-synthesis
-run train_vcm.py configs/concat_synthesis.yaml runs/concat-synthesis
-run train_vcm.py configs/vcm_super_resolution.yaml runs/vcm-super-resolution
+run controlnet_synthesis runs/controlnet-synthesis
+run concat_synthesis runs/concat-synthesis
+run vcm_super_resolution runs/vcm-super-resolution
 ship runs/vcm-super-resolution volgen-vcm-super-resolution-2mm "VCM: 4x through-plane super-resolution"
-run train_vcm.py configs/vcm_inpainting.yaml runs/vcm-inpainting
+run vcm_inpainting runs/vcm-inpainting
 ship runs/vcm-inpainting volgen-vcm-inpainting-2mm "VCM: pseudo-healthy fill or lesion growth inside a mask"
-run train_backbone.py configs/autoencoder.yaml runs/autoencoder
-run train_backbone.py configs/backbone_latent.yaml runs/backbone-latent
+run autoencoder runs/autoencoder
+run backbone_latent runs/backbone-latent
 ship runs/backbone-latent volgen-latent-brain-2mm "latent-diffusion backbone (KL autoencoder + rectified flow)"
-run train_vcm.py configs/vcm_synthesis_latent.yaml runs/vcm-synthesis-latent
+run vcm_synthesis_latent runs/vcm-synthesis-latent
 ship runs/vcm-synthesis-latent volgen-vcm-synthesis-latent-2mm "VCM on the latent backbone: any missing MRI contrast from the others"

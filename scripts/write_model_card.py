@@ -1,7 +1,7 @@
-"""Write model_cards/<name>.md for a shipped model from its config, its training run and the quality benchmark.
+"""Write volgen/pretrained/<name>/README.md, a shipped model's card, from its config, its run and the benchmark.
 
     python scripts/write_model_card.py volgen-vcm-synthesis-2mm --run runs/vcm-synthesis \
-        --config configs/vcm_synthesis.yaml [--results bench_out/quality/results.json]
+        --config vcm_synthesis [--results bench_out/quality/results.json]
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from volgen import hub
+from volgen.training.config import config_path
 
 USES = {
     "backbone": "a frozen prior for volgen's conditioning modules (synthesis, super-resolution, inpainting)",
@@ -40,7 +41,7 @@ def main() -> None:
     entry = json.loads(hub.REGISTRY_FILE.read_text())[args.name]
     model = hub.from_pretrained(args.name)
     saved = hub.read_config(hub.PRETRAINED_DIR / args.name)
-    run_config = yaml.safe_load(Path(args.config).read_text())
+    run_config = yaml.safe_load(config_path(args.config).read_text())
     with open(Path(args.run) / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     task = run_config.get("task") if run_config["kind"] == "module" else "backbone"
@@ -61,7 +62,7 @@ def main() -> None:
         f"(seed 100, `{data.get('root', 'phantoms/train')}`), on the 2 mm RAS grid, intensities scaled per volume to "
         f"[-1, 1] (0.1-99.9th percentiles). Held-out evaluation cases: seed 200, never seen in training.", "",
         "## Recipe", "",
-        f"`{args.config}`: {saved['metadata'].get('steps')} of {train.get('steps')} planned steps "
+        f"`volgen/configs/{Path(args.config).stem}.yaml`: {saved['metadata'].get('steps')} of {train.get('steps')} planned steps "
         f"(`--resume` continues the run), batch {train.get('batch_size')}, "
         f"{_crops(data.get('crop', []))} with flips, AdamW lr {train.get('lr')}, EMA "
         f"{train.get('ema_decay', 0.999)}"
@@ -69,8 +70,9 @@ def main() -> None:
         + f"; last logged loss {float(rows[-1]['loss']):.4f}. Wall time "
         f"{float(rows[-1]['seconds']) / 60:.1f} min on {saved['metadata'].get('device', 'cpu')} "
         "(this repository's machine: 2 CPU cores, no GPU). On a GPU, train the same config larger and longer.", "",
-        "Reproduce: `python scripts/train_" + ("vcm" if run_config["kind"] == "module" else "backbone")
-        + f".py --config {args.config}` (then `--resume` until done, or `--export` for the newest checkpoint).", "",
+        f"Reproduce: `volgen train {Path(args.config).stem}` (then `--resume` until done, or `--export` for the "
+        "newest checkpoint); fine-tune on your own cases with `data.root=YOUR_CASES init_from=" + args.name + "`.",
+        "",
         "## Intended use", "",
         f"{USES[task]}. A research tool and a starting point for fine-tuning on your own data.", "",
         "## Limits", "",
@@ -79,8 +81,8 @@ def main() -> None:
         + (f" {args.limits}" if args.limits else ""), "",
     ]
     lines += measured(task, args.results, args.rows.split(",") if args.rows else TASK_ROWS.get(task))
-    out = Path("model_cards") / f"{args.name}.md"
-    out.parent.mkdir(exist_ok=True)
+    out = hub.PRETRAINED_DIR / args.name / hub.CARD_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

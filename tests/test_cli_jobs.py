@@ -7,6 +7,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import volgen
+
 from tests.conftest import save_nifti, smooth_volume, write_brats_case
 from volgen.cli import main
 
@@ -48,6 +50,7 @@ def test_synthesize_finds_the_missing_contrast_and_keeps_the_geometry(tmp_path, 
     assert (info["samples"], info["estimate"]) == (2, "mean")          # the CPU defaults
     assert info["uncertainty_maps"] == {"t1c": str(out / "case-a/case-a-t1c-uncertainty.nii.gz")}
     assert info["seconds"]["sample t1c"] > 0
+    assert info["software"]["version"] == volgen.__version__ and info["software"]["command"]
 
 
 def test_one_sample_writes_no_uncertainty_and_says_so(tmp_path, tiny_models):

@@ -1,12 +1,13 @@
-"""Every registered (shipped) model loads by name with its recorded sha256, has a card, and the shipped weights
-stay within the 40 MB budget."""
+"""Every registered (shipped) model loads by name with its recorded sha256, has a card beside its weights (with the
+command that reproduces it, and every picture it names), and the shipped weights stay within the 40 MB budget."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from volgen import hub
 
-REPO = hub.PRETRAINED_DIR.parents[1]
 SHIPPED = json.loads(hub.REGISTRY_FILE.read_text())
 
 
@@ -22,7 +23,7 @@ def test_the_defaults_are_shipped():
 
 def test_registry_is_well_formed():
     for name, entry in SHIPPED.items():
-        assert {"sha256", "model_type", "card", "description"} <= set(entry), name
+        assert {"sha256", "model_type", "description"} <= set(entry), name
         assert (hub.PRETRAINED_DIR / name / hub.WEIGHTS_FILE).is_file(), name
 
 
@@ -31,10 +32,19 @@ def test_shipped_model_loads_by_name(name):
     model = hub.from_pretrained(name)
     assert model.model_type == SHIPPED[name]["model_type"]
     assert model.hub_source == {"name": name, "sha256": SHIPPED[name]["sha256"]}
-    assert (REPO / SHIPPED[name]["card"]).is_file(), f"{name}: no model card"
     assert hub.read_config(hub.PRETRAINED_DIR / name)["dtype"] == "float16"
 
 
 def test_shipped_weights_fit_the_budget():
     total = sum((hub.PRETRAINED_DIR / name / hub.WEIGHTS_FILE).stat().st_size for name in SHIPPED)
     assert total <= 40 * 2 ** 20
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_model_has_its_card_beside_it(name):
+    card = hub.registry()[name]["card"]
+    assert card and Path(card) == hub.PRETRAINED_DIR / name / hub.CARD_FILE
+    text = Path(card).read_text()
+    assert "Reproduce: `volgen train " in text, f"{name}: the card does not say how to reproduce it"
+    for picture in re.findall(r"[\w.-]+\.png", text):
+        assert (hub.PRETRAINED_DIR / name / picture).is_file(), f"{name}: the card names a missing {picture}"

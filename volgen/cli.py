@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_super_resolve(sub)
     _add_inpaint(sub)
     _add_models(sub)
+    from volgen.training.cli import add_parser as _add_train
+    _add_train(sub)
     return parser
 
 

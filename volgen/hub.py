@@ -4,8 +4,9 @@ config.json = {"format": "volgen-model", "version": 1, "model_type": ..., "confi
 "dtype": ..., "metadata": {...}}. Loading checks the hash (and, for a registered name, the registry's hash too),
 builds the model from its config and loads the weights strictly. Nothing is pickled.
 
-Registered models live in `volgen/pretrained/<name>/`, listed in `volgen/pretrained/registry.json`
-({name: {"sha256", "card", "description"}}); users can register their own folders with `register`.
+Registered models live in `volgen/pretrained/<name>/` with their card (`README.md`, and its pictures), listed in
+`volgen/pretrained/registry.json` ({name: {"sha256", "model_type", "description"}}); users can register their own
+folders with `register`.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from volgen.errors import InputError
 from volgen.io.atomic import atomic_folder
 
 FORMAT, VERSION = "volgen-model", 1
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 REGISTRY_FILE = PRETRAINED_DIR / "registry.json"
 
@@ -49,7 +50,8 @@ def registry() -> dict[str, dict]:
     entries = {}
     if REGISTRY_FILE.exists():
         for name, entry in json.loads(REGISTRY_FILE.read_text()).items():
-            entries[name] = {**entry, "folder": str(PRETRAINED_DIR / name)}
+            card = PRETRAINED_DIR / name / CARD_FILE
+            entries[name] = {**entry, "folder": str(PRETRAINED_DIR / name), "card": str(card) if card.is_file() else None}
     entries.update(_USER_REGISTRY)
     return entries
 

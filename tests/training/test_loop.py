@@ -90,8 +90,8 @@ def test_autoencoder_run(tmp_path, phantom_dir):
 ])
 def test_bad_configs_fail_in_one_line_before_training(tmp_path, phantom_dir, override, message):
     config = _config(tmp_path, phantom_dir.parent)
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_backbone.py"), "--config", str(config),
-                             override], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "volgen", "train", str(config), override],
+                            capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and str(config) in lines[0]
@@ -112,7 +112,7 @@ def test_two_cpu_processes_with_accelerate_launch(tmp_path, phantom_dir):
     accelerate = Path(sys.executable).parent / "accelerate"
     result = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                              "--mixed_precision", "no", "--dynamo_backend", "no",
-                             str(ROOT / "scripts" / "train_backbone.py"), "--config", str(config), "--no-progress"],
+                             "-m", "volgen", "train", str(config), "--no-progress"],
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("model written to") == 1

@@ -55,7 +55,7 @@ def model_name_for(job: str, model: str | None, backbone: str = "wavelet") -> st
     name = DEFAULT_MODELS.get((job, backbone))
     if name is None or name not in hub.registry():
         raise InputError(None, f"no shipped {job.replace('_', '-')} module for the {backbone} backbone; train one "
-                               f"(scripts/train_vcm.py) and pass it with --model")
+                               f"(volgen train) and pass it with --model")
     return name
 
 

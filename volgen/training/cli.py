@@ -1,39 +1,55 @@
-"""Command line of scripts/train_*.py: --config, --resume, key=value overrides; config errors are one line."""
+"""`volgen train`: a run config (a file or a packaged config's name) with key=value overrides, trained, resumed or
+exported. Runs as one process or under `accelerate launch -m volgen train ...` / torchrun on several."""
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-
-from volgen.errors import VolgenError
+from pathlib import Path
 
 
-def main(kinds: tuple[str, ...], argv=None) -> int:
-    parser = argparse.ArgumentParser(description=f"volgen training ({', '.join(kinds)})",
-                                     epilog="example: accelerate launch scripts/train_vcm.py --config "
-                                            "configs/vcm_synthesis.yaml train.steps=2000")
-    parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--export", action="store_true",
-                        help="write <run>/model from the newest checkpoint's EMA weights, without training")
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=500 data.root=cases/")
-    args = parser.parse_args(argv)
-    from volgen.training.config import load_config
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train an autoencoder, a backbone or a conditioning module from a run config",
+        description="Train from a YAML run config or the name of a packaged one (`volgen train --list`). "
+                    "key=value overrides change any field; an interrupted run continues with --resume; "
+                    "the EMA weights are written to <output.dir>/model, loadable with --model.",
+        epilog="examples:\n"
+               "  volgen train --list\n"
+               "  volgen train vcm_synthesis data.root=my_brats/ output.dir=runs/my-vcm train.steps=3000\n"
+               "  volgen train vcm_synthesis data.root=my_brats/ init_from=volgen-vcm-synthesis-2mm   # fine-tune\n"
+               "  volgen train runs/my-vcm/run-config.json --resume     # a run's own saved config\n"
+               "  accelerate launch --multi_gpu --num_processes 2 -m volgen train vcm_synthesis data.root=my_brats/")
+    p.add_argument("config", nargs="?", help="a YAML run config, or a packaged config's name (see --list)")
+    p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=500 data.root=cases/")
+    p.add_argument("--list", action="store_true", help="list the packaged configs and exit")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
+    p.add_argument("--export", action="store_true",
+                   help="write <run>/model from the newest checkpoint's EMA weights, without training")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from volgen.errors import InputError
+    from volgen.training.config import PACKAGED_DIR, load_config, packaged_configs
+
+    if args.list:
+        configs = packaged_configs()
+        width = max(map(len, configs))
+        for name, line in configs.items():
+            print(f"{name:<{width}}  {line}")
+        print(f"({PACKAGED_DIR})")
+        return 0
+    if not args.config:
+        raise InputError(None, "volgen train needs a CONFIG (a YAML file or a packaged name; `volgen train --list`)")
     from volgen.training.loop import export_checkpoint, train
-    try:
-        config = load_config(args.config, args.overrides)
-        if config.kind not in kinds:
-            print(f"volgen: {args.config}: kind '{config.kind}' is trained by another script (this one trains "
-                  f"{', '.join(kinds)})", file=sys.stderr)
-            sys.exit(1)
-        if args.export:
-            run_dir = export_checkpoint(config)
-        else:
-            run_dir = train(config, resume=args.resume, progress=not args.no_progress)
-    except VolgenError as exc:
-        print(f"volgen: {exc}", file=sys.stderr)
-        sys.exit(1)
+
+    config = load_config(args.config, args.overrides)
+    if args.export:
+        run_dir = export_checkpoint(config)
+    else:
+        run_dir = train(config, resume=args.resume, progress=not args.no_progress)
     if os.environ.get("RANK", "0") == "0":            # one line from a multi-process run, not one per process
-        print(f"model written to {run_dir / 'model'}")
+        print(f"model written to {Path(run_dir) / 'model'}")
     return 0

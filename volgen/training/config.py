@@ -5,6 +5,7 @@ folder, no cases), raised as InputError, so `scripts/train_*.py` exit non-zero w
 """
 from __future__ import annotations
 
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -138,11 +139,38 @@ def _set_dotted(data: dict, dotted: str, value) -> None:
     node[keys[-1]] = value
 
 
+PACKAGED_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def packaged_configs() -> dict[str, str]:
+    """The run configs shipped in the package: name -> the first phrase of its comment header."""
+    configs = {}
+    for path in sorted(PACKAGED_DIR.glob("*.yaml")):
+        header = []
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("# ").strip())
+        configs[path.stem] = re.split(r"[:.] |\($", " ".join(header) + " ", maxsplit=1)[0].strip()
+    return configs
+
+
+def config_path(name_or_path) -> Path:
+    """A config file: an existing path, else the packaged config of that name (with or without .yaml)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_DIR / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and packaged.is_file():
+        return packaged
+    raise InputError(path, f"config file not found, and no packaged config has that name "
+                           f"(packaged: {', '.join(packaged_configs())}; `volgen train --list`)")
+
+
 def load_config(path, overrides: list[str] = ()) -> TrainConfig:
-    """The run config from a YAML file, with `section.key=value` overrides (values parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "config file not found")
+    """The run config from a YAML file or a packaged config's name, with `section.key=value` overrides (values
+    parsed as YAML)."""
+    path = config_path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

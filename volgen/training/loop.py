@@ -1,4 +1,4 @@
-"""The training loop behind scripts/train_backbone.py and scripts/train_vcm.py.
+"""The training loop behind `volgen train`.
 
 accelerate runs it on the CPU, one GPU or several (data parallel; bf16 autocast on GPU by default). Every
 `checkpoint_every` steps the full state (weights, optimizer, EMA, step) goes to `<run>/checkpoints/step-N/`, and
