@@ -223,3 +223,16 @@ def test_models_lists_the_shipped_ones(capsys):
     text = capsys.readouterr().out
     for entry in hub.list_models():
         assert entry["name"] in text and entry["sha256"] in text
+
+
+def test_a_job_that_cannot_fit_in_memory_is_refused_with_the_figures(tmp_path, tiny_models, monkeypatch, capsys):
+    import volgen.tasks.job
+
+    monkeypatch.setattr(volgen.tasks.job, "available_memory", lambda device: 50 * 2 ** 20)
+    case = write_brats_case(tmp_path / "in", "case-m", contrasts=("t1n", "t2w", "t2f"))
+    out = tmp_path / "out"
+    rc = main(["synthesize", str(case), "-o", str(out), "--model", str(tiny_models["synthesis"]), "--samples", "8",
+               *FAST])
+    assert rc == 1
+    _one_error_line(capsys, "sampling needs about", "8 samples", "50 MB is free", "--samples", "--device")
+    assert _files(out) == []

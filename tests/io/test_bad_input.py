@@ -52,7 +52,25 @@ def _nan_affine(tmp_path):
     return _patched_sform(tmp_path / "nanaff.nii", 280, np.nan)    # srow_x[0]
 
 
+def _huge_header(tmp_path, suffix):
+    """A header that claims a 3000^3 float32 image (100 GB) in front of 100 bytes of data."""
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((3000, 3000, 3000))
+    header.set_data_dtype(np.float32)
+    header.set_qform(np.eye(4), code=1)
+    raw = header.binaryblock + b"\0" * 4 + b"\1" * 100
+    path = tmp_path / f"huge{suffix}"
+    path.write_bytes(gzip.compress(raw) if suffix.endswith(".gz") else raw)
+    return path
+
+
 BAD = {
+    "header claims 100 GB (.nii)": (lambda p: _huge_header(p, ".nii"),
+                                    r"header says 3000x3000x3000 float32, 100\.6 GB; the file holds 452 bytes"),
+    "header claims 100 GB (.nii.gz)": (lambda p: _huge_header(p, ".nii.gz"),
+                                       r"header says 3000x3000x3000 float32, 100\.6 GB; the compressed file holds"),
     "missing": (lambda p: p / "nope.nii.gz", "file not found"),
     "text": (_not_gzip, "not a readable NIfTI"),
     "truncated gzip": (_truncated, "truncated or corrupt|not a readable NIfTI"),
@@ -90,6 +108,15 @@ def test_cli_exits_non_zero_and_writes_nothing(tmp_path, case, capsys):
     assert rc != 0
     assert len(err.splitlines()) == 1 and str(bad) in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_image_larger_than_free_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    import volgen.io.nifti
+
+    path = _good(tmp_path)
+    monkeypatch.setattr(volgen.io.nifti, "available_memory", lambda device="cpu": 1000)
+    with pytest.raises(InputError, match=r"header says .* reading it needs about \d+ MB of memory and 0 MB is free"):
+        read_volume(path)
 
 
 def test_grids_that_disagree_are_refused_or_resampled(tmp_path):

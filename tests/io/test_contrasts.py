@@ -38,5 +38,20 @@ def test_find_case_reads_brats_and_older_names(tmp_path):
 def test_explicit_paths_and_empty_folders(tmp_path):
     case = case_from_paths({"t1": tmp_path / "sub01-t1n.nii.gz", "flair": tmp_path / "sub01-t2f.nii.gz"})
     assert case.name == "sub01" and sorted(case.paths) == ["t1n", "t2f"]
-    with pytest.raises(InputError, match="no <case>-<contrast>"):
+    with pytest.raises(InputError, match="no file here names its contrast") as refused:
         find_case(tmp_path)
+    message = str(refused.value)
+    assert "\n" not in message and "-t1n" in message and "flair" in message and "--t1n PATH" in message
+
+
+def test_an_image_whose_name_does_not_tell_its_contrast_is_refused_with_the_names_and_the_option(tmp_path):
+    from volgen.io.contrasts import contrast_of_input
+
+    assert contrast_of_input(tmp_path / "sub01_flair.nii.gz") == "t2f"
+    assert contrast_of_input(tmp_path / "scan.nii.gz", "T1ce") == "t1c"
+    with pytest.raises(InputError) as refused:
+        contrast_of_input(tmp_path / "scan.nii.gz")
+    message = str(refused.value)
+    assert "\n" not in message and "scan.nii.gz" in message and "-t2f" in message and "--contrast" in message
+    with pytest.raises(InputError, match="not an MRI contrast"):
+        contrast_of_input(tmp_path / "scan.nii.gz", "seg")

@@ -59,6 +59,27 @@ def contrast_of_file(path) -> str | None:
     return ALIASES.get(match["contrast"].lower()) if match else None
 
 
+RECOGNISED_NAMES = ("a name ending in -t1n, -t1c, -t2w, -t2f or -seg before .nii/.nii.gz ('-' or '_'; aliases t1, "
+                    "t1ce, t1gd, t2, flair)")
+
+
+def contrast_of_input(path, given: str | None = None) -> str:
+    """The MRI contrast of an input image: `given` (--contrast) when set, else its file name's; refused, with the
+    names that are recognised and the option to pass, when neither tells (never guessed)."""
+    if given:
+        contrast = canonical_contrast(given)
+    else:
+        contrast = contrast_of_file(path) if path else None
+        if contrast is None:
+            shown = f"'{Path(path).name}'" if path else "an image given without a file"
+            raise InputError(path, f"cannot tell the contrast of {shown} from its name (recognised: "
+                                   f"{RECOGNISED_NAMES}); pass it with --contrast t1n|t1c|t2w|t2f "
+                                   f"(contrast= from Python)")
+    if contrast not in MRI_CONTRASTS:
+        raise InputError(path, f"'{contrast}' is not an MRI contrast ({', '.join(MRI_CONTRASTS)})")
+    return contrast
+
+
 def find_case(folder) -> Case:
     """Files of a BraTS-layout case folder `<case>/<case>-<contrast>.nii.gz` (older `_flair` names accepted)."""
     folder = Path(folder)
@@ -73,7 +94,8 @@ def find_case(folder) -> Case:
             raise InputError(path, f"second file for contrast {contrast} (first: {case.paths[contrast].name})")
         case.paths[contrast] = path
     if not case.paths:
-        raise InputError(folder, "no <case>-<contrast>.nii.gz files found (contrasts: " + ", ".join(CONTRASTS) + ")")
+        raise InputError(folder, f"no file here names its contrast (recognised: {RECOGNISED_NAMES}); rename them, "
+                                 f"or give the files with --t1n PATH --t1c PATH --t2w PATH --t2f PATH")
     return case
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from volgen.errors import InputError
 from volgen.io.atomic import atomic_path
 from volgen.io.volume import Volume
+from volgen.memory import available_memory, gigabytes
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -38,6 +39,32 @@ def _load_image(path: Path):
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(path, f"not a NIfTI file (nibabel read it as {type(img).__name__})")
     return img
+
+
+# deflate cannot compress better than 1032:1, so a .nii.gz smaller than this fraction of its voxels is truncated
+MAX_GZIP_RATIO = 1032
+
+
+def _check_claimed_size(path: Path, img) -> None:
+    """Before reading or allocating: does the file hold what the header claims, and does it fit in memory?"""
+    shape = tuple(int(n) for n in img.shape)
+    dtype = np.dtype(img.get_data_dtype())
+    stored = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    offset = int(img.header.get("vox_offset", 0) or 0) if str(path).endswith(".nii") else 0
+    size = path.stat().st_size
+    claimed = f"header says {'x'.join(map(str, shape))} {dtype.name}, {gigabytes(stored)}"
+    if str(path).endswith(".gz"):
+        if stored > (size + 1) * MAX_GZIP_RATIO:
+            raise InputError(path, f"{claimed}; the compressed file holds {size} bytes, too few for that "
+                                   f"(truncated, or a wrong header)")
+    elif size < offset + stored:
+        raise InputError(path, f"{claimed}; the file holds {size} bytes (truncated, or a wrong header)")
+    scaled = img.header.get_slope_inter() not in ((None, None), (1.0, 0.0))     # scaled voxels come as float64
+    in_memory = int(np.prod(shape, dtype=np.float64)) * (8 if scaled else dtype.itemsize) * 2    # read + copy
+    free = available_memory("cpu")
+    if free is not None and in_memory > free:
+        raise InputError(path, f"{claimed}; reading it needs about {gigabytes(in_memory)} of memory and "
+                               f"{gigabytes(free)} is free")
 
 
 def _read_voxels(path: Path, img) -> np.ndarray:
@@ -93,6 +120,7 @@ def read_volume(path, *, allow_4d: bool = False, allow_constant: bool = False, n
     """
     path = Path(path)
     img = _load_image(path)
+    _check_claimed_size(path, img)
     array = _check_dims(path, _read_voxels(path, img), allow_4d)
     affine = np.asarray(img.affine, dtype=np.float64)
     check_affine(path, affine)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from volgen.errors import InputError
-from volgen.io.contrasts import canonical_contrast, contrast_of_file
+from volgen.io.contrasts import contrast_of_input
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import same_grid
 from volgen.sampling.consistency import known_voxel_projection
@@ -33,9 +33,7 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
     inside = mask_volume.array > 0
     if not inside.any():
         raise InputError(volume_path(mask_volume), "mask is empty: nothing to inpaint")
-    contrast = canonical_contrast(contrast) if contrast else contrast_of_file(volume_path(source))
-    if contrast is None:
-        raise InputError(volume_path(source), "cannot tell the contrast from the file name; pass --contrast")
+    contrast = contrast_of_input(volume_path(source), contrast)
     with timer("load model"):
         model = sampling.load("inpainting")
     with timer("preprocess"):

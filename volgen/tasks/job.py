@@ -11,6 +11,7 @@ import torch
 
 from volgen.io.nifti import read_volume
 from volgen.io.volume import Volume
+from volgen.memory import available_memory, gigabytes, sampling_bytes
 from volgen.tasks.generate import ESTIMATES, PRECISIONS, default_sampler, generate, resolve_precision
 from volgen.tasks.models import backbone_of, default_samples, default_steps, describe, load_model
 from volgen.errors import InputError
@@ -76,6 +77,20 @@ class Sampling:
     def sample_count(self, model) -> int:
         return self.samples or default_samples(next(backbone_of(model).parameters()).device)
 
+    def check_memory(self, model, image_shape) -> None:
+        """Refuse, with the figures and what to change, a job whose sampling batch cannot fit where it runs."""
+        device, _ = self.device_and_steps(model)
+        samples = self.sample_count(model)
+        channels = getattr(getattr(backbone_of(model).network, "config", None), "channels", None)
+        need = sampling_bytes(image_shape, samples, channels[0] if channels else None)
+        free = available_memory(device)
+        if free is not None and need > free:
+            grid = "x".join(str(n) for n in image_shape)
+            raise InputError(None, f"sampling needs about {gigabytes(need)} on {device} ({samples} samples of the "
+                                   f"{grid} model grid) but {gigabytes(free)} is free; use fewer --samples "
+                                   f"(each is a batch member), another --device, or crop the image to the head "
+                                   f"(the model grid covers the field of view at the model's voxel size)")
+
     def run(self, model, image_shape, **kwargs) -> tuple[np.ndarray, np.ndarray | None]:
         """One volume on the model grid, (D, H, W) as numpy in the model's range [-1, 1], and its spread over the
         samples (None for one sample)."""
@@ -88,6 +103,7 @@ class Sampling:
             raise InputError(None, f"--estimate must be one of {', '.join(ESTIMATES)}, got '{self.estimate}'")
         if self.precision not in PRECISIONS:
             raise InputError(None, f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        self.check_memory(model, image_shape)
         out = generate(model, (1, *image_shape), steps=steps, sampler=self.sampler, seed=self.seed,
                        guidance=self.guidance, samples=self.sample_count(model), estimate=self.estimate,
                        precision=self.precision, progress=self.progress, **kwargs)
