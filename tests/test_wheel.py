@@ -74,3 +74,16 @@ def test_a_job_runs_from_another_folder_with_the_shipped_default(installed):
     info = json.loads((elsewhere / "out/case-w/case-w-synthesis.json").read_text())
     assert info["model"]["name"] == "volgen-vcm-synthesis-2mm" and info["software"]["version"] == volgen.__version__
     assert (elsewhere / "out/case-w/case-w-t1c.nii.gz").is_file()
+
+
+def test_fine_tuning_a_shipped_module_on_a_folder_of_cases_is_one_command(installed):
+    _, volgen_command, elsewhere, _ = installed
+    for i in range(2):
+        write_brats_case(elsewhere / "my_cases", f"sub-{i}", seed=10 * i)
+    out = _run([volgen_command, "train", "vcm_synthesis", "data.root=my_cases", "init_from=volgen-vcm-synthesis-2mm",
+                "output.dir=runs/my-vcm", "train.steps=1", "train.checkpoint_every=1", "--no-progress"],
+               cwd=elsewhere)
+    assert "model written to runs/my-vcm/model" in out
+    _run([volgen_command, "synthesize", elsewhere / "my_cases/sub-0", "--cond", "t1n,t2w", "--target", "t1c",
+          "-o", "tuned", "--model", "runs/my-vcm/model", "--steps", "1", "--no-progress"], cwd=elsewhere)
+    assert (elsewhere / "tuned/sub-0/sub-0-t1c.nii.gz").is_file()
