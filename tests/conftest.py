@@ -8,8 +8,8 @@ from volgen.phantom.pet import PetSpec
 
 @pytest.fixture(scope="session")
 def phantom_case():
-    """One 2 mm tumour case with noiseless PET (generated once per test session)."""
-    return generate_case(seed=7, index=0, spec=PhantomSpec(pet=PetSpec(dose=None)))
+    """One 2 mm tumour case with noiseless, blur-free 2TCM PET (generated once per test session)."""
+    return generate_case(seed=7, index=0, spec=PhantomSpec(pet=PetSpec(dose=None, psf_fwhm_mm=0.0)))
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,20 @@ class FrameSchedule:
 FDG_60MIN = ((6, 10), (8, 30), (5, 60), (10, 300))
 
 
+# t*: the Patlak plot is linear once the reversible compartment has equilibrated with plasma; for FDG in the brain
+# that is 15-20 minutes after injection. The rule: the first frame that starts at or after 20 min.
+TSTAR_AFTER_MIN = 20.0
+MIN_PATLAK_FRAMES = 3
+
+
+def default_tstar(frames: FrameSchedule, after_min: float = TSTAR_AFTER_MIN) -> float:
+    """The start (min) of the first frame starting at or after `after_min`."""
+    late = frames.start[frames.start >= after_min - 1e-9]
+    if len(late) == 0:
+        raise ValueError(f"no frame starts at or after {after_min:g} min (the last starts at {frames.start[-1]:.2f})")
+    return float(late[0])
+
+
 def input_samples(duration_min: float = 60.0, step_s: float = 1.0, delay: float = 0.0):
     """The Feng curve sampled every `step_s` seconds from 0 to `duration_min` (what a blood TSV holds)."""
     t = np.arange(0.0, duration_min * 60.0 + step_s / 2, step_s) / 60.0
