@@ -44,7 +44,8 @@ def test_evaluate_prints_a_table_and_writes_json(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--overwrite"]) == 0
 
 
-@pytest.mark.parametrize("command", ["phantom", "evaluate", "synthesize", "super-resolve", "inpaint", "models"])
+@pytest.mark.parametrize("command", ["phantom", "evaluate", "synthesize", "super-resolve", "inpaint", "patlak", "models",
+                                     "train"])
 def test_help_is_complete_with_an_example(command):
     out = subprocess.run([sys.executable, "-m", "volgen", command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "example" in out.stdout and f"volgen {command}" in out.stdout
@@ -59,3 +60,10 @@ def test_evaluate_normalize_compares_images_in_different_units(tmp_path, capsys)
     assert json.loads((tmp_path / "n.json").read_text())["regions"]["all"]["mse"] < 1e-10
     assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--json", str(tmp_path / "raw.json")]) == 0
     assert json.loads((tmp_path / "raw.json").read_text())["regions"]["all"]["psnr"] < 10
+
+
+def test_the_command_and_its_parser_do_not_import_torch():
+    """`volgen --version` and `--help` answer at once: torch and MONAI load only when a job needs them."""
+    code = "import sys; from volgen.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -1,11 +1,11 @@
 """volgen: diffusion-based synthesis of 3D medical volumes.
 
-The jobs (`volgen.synthesize`, `volgen.super_resolve`, `volgen.inpaint`) are imported on first use, so
+The jobs (`volgen.synthesize`, `volgen.super_resolve`, `volgen.inpaint`, `volgen.patlak`) are imported on first use, so
 `import volgen` stays light (no torch) until one is called.
 """
 __version__ = "0.1.0"
 
-_API = ("synthesize", "super_resolve", "inpaint")
+_API = ("synthesize", "super_resolve", "inpaint", "patlak")
 __all__ = ["__version__", *_API]
 
 

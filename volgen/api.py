@@ -5,6 +5,7 @@ the files the CLI writes (NIfTI, PNG montage, JSON sidecar).
     t1c = volgen.synthesize("BraTS-GLI-00001-000", cond="t1,t2,flair")["t1c"]
     thin = volgen.super_resolve("case-t2f.nii.gz", factor=4, out="case-t2f-sr.nii.gz")
     healthy = volgen.inpaint("case-t2f.nii.gz", "case-seg.nii.gz", mode="healthy")
+    maps = volgen.patlak("sub-01_pet.nii.gz", input="sub-01_blood.tsv")     # {"Ki": Volume, "V": Volume}
 
 Sampling settings (all optional): model (name or folder), backbone ("wavelet" | "latent"), steps (default 5 on
 the CPU, 10 on a GPU), samples (K drawn as one batch: 2 on the CPU, 8 on a GPU), estimate ("mean": the posterior
@@ -20,6 +21,7 @@ from volgen.io.contrasts import MRI_CONTRASTS, Case, find_case, parse_contrasts
 from volgen.io.volume import Volume
 from volgen.tasks.inpainting import inpaint as inpaint_job
 from volgen.tasks.job import JobResult
+from volgen.tasks.patlak import output_names, patlak as patlak_job, stem_of
 from volgen.tasks.outputs import check_outputs, companion_paths, output_paths, write_result
 from volgen.tasks.super_resolution import super_resolve as super_resolve_job
 from volgen.tasks.synthesis import pick_targets, synthesize as synthesize_job
@@ -81,6 +83,33 @@ def run_super_resolution(volume, *, factor=4, axis="z", out=None, overwrite=Fals
 def run_inpainting(volume, mask, *, mode="healthy", out=None, overwrite=False, **settings) -> JobResult:
     return _run_single(lambda v, **kw: inpaint_job(v, mask, **kw), volume, out, overwrite,
                        lambda r: f"inpainting ({mode}), {r.info['mask_voxels']} voxels", mode=mode, **settings)
+
+
+def patlak_outputs(pet, out) -> tuple[dict, Path, Path]:
+    """OUT/<stem>_model-patlak_meas-{Ki,V}_mimap.nii.gz, the montage and the derivative JSON."""
+    stem = stem_of(pet)
+    images = {key: Path(out) / name for key, name in output_names(stem).items()}
+    return images, Path(out) / f"{stem}_model-patlak_mimap.png", Path(out) / f"{stem}_model-patlak_mimap.json"
+
+
+def run_patlak(pet, *, input, out=None, overwrite=False, **options) -> JobResult:
+    """Ki and V maps (method ls | smoothed) of a 4D PET with its input function; with `out=` (a folder) the maps,
+    their uncertainty, a montage and the derivative JSON are written there."""
+    if out is not None:
+        images, montage, sidecar = patlak_outputs(pet, out)
+        check_outputs([*output_paths(images, options.get("method", "ls") == "ls").values(), montage, sidecar],
+                      overwrite=overwrite)
+    result = patlak_job(pet, input=input, **options)
+    if out is not None:
+        images, montage, sidecar = patlak_outputs(pet, out)
+        title = f"Patlak ({result.info['method']}), t* {result.info['tstar_min']:g} min"
+        result.info = write_result(result, images, montage, sidecar, overwrite=overwrite, title=title)
+    return result
+
+
+def patlak(pet, *, input, out=None, overwrite=False, **options) -> dict[str, Volume]:
+    """Patlak Ki (1/min) and V (mL/mL) maps of a 4D PET (path) given its plasma input (path): {"Ki", "V"}."""
+    return run_patlak(pet, input=input, out=out, overwrite=overwrite, **options).outputs
 
 
 def synthesize(case, *, cond=None, target=None, out=None, overwrite=False, **settings) -> dict[str, Volume]:

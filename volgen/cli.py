@@ -286,6 +286,49 @@ def _run_inpaint(args) -> int:
     return 0
 
 
+def _add_patlak(sub) -> None:
+    p = _subcommand(
+        sub, "patlak", help="Patlak Ki and V maps from dynamic PET and its plasma input function",
+        description="Voxel-wise Patlak: Ki (net influx rate, 1/min) and V (intercept, mL/mL) from the frames "
+                    "starting at or after t*. PET follows PET-BIDS: a 4D NIfTI with its _pet.json (FrameTimesStart, "
+                    "FrameDuration in s, Units, ImageDecayCorrected); the input is a _blood.tsv (time in s, "
+                    "plasma_radioactivity, metabolite_parent_fraction applied when present; units from its .json), "
+                    "a TSV with time and AIF columns, or the phantom's -pet-input.tsv. Writes "
+                    "OUT/<stem>_model-patlak_meas-Ki_mimap.nii.gz and _meas-V_ on the PET grid, their standard "
+                    "errors (ls), a montage and a derivative JSON (t*, frames, weights, units, assumptions).",
+        epilog="examples:\n"
+               "  volgen patlak sub-01_pet.nii.gz --input sub-01_blood.tsv -o derivatives/patlak\n"
+               "  volgen patlak case-pet.nii.gz --input case-blood.tsv --method smoothed --mask case-brainmask.nii.gz "
+               "-o out\n"
+               "  volgen patlak scan.nii.gz --input aif.tsv --frames frames.tsv --tstar 30 --weights duration -o out")
+    p.add_argument("pet", type=Path, help="4D dynamic PET NIfTI (decay corrected)")
+    p.add_argument("--input", required=True, type=Path, help="plasma input function TSV")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
+    p.add_argument("--method", choices=("ls", "smoothed"), default="ls",
+                   help="ls: voxel-wise least squares (default); smoothed: ls maps smoothed inside the mask")
+    p.add_argument("--tstar", type=float, help="minutes; default: the first frame starting at or after 20 min")
+    p.add_argument("--weights", choices=("none", "duration"), default="none", help="frame weights (default none)")
+    p.add_argument("--mask", type=Path, help="fit inside this mask only (non-zero; same grid as the PET)")
+    p.add_argument("--frames", type=Path, help="frame timing instead of the PET's sidecar (JSON or TSV)")
+    p.add_argument("--fwhm", type=float, help="smoothing FWHM in mm for --method smoothed (default: chosen on "
+                                              "training phantoms)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(run=_run_patlak)
+
+
+def _run_patlak(args) -> int:
+    from volgen.api import run_patlak
+
+    result = run_patlak(args.pet, input=args.input, out=args.out, overwrite=args.overwrite, method=args.method,
+                        tstar=args.tstar, weights=args.weights, mask=args.mask, frames=args.frames, fwhm=args.fwhm)
+    for path in result.info["outputs"].values():
+        print(f"wrote {path}")
+    info = result.info
+    print(f"t* {info['tstar_min']:g} min, {len(info['frames_used'])} frames, method {info['method']}")
+    _print_seconds(info)
+    return 0
+
+
 def _add_models(sub) -> None:
     p = _subcommand(sub, "models", help="list the registered models with their sha256 and card",
                        description="The models volgen can load by name: shipped defaults and any registered.",
@@ -316,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synthesize(sub)
     _add_super_resolve(sub)
     _add_inpaint(sub)
+    _add_patlak(sub)
     _add_models(sub)
     from volgen.training.cli import add_parser as _add_train
     _add_train(sub)
@@ -323,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from volgen import provenance
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    provenance.COMMAND = argv                      # recorded in every sidecar
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -9,7 +9,7 @@ from volgen.codecs import AutoencoderConfig
 from volgen.errors import InputError
 from volgen.modules import MODULES, VCM, build_conditioner
 from volgen.sampling import sample_ddim
-from volgen.training import diffusion_loss
+from volgen.training.objectives import diffusion_loss
 
 CODECS = {
     "identity": ({"type": "identity", "config": {}}, 1),

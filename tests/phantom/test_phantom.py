@@ -72,7 +72,8 @@ def test_written_case_layout_and_geometry(phantom_dir, phantom_case):
     assert sorted(case.paths) == ["seg", "t1c", "t1n", "t2f", "t2w"]
     for suffix in ("t1n-healthy", "t2f-healthy", "brainmask", "pet", "pet-ki", "pet-v"):
         assert (phantom_dir / f"{name}-{suffix}.nii.gz").exists(), suffix
-    for extra in ("pet-frames.tsv", "pet-input.tsv", "phantom.json", "montage.png"):
+    for extra in ("pet-frames.tsv", "pet-input.tsv", "pet.json", "blood.tsv", "blood.json", "phantom.json",
+                  "montage.png"):
         assert (phantom_dir / f"{name}-{extra}").exists(), extra
     t1n = read_volume(case.paths["t1n"])
     assert t1n.shape == (96, 112, 96) and t1n.orientation == "RAS"

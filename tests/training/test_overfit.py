@@ -13,7 +13,7 @@ from volgen.backbones import Backbone, BackboneConfig, UNetConfig
 from volgen.codecs import AutoencoderConfig
 from volgen.metrics import psnr
 from volgen.sampling import FlowSchedule, NoiseSchedule, sample_ddim, sample_euler
-from volgen.training import diffusion_loss
+from volgen.training.objectives import diffusion_loss
 
 
 def _volume() -> torch.Tensor:

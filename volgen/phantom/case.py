@@ -143,10 +143,30 @@ def write_case(case: PhantomCase, root, *, overwrite: bool = False, montage: boo
                        np.stack([s.start, s.end, s.duration], 1))
             _write_tsv(tmp / f"{case.name}-pet-input.tsv", ("time_min", "plasma_activity"),
                        np.stack([case.pet.input_time, case.pet.input_activity], 1))
+            _write_pet_bids(case, tmp)
         (tmp / f"{case.name}-phantom.json").write_text(json.dumps(case.info, indent=1))
         if montage:
             save_montage_of_case(case, volumes, tmp / f"{case.name}-montage.png")
     return target
+
+
+PET_UNITS = "kBq/mL"
+
+
+def _write_pet_bids(case: PhantomCase, folder: Path) -> None:
+    """The PET-BIDS view of the study: the 4D image's sidecar and the arterial blood as `_blood.tsv` + `.json`."""
+    s = case.pet.schedule
+    sidecar = {"Modality": "PT", "TracerName": "FDG", "TracerRadionuclide": "F18", "Units": PET_UNITS,
+               "FrameTimesStart": [round(float(x) * 60, 6) for x in s.start],
+               "FrameDuration": [round(float(x) * 60, 6) for x in s.duration],
+               "ImageDecayCorrected": True, "ImageDecayCorrectionTime": 0,
+               "ReconMethodName": "volgen phantom (2TCM frames, Gaussian PSF, correlated noise)"}
+    (folder / f"{case.name}-pet.json").write_text(json.dumps(sidecar, indent=1))
+    _write_tsv(folder / f"{case.name}-blood.tsv", ("time", "plasma_radioactivity"),
+               np.stack([case.pet.input_time * 60.0, case.pet.input_activity], 1))
+    blood = {"time": {"Description": "time after injection", "Units": "s"},
+             "plasma_radioactivity": {"Description": "arterial plasma activity of FDG", "Units": PET_UNITS}}
+    (folder / f"{case.name}-blood.json").write_text(json.dumps(blood, indent=1))
 
 
 def _write_tsv(path: Path, columns, table: np.ndarray) -> None:

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
-from volgen import __version__
+from volgen.provenance import software
 from volgen.io.atomic import atomic_paths, check_output, split_suffix
 from volgen.io.montage import save_montage
 from volgen.io.nifti import is_nifti_path, write_volume
@@ -42,14 +40,6 @@ def check_outputs(paths, *, overwrite: bool) -> None:
         check_output(path, overwrite=overwrite)
 
 
-def command_line() -> str:
-    """The command that made the outputs, as typed (`volgen ...`), or the Python program that called the library."""
-    argv = list(sys.argv)
-    if argv and Path(argv[0]).name in ("volgen", "__main__.py"):
-        argv[0] = "volgen"
-    return shlex.join(argv)
-
-
 def write_result(result: JobResult, images: dict[str, Path], montage: Path, sidecar: Path, *,
                  overwrite: bool = False, title: str = "") -> dict:
     """Write result.outputs[key] to images[key] and its uncertainty map beside it (`uncertainty_path`), the
@@ -65,7 +55,7 @@ def write_result(result: JobResult, images: dict[str, Path], montage: Path, side
         shown = {**result.inputs, **{f"{k} (volgen)": v for k, v in result.outputs.items()},
                  **{f"{k} uncertainty": v for k, v in result.uncertainty.items()}}
         save_montage(shown, tmps[-2], labels=result.labels, overwrite=True, title=title)
-        info = {"software": {"name": "volgen", "version": __version__, "command": command_line()}, **result.info,
+        info = {"software": software(), **result.info,
                 "outputs": {k: str(p) for k, p in images.items()},
                 "uncertainty_maps": {k: str(nifti[f"{k} uncertainty"]) for k in result.uncertainty},
                 "montage": str(montage)}

@@ -1,4 +1,2 @@
-"""The training loop behind scripts/train_*.py: configs, data, objectives, EMA, checkpoint/resume."""
-from volgen.training.objectives import diffusion_loss, noised
-
-__all__ = ["diffusion_loss", "noised"]
+"""`volgen train`: run configs, examples per task, the loop (accelerate, EMA, checkpoint/resume, export).
+Nothing is imported here, so `volgen --version` and the parser stay free of torch."""

@@ -1,0 +1,167 @@
+"""`volgen patlak`: PET-BIDS inputs, exact recovery of noiseless Patlak frames, weighted least squares against an
+independent solve, smoothing, and each bad input refused in one line with nothing written."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from volgen.cli import main
+from volgen.io.nifti import read_volume
+from volgen.kinetics import FDG_60MIN, FrameSchedule, input_samples, patlak_frames, patlak_regressors
+from volgen.tasks.patlak import smooth_inside, weighted_patlak
+
+SCHEDULE = FrameSchedule.from_durations(FDG_60MIN)
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def _maps(shape=(12, 14, 10), seed=0):
+    rng = np.random.default_rng(seed)
+    ki = rng.uniform(0.01, 0.05, shape)
+    v = rng.uniform(0.1, 0.6, shape)
+    return ki, v
+
+
+def write_study(folder, name="sub-01", *, ki=None, v=None, blood_units="kBq/mL", pet_units="kBq/mL",
+                parent_fraction=None, noise=0.0, decay_corrected=True, aif_column=False):
+    """A PET-BIDS study: <name>_pet.nii.gz + _pet.json, <name>_blood.tsv + .json; frames follow Patlak exactly."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if ki is None:
+        ki, v = _maps()
+    t, cp = input_samples()
+    frames = patlak_frames(ki, v, patlak_regressors(t, cp, SCHEDULE))
+    if noise:
+        frames = frames + np.random.default_rng(1).normal(0, noise, frames.shape)
+    pet = folder / f"{name}_pet.nii.gz"
+    nib.save(nib.Nifti1Image(np.moveaxis(frames, 0, -1).astype(np.float32), AFFINE), str(pet))
+    (folder / f"{name}_pet.json").write_text(json.dumps({
+        "FrameTimesStart": list(SCHEDULE.start * 60), "FrameDuration": list(SCHEDULE.duration * 60),
+        "Units": pet_units, "ImageDecayCorrected": decay_corrected}))
+    factor = {"kBq/mL": 1.0, "Bq/mL": 1000.0}[blood_units]
+    plasma = cp * factor / (parent_fraction if parent_fraction else 1.0)    # what a blood sampler would report
+    column = "AIF" if aif_column else "plasma_radioactivity"
+    rows = [f"{a:.6f}\t{b:.9g}" + (f"\t{parent_fraction}" if parent_fraction else "") for a, b in zip(t * 60, plasma)]
+    header = "time\t" + column + ("\tmetabolite_parent_fraction" if parent_fraction else "")
+    blood = folder / f"{name}_blood.tsv"
+    blood.write_text(header + "\n" + "\n".join(rows) + "\n")
+    (folder / f"{name}_blood.json").write_text(json.dumps({"time": {"Units": "s"}, column: {"Units": blood_units}}))
+    return pet, blood, ki, v
+
+
+def test_noiseless_frames_give_back_ki_and_v_on_the_pet_grid(tmp_path):
+    pet, blood, ki, v = write_study(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["patlak", str(pet), "--input", str(blood), "-o", str(out)]) == 0
+    ki_map = read_volume(out / "sub-01_model-patlak_meas-Ki_mimap.nii.gz")
+    v_map = read_volume(out / "sub-01_model-patlak_meas-V_mimap.nii.gz")
+    np.testing.assert_allclose(ki_map.array, ki, rtol=1e-4)
+    np.testing.assert_allclose(v_map.array, v, rtol=1e-4)
+    assert ki_map.shape == ki.shape and np.allclose(ki_map.affine, AFFINE)
+    se = read_volume(out / "sub-01_model-patlak_meas-Ki_mimap-uncertainty.nii.gz", allow_constant=True).array
+    assert np.all(se < 1e-4 * ki.max())                                  # exact frames: no residual
+    info = json.loads((out / "sub-01_model-patlak_mimap.json").read_text())
+    assert info["ModelName"] == "Patlak" and info["tstar_min"] == 20.0 and len(info["frames_used"]) == 8
+    assert info["units"]["Ki"] == "1/min" and info["software"]["command"].startswith("volgen patlak")
+    assert (out / "sub-01_model-patlak_mimap.png").is_file()
+
+
+@pytest.mark.parametrize("variant", ["Bq/mL blood", "parent fraction", "AIF column"])
+def test_pet_bids_blood_units_and_metabolites_are_applied(tmp_path, variant):
+    kwargs = {"Bq/mL blood": {"blood_units": "Bq/mL"}, "parent fraction": {"parent_fraction": 0.8},
+              "AIF column": {"aif_column": True}}[variant]
+    pet, blood, ki, v = write_study(tmp_path / "in", **kwargs)
+    assert main(["patlak", str(pet), "--input", str(blood), "-o", str(tmp_path / "out")]) == 0
+    np.testing.assert_allclose(read_volume(tmp_path / "out/sub-01_model-patlak_meas-Ki_mimap.nii.gz").array, ki,
+                               rtol=1e-4)
+    info = json.loads((tmp_path / "out/sub-01_model-patlak_mimap.json").read_text())
+    if variant == "Bq/mL blood":
+        assert any("converted from Bq/mL to kBq/mL" in note for note in info["assumptions"])
+    if variant == "parent fraction":
+        assert any("metabolite_parent_fraction" in note for note in info["assumptions"])
+
+
+def test_the_phantoms_own_files_work(phantom_dir, phantom_case):
+    name = phantom_case.name
+    out = phantom_dir.parent / "patlak-out"
+    assert main(["patlak", str(phantom_dir / f"{name}-pet.nii.gz"), "--input", str(phantom_dir / f"{name}-pet-input.tsv"),
+                 "--frames", str(phantom_dir / f"{name}-pet-frames.tsv"), "-o", str(out)]) == 0
+    v = read_volume(out / f"{name}_model-patlak_meas-V_mimap.nii.gz").array
+    brain = phantom_case.brain > 0
+    np.testing.assert_allclose(v[brain], phantom_case.pet.v[brain], atol=1e-4 * phantom_case.pet.v.max())
+
+
+def test_weighted_least_squares_matches_an_independent_solve():
+    rng = np.random.default_rng(0)
+    reg = rng.uniform(0.5, 5.0, (6, 2))
+    y = rng.normal(size=(6, 3))
+    w = rng.uniform(0.5, 3.0, 6)
+    ki, v, ki_se, _ = weighted_patlak(y, reg, w)
+    for j in range(3):   # sqrt(w)-scaled ordinary least squares
+        coef, residual, *_ = np.linalg.lstsq(reg * np.sqrt(w)[:, None], y[:, j] * np.sqrt(w), rcond=None)
+        np.testing.assert_allclose([ki[j], v[j]], coef, rtol=1e-10)
+        cov = residual[0] / (6 - 2) * np.linalg.inv((reg * w[:, None]).T @ reg)
+        np.testing.assert_allclose(ki_se[j], np.sqrt(cov[0, 0]), rtol=1e-10)
+
+
+def test_smoothing_inside_the_mask_keeps_a_constant_and_the_background():
+    mask = np.zeros((20, 20, 20), bool)
+    mask[4:16, 3:17, 5:15] = True
+    image = np.where(mask, 0.03, 0.0)
+    out = smooth_inside(image, mask, 6.0, (2.0, 2.0, 2.0))
+    np.testing.assert_allclose(out[mask], 0.03, rtol=1e-10)
+    assert np.all(out[~mask] == 0)
+
+
+def test_smoothed_maps_are_closer_to_the_truth_on_noisy_frames(tmp_path):
+    ki = np.full((16, 16, 16), 0.03)
+    v = np.full((16, 16, 16), 0.3)
+    pet, blood, *_ = write_study(tmp_path / "in", ki=ki, v=v, noise=2.0)
+    errors = {}
+    for method in ("ls", "smoothed"):
+        assert main(["patlak", str(pet), "--input", str(blood), "--method", method, "-o", str(tmp_path / method)]) == 0
+        fit = read_volume(tmp_path / method / "sub-01_model-patlak_meas-Ki_mimap.nii.gz").array
+        errors[method] = np.sqrt(((fit - ki) ** 2).mean())
+    assert errors["smoothed"] < 0.5 * errors["ls"]
+    assert not list((tmp_path / "smoothed").glob("*uncertainty*"))     # no standard error after smoothing
+
+
+def _bad(tmp_path, case):
+    folder = tmp_path / "in"
+    if case == "too few frames after t*":
+        pet, blood, *_ = write_study(folder)
+        return [str(pet), "--input", str(blood), "--tstar", "50"], "2 frame(s) start at or after t* = 50"
+    if case == "not decay corrected":
+        pet, blood, *_ = write_study(folder, decay_corrected=False)
+        return [str(pet), "--input", str(blood)], "ImageDecayCorrected is false"
+    if case == "frame count":
+        pet, blood, *_ = write_study(folder)
+        meta = json.loads((folder / "sub-01_pet.json").read_text())
+        meta["FrameTimesStart"], meta["FrameDuration"] = meta["FrameTimesStart"][:-1], meta["FrameDuration"][:-1]
+        (folder / "sub-01_pet.json").write_text(json.dumps(meta))
+        return [str(pet), "--input", str(blood)], "29 frames in the image but 28"
+    if case == "no frame timing":
+        pet, blood, *_ = write_study(folder)
+        (folder / "sub-01_pet.json").unlink()
+        return [str(pet), "--input", str(blood)], "no frame timing"
+    if case == "short input":
+        pet, blood, *_ = write_study(folder)
+        lines = blood.read_text().splitlines()
+        blood.write_text("\n".join(lines[:1200]) + "\n")
+        return [str(pet), "--input", str(blood)], "the input function ends at 19.97 min"
+    if case == "unknown columns":
+        pet, _, *_ = write_study(folder)
+        blood = folder / "odd.tsv"
+        blood.write_text("t\tcounts\n0\t1\n1\t2\n")
+        return [str(pet), "--input", str(blood)], "expected time and plasma_radioactivity"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["too few frames after t*", "not decay corrected", "frame count", "no frame timing",
+                                  "short input", "unknown columns"])
+def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, case, capsys):
+    args, needle = _bad(tmp_path, case)
+    capsys.readouterr()
+    assert main(["patlak", *args, "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
