@@ -153,11 +153,29 @@ def _bad(tmp_path, case):
         blood = folder / "odd.tsv"
         blood.write_text("t\tcounts\n0\t1\n1\t2\n")
         return [str(pet), "--input", str(blood)], "expected time and plasma_radioactivity"
+    if case == "overlapping frames":
+        pet, blood, *_ = write_study(folder)
+        meta = json.loads((folder / "sub-01_pet.json").read_text())
+        meta["FrameTimesStart"][5] -= 5.0
+        (folder / "sub-01_pet.json").write_text(json.dumps(meta))
+        return [str(pet), "--input", str(blood)], "frame 5 starts at 45 s, before frame 4 ends (50 s)"
+    if case == "3D image":
+        pet, blood, *_ = write_study(folder)
+        flat = folder / "flat_pet.nii.gz"
+        nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), AFFINE), str(flat))
+        return [str(flat), "--input", str(blood)], "a 4D dynamic PET is expected"
+    if case == "NaN frames":
+        pet, blood, *_ = write_study(folder)
+        img = nib.load(str(pet))
+        data = np.asarray(img.dataobj).copy()
+        data[2, 2, 2, 3] = np.nan
+        nib.save(nib.Nifti1Image(data, AFFINE), str(pet))
+        return [str(pet), "--input", str(blood)], "NaN or Inf"
     raise AssertionError(case)
 
 
 @pytest.mark.parametrize("case", ["too few frames after t*", "not decay corrected", "frame count", "no frame timing",
-                                  "short input", "unknown columns"])
+                                  "short input", "unknown columns", "overlapping frames", "3D image", "NaN frames"])
 def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, case, capsys):
     args, needle = _bad(tmp_path, case)
     capsys.readouterr()

@@ -105,8 +105,12 @@ def pet_metadata(pet_path, frames_path=None) -> tuple[FrameSchedule, dict]:
         else:
             raise InputError(source, f"frame table columns {', '.join(table)}: expected frame_start_min and "
                                      f"frame_end_min, or FrameTimesStart and FrameDuration (seconds)")
-    if len(start) != len(end) or len(start) == 0 or np.any(end <= start) or np.any(np.diff(start) < 0):
-        raise InputError(source, "frame times must be increasing with positive durations")
+    if len(start) != len(end) or len(start) == 0 or np.any(end <= start):
+        raise InputError(source, "every frame needs a positive duration")
+    if np.any(np.diff(start) <= 0) or np.any(start[1:] < end[:-1] - 1e-9):
+        bad = int(np.flatnonzero((np.diff(start) <= 0) | (start[1:] < end[:-1] - 1e-9))[0]) + 1
+        raise InputError(source, f"frame {bad} starts at {start[bad] * 60:g} s, before frame {bad - 1} ends "
+                                 f"({end[bad - 1] * 60:g} s): frame times must increase without overlapping")
     facts = {"frame_source": str(source), "Units": meta.get("Units"),
              "ImageDecayCorrected": meta.get("ImageDecayCorrected")}
     return FrameSchedule(start=start, end=end), facts

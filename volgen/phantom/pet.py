@@ -137,25 +137,30 @@ def two_tissue_frames(maps: dict, t, cp, schedule: FrameSchedule) -> tuple[np.nd
     return frames, ki.astype(np.float32), v.astype(np.float32)
 
 
-def scanner(frames: np.ndarray, schedule: FrameSchedule, spacing: float, rng: np.random.Generator,
-            spec: PetSpec) -> np.ndarray:
-    """The frames as a scanner reports them: blurred by the PSF, with correlated Poisson-variance noise."""
-    if spec.psf_fwhm_mm > 0:
-        sigma = spec.psf_fwhm_mm / FWHM_PER_SIGMA / spacing
-        frames = np.stack([ndimage.gaussian_filter(f, sigma, mode="constant") for f in frames])
-    if spec.dose is None:
-        return frames.astype(np.float32)
-    scale = schedule.duration * 60.0 * spec.sensitivity * spacing ** 3 / 1000.0 * spec.dose * _decay_mean(schedule)
+def blur(frames: np.ndarray, spacing: float, fwhm_mm: float) -> np.ndarray:
+    """Every frame through the scanner's point-spread function (Gaussian; no activity outside the volume)."""
+    if fwhm_mm <= 0:
+        return frames
+    sigma = fwhm_mm / FWHM_PER_SIGMA / spacing
+    return np.stack([ndimage.gaussian_filter(f, sigma, mode="constant") for f in frames])
+
+
+def add_noise(frames: np.ndarray, schedule: FrameSchedule, spacing: float, rng: np.random.Generator, dose: float,
+              spec: PetSpec = PetSpec()) -> np.ndarray:
+    """Noisy frames: Poisson variance (activity x duration x sensitivity x voxel mL x dose x decay, divided back to
+    decay-corrected activity) with the spatial correlation of a reconstruction (`spec.noise_fwhm_mm`)."""
+    scale = schedule.duration * 60.0 * spec.sensitivity * spacing ** 3 / 1000.0 * dose * _decay_mean(schedule)
     noise_sigma = spec.noise_fwhm_mm / FWHM_PER_SIGMA / spacing
+    gain = 1.0
+    if noise_sigma > 0:   # smoothing white noise by a normalised kernel divides its variance by sum(kernel^2)
+        impulse = np.zeros((int(8 * noise_sigma) + 1,) * 3, np.float32)
+        impulse[(len(impulse) // 2,) * 3] = 1.0
+        gain = float(np.sqrt((ndimage.gaussian_filter(impulse, noise_sigma, mode="constant") ** 2).sum()))
     noisy = np.empty_like(frames, dtype=np.float32)
     for f in range(len(frames)):
         expected = np.maximum(frames[f], 0)
         white = rng.standard_normal(expected.shape).astype(np.float32)
         if noise_sigma > 0:
-            # smoothing white noise by a normalised kernel divides its variance by sum(kernel^2); undo that
-            impulse = np.zeros((int(8 * noise_sigma) + 1,) * 3, np.float32)
-            impulse[(len(impulse) // 2,) * 3] = 1.0
-            gain = np.sqrt((ndimage.gaussian_filter(impulse, noise_sigma, mode="constant") ** 2).sum())
             white = ndimage.gaussian_filter(white, noise_sigma, mode="wrap") / gain
         noisy[f] = np.where(expected > 0, expected + np.sqrt(expected / scale[f]) * white, 0.0)
     return noisy
@@ -176,5 +181,7 @@ def simulate_pet(fractions: dict[str, np.ndarray], spacing: float, rng: np.rando
         ki = np.where(k2 + k3 > 0, (1 - vb) * k1 * k3 / kappa, 0).astype(np.float32)
         v = (np.where(k2 + k3 > 0, (1 - vb) * k1 * k2 / kappa ** 2, 0) + vb).astype(np.float32)
         frames = patlak_frames(ki, v, patlak_regressors(t, cp, schedule).astype(np.float32))
-    frames = scanner(frames, schedule, spacing, rng, spec)
+    frames = blur(frames, spacing, spec.psf_fwhm_mm)
+    if spec.dose is not None:
+        frames = add_noise(frames, schedule, spacing, rng, spec.dose, spec)
     return PetStudy(frames.astype(np.float32), ki, v, schedule, t, cp)
