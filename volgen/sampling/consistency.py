@@ -25,13 +25,17 @@ def repeat_slices(x: torch.Tensor, factor: int, dim: int) -> torch.Tensor:
 
 class ImageSpaceProjection:
     """Wraps an image-space projection for a sampler running in a codec's space: decode x0, project, encode.
-    With the (orthonormal up to band scaling) Haar codec this is exact; with an autoencoder it is approximate."""
+    With the (orthonormal up to band scaling) Haar codec this is exact; with an autoencoder it is approximate.
+    A projection with `takes_timestep = True` is called as project(image, t): its strength can follow the noise
+    level (a proximal step weighs the prior's x0 by how sure it is at t)."""
 
     def __init__(self, codec, project):
         self.codec, self.project = codec, project
+        self.takes_timestep = getattr(project, "takes_timestep", False)
 
     def __call__(self, x0: torch.Tensor, t) -> torch.Tensor:
-        return self.codec.encode(self.project(self.codec.decode(x0)))
+        image = self.codec.decode(x0)
+        return self.codec.encode(self.project(image, t) if self.takes_timestep else self.project(image))
 
 
 def thick_slice_projection(observed: torch.Tensor, factor: int, dim: int):

@@ -57,36 +57,39 @@ class Estimate:
 
     @property
     def samples(self) -> int:
-        return len(self.draws)
+        return len(self.draws) // len(self.image)
 
 
 @torch.no_grad()
 def generate(model, image_shape, *, contrast: str | None = None, conditions: torch.Tensor | None = None,
              present: torch.Tensor | None = None, projection=None, steps: int = 25, sampler: str | None = None,
              seed: int = 0, guidance: float = 1.0, samples: int = 1, estimate: str = "mean",
-             mean_of: str = "first", precision: str = "fp32", progress: bool = False) -> Estimate:
+             mean_of: str = "first", precision: str = "fp32", progress: bool = False, group: int = 1) -> Estimate:
     """K = `samples` draws as one batch, in the model's intensity range ([-1, 1] for volgen's backbones), and the
     estimate made from them (see the module docstring; `mean_of="final"` averages the finished samples instead).
     `guidance` is a module's conditioning scale for this call (1: as trained). `precision` "bf16" runs the networks
-    under bfloat16 autocast (the sampler's arithmetic stays float32)."""
+    under bfloat16 autocast (the sampler's arithmetic stays float32). `group` G > 1 draws G images per sample that
+    a projection couples (Patlak's Ki and V: batch item k * G + g is image g of sample k); the estimate then holds
+    G images (G, C, D, H, W) and `draws` K * G."""
     if estimate not in ESTIMATES:
         raise ValueError(f"estimate must be one of {', '.join(ESTIMATES)}, got '{estimate}'")
-    if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+    if samples < 1 or group < 1:
+        raise ValueError(f"samples and group must be at least 1, got {samples} and {group}")
+    batch = samples * group
     with _module_scale(model, guidance):
         backbone = model if isinstance(model, Backbone) else model.backbone
         device = next(backbone.parameters()).device
         denoiser = backbone.denoiser if model is backbone else model.denoiser()
         cond = {}
         if contrast is not None:
-            cond["class_labels"] = backbone.class_labels(contrast, device=device).expand(samples)
+            cond["class_labels"] = backbone.class_labels(contrast, device=device).expand(batch)
         if conditions is not None:
-            cond["conditions"] = conditions.to(device).expand(samples, *conditions.shape[1:])
+            cond["conditions"] = conditions.to(device).expand(batch, *conditions.shape[1:])
             if present is not None:
-                cond["present"] = present.to(device).expand(samples, *present.shape[1:])
+                cond["present"] = present.to(device).expand(batch, *present.shape[1:])
         latent = backbone.codec.latent_shape(tuple(image_shape))
         generator = torch.Generator(device=device).manual_seed(seed)
-        x_T = torch.randn((samples, *latent), generator=generator, device=device)
+        x_T = torch.randn((batch, *latent), generator=generator, device=device)
         timesteps = backbone.denoiser.schedule.timesteps(steps)
         bar = tqdm(total=len(timesteps), desc="sampling", disable=not progress, leave=False)
         first = []
@@ -105,19 +108,24 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
         bar.close()
         sample, first = sample.float(), [x0.float() for x0 in first]
         draws = _decode(backbone.codec, sample, projection)
+        per_sample = draws.view(samples, group, *draws.shape[1:])
         if estimate == "sample":
-            image = draws[:1]
+            image = per_sample[0]
         elif mean_of == "final":
-            image = draws.mean(0, keepdim=True)
+            image = per_sample.mean(0)
         else:
-            image = _decode(backbone.codec, first[0].mean(0, keepdim=True), projection)
-        spread = draws.std(0, keepdim=True, correction=0) if samples > 1 else None
+            first_mean = first[0].view(samples, group, *first[0].shape[1:]).mean(0)
+            image = _decode(backbone.codec, first_mean, projection)
+        spread = per_sample.std(0, correction=0) if samples > 1 else None
         return Estimate(image, spread, estimate, draws)
 
 
 def _decode(codec, z: torch.Tensor, projection) -> torch.Tensor:
+    """Decoded images, through the data-consistency projection (a timestep-aware one gets t = None: the end)."""
     image = codec.decode(z)
-    return projection(image) if projection is not None else image
+    if projection is None:
+        return image
+    return projection(image, None) if getattr(projection, "takes_timestep", False) else projection(image)
 
 
 @contextlib.contextmanager
