@@ -304,23 +304,27 @@ def _add_patlak(sub) -> None:
     p.add_argument("pet", type=Path, help="4D dynamic PET NIfTI (decay corrected)")
     p.add_argument("--input", required=True, type=Path, help="plasma input function TSV")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
-    p.add_argument("--method", choices=("ls", "smoothed"), default="ls",
-                   help="ls: voxel-wise least squares (default); smoothed: ls maps smoothed inside the mask")
+    p.add_argument("--method", choices=("ls", "smoothed", "diffusion"), default="ls",
+                   help="ls: voxel-wise least squares (default); smoothed: ls maps smoothed inside the mask; "
+                        "diffusion: a diffusion prior with the Patlak model as data consistency (needs --model "
+                        "until a PET prior ships)")
     p.add_argument("--tstar", type=float, help="minutes; default: the first frame starting at or after 20 min")
     p.add_argument("--weights", choices=("none", "duration"), default="none", help="frame weights (default none)")
     p.add_argument("--mask", type=Path, help="fit inside this mask only (non-zero; same grid as the PET)")
     p.add_argument("--frames", type=Path, help="frame timing instead of the PET's sidecar (JSON or TSV)")
     p.add_argument("--fwhm", type=float, help="smoothing FWHM in mm for --method smoothed (default: chosen on "
                                               "training phantoms)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _add_sampling_args(p)
     p.set_defaults(run=_run_patlak)
 
 
 def _run_patlak(args) -> int:
     from volgen.api import run_patlak
 
+    settings = _sampling(args) if args.method == "diffusion" else {}
     result = run_patlak(args.pet, input=args.input, out=args.out, overwrite=args.overwrite, method=args.method,
-                        tstar=args.tstar, weights=args.weights, mask=args.mask, frames=args.frames, fwhm=args.fwhm)
+                        tstar=args.tstar, weights=args.weights, mask=args.mask, frames=args.frames, fwhm=args.fwhm,
+                        **settings)
     for path in result.info["outputs"].values():
         print(f"wrote {path}")
     info = result.info

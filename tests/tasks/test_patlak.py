@@ -183,3 +183,25 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, case,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("trust, close_to_ls", [(1e6, True), (1e-6, False)])
+def test_the_diffusion_path_on_a_tiny_backbone_follows_the_data_as_far_as_it_is_trusted(
+        tmp_path, tiny_models, monkeypatch, trust, close_to_ls):
+    """An untrained tiny backbone as the prior: trusted not at all, every step is the least-squares fit (the data
+    consistency alone); trusted fully, the maps are the prior's samples and nothing like the fit."""
+    import volgen.tasks.patlak_diffusion
+
+    monkeypatch.setattr(volgen.tasks.patlak_diffusion, "TRUST", trust)
+    pet, blood, ki, v = write_study(tmp_path / "in", ki=_maps((16, 16, 16))[0], v=_maps((16, 16, 16))[1])
+    out = tmp_path / "out"
+    assert main(["patlak", str(pet), "--input", str(blood), "--method", "diffusion", "--model",
+                 str(tiny_models["backbone"]), "--steps", "3", "--samples", "2", "--precision", "fp32",
+                 "--no-progress", "-o", str(out)]) == 0
+    fit = read_volume(out / "sub-01_model-patlak_meas-Ki_mimap.nii.gz").array
+    spread = read_volume(out / "sub-01_model-patlak_meas-Ki_mimap-uncertainty.nii.gz", allow_constant=True).array
+    error = np.abs(fit - ki).max() / ki.max()
+    assert (error < 1e-3) == close_to_ls, error
+    assert (spread.max() < 1e-4 * ki.max()) == close_to_ls       # the samples agree only when the data decide
+    info = json.loads((out / "sub-01_model-patlak_mimap.json").read_text())
+    assert info["method"] == "diffusion" and info["samples"] == 2 and info["model"]["sha256"]

@@ -77,10 +77,10 @@ class Sampling:
     def sample_count(self, model) -> int:
         return self.samples or default_samples(next(backbone_of(model).parameters()).device)
 
-    def check_memory(self, model, image_shape) -> None:
+    def check_memory(self, model, image_shape, group: int = 1) -> None:
         """Refuse, with the figures and what to change, a job whose sampling batch cannot fit where it runs."""
         device, _ = self.device_and_steps(model)
-        samples = self.sample_count(model)
+        samples = self.sample_count(model) * group
         channels = getattr(getattr(backbone_of(model).network, "config", None), "channels", None)
         need = sampling_bytes(image_shape, samples, channels[0] if channels else None)
         free = available_memory(device)
@@ -91,9 +91,8 @@ class Sampling:
                                    f"(each is a batch member), another --device, or crop the image to the head "
                                    f"(the model grid covers the field of view at the model's voxel size)")
 
-    def run(self, model, image_shape, **kwargs) -> tuple[np.ndarray, np.ndarray | None]:
-        """One volume on the model grid, (D, H, W) as numpy in the model's range [-1, 1], and its spread over the
-        samples (None for one sample)."""
+    def estimate_of(self, model, image_shape, **kwargs):
+        """The Estimate of one volume (or a group of coupled ones) on the model grid, with these settings."""
         _, steps = self.device_and_steps(model)
         if steps < 1:
             raise InputError(None, f"--steps must be at least 1, got {steps}")
@@ -103,10 +102,15 @@ class Sampling:
             raise InputError(None, f"--estimate must be one of {', '.join(ESTIMATES)}, got '{self.estimate}'")
         if self.precision not in PRECISIONS:
             raise InputError(None, f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
-        self.check_memory(model, image_shape)
-        out = generate(model, (1, *image_shape), steps=steps, sampler=self.sampler, seed=self.seed,
-                       guidance=self.guidance, samples=self.sample_count(model), estimate=self.estimate,
-                       precision=self.precision, progress=self.progress, **kwargs)
+        self.check_memory(model, image_shape, kwargs.get("group", 1))
+        return generate(model, (1, *image_shape), steps=steps, sampler=self.sampler, seed=self.seed,
+                        guidance=self.guidance, samples=self.sample_count(model), estimate=self.estimate,
+                        precision=self.precision, progress=self.progress, **kwargs)
+
+    def run(self, model, image_shape, **kwargs) -> tuple[np.ndarray, np.ndarray | None]:
+        """One volume on the model grid, (D, H, W) as numpy in the model's range [-1, 1], and its spread over the
+        samples (None for one sample)."""
+        out = self.estimate_of(model, image_shape, **kwargs)
         spread = out.spread[0, 0].float().cpu().numpy() if out.spread is not None else None
         return out.image[0, 0].float().cpu().numpy(), spread
 

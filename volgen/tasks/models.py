@@ -17,6 +17,7 @@ DEFAULT_MODELS = {
     ("super_resolution", "wavelet"): "volgen-vcm-super-resolution-2mm",
     ("inpainting", "wavelet"): "volgen-vcm-inpainting-2mm",
     ("synthesis", "latent"): "volgen-vcm-synthesis-latent-2mm",
+    ("patlak", "wavelet"): "volgen-pet-prior-2mm",          # a backbone on static PET images (the Ki and V prior)
 }
 BACKBONE_KINDS = ("wavelet", "latent")
 _CACHE: dict[tuple[str, str], torch.nn.Module] = {}
@@ -54,7 +55,7 @@ def model_name_for(job: str, model: str | None, backbone: str = "wavelet") -> st
         raise InputError(None, f"--backbone must be one of {', '.join(BACKBONE_KINDS)}, got '{backbone}'")
     name = DEFAULT_MODELS.get((job, backbone))
     if name is None or name not in hub.registry():
-        raise InputError(None, f"no shipped {job.replace('_', '-')} module for the {backbone} backbone; train one "
+        raise InputError(None, f"no shipped {job.replace('_', '-')} model for the {backbone} backbone; train one "
                                f"(volgen train) and pass it with --model")
     return name
 

@@ -7,7 +7,9 @@ Methods:
 - `ls`: voxel-wise (weighted) least squares over the frames after t*, the field's standard; its uncertainty map is
   the least-squares standard error (residual variance x (A^T W A)^-1);
 - `smoothed`: the same maps smoothed by a Gaussian inside the mask (what practitioners do against noise), FWHM
-  chosen on training phantoms (`scripts/bench_patlak.py --choose-fwhm`) unless given.
+  chosen on training phantoms (`scripts/bench_patlak.py --choose-fwhm`) unless given;
+- `diffusion`: Ki and V sampled under a diffusion prior trained on static PET images, with the Patlak model as
+  data consistency at every step (`volgen.tasks.patlak_diffusion`); the posterior mean of K samples and their spread.
 Inputs follow PET-BIDS (`volgen.io.pet`); outputs are named as PET tools name parametric maps:
 `<stem>_model-patlak_meas-Ki_mimap.nii.gz`, `..._meas-V_mimap.nii.gz`, on the PET grid with its affine.
 """
@@ -24,9 +26,9 @@ from volgen.io.pet import activity_scale, pet_metadata, read_input_function
 from volgen.io.resample import same_grid
 from volgen.io.volume import Volume
 from volgen.kinetics import MIN_PATLAK_FRAMES, default_tstar, patlak_regressors
-from volgen.tasks.job import JobResult, Timer, volume_path
+from volgen.tasks.job import JobResult, Sampling, Timer, volume_path
 
-METHODS = ("ls", "smoothed")
+METHODS = ("ls", "smoothed", "diffusion")
 WEIGHTS = ("none", "duration")
 # Post-smoothing FWHM (mm) for `smoothed`: the FWHM with the lowest brain Ki NRMSE on 8 training phantoms (seed 100)
 # at 1/10 dose in a sweep over 2-12 mm (scripts/bench_patlak.py --choose-fwhm: 0.211 at 2 mm, 0.151 at 4, 0.135 at 6,
@@ -85,8 +87,10 @@ def _map_volume(array: np.ndarray, pet: Volume, description: str) -> Volume:
 
 
 def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str = "none", mask=None,
-           method: str = "ls", fwhm: float | None = None) -> JobResult:
-    """Ki and V maps of a 4D PET (path) with its plasma input (path): a JobResult with outputs Ki and V."""
+           method: str = "ls", fwhm: float | None = None, sampling: Sampling | None = None,
+           **settings) -> JobResult:
+    """Ki and V maps of a 4D PET (path) with its plasma input (path): a JobResult with outputs Ki and V. The
+    sampling settings (model, steps, samples, seed, device, ...) are the diffusion method's."""
     if method not in METHODS:
         raise InputError(None, f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     if weights not in WEIGHTS:
@@ -132,15 +136,24 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
         ki, v, ki_se, v_se = weighted_patlak(data, regressors, w)
         inside = region if region is not None else np.ones(ki.shape, bool)
         ki, v = np.where(inside, ki, 0.0), np.where(inside, v, 0.0)
-        uncertainty = {}
-        used_fwhm = None
-        if method == "smoothed":
-            used_fwhm = SMOOTHED_FWHM_MM if fwhm is None else float(fwhm)
+    uncertainty, used_fwhm = {}, None
+    if method == "ls":
+        uncertainty = {"Ki": _map_volume(np.where(inside, ki_se, 0.0), volume, "Patlak Ki standard error"),
+                       "V": _map_volume(np.where(inside, v_se, 0.0), volume, "Patlak V standard error")}
+    elif method == "smoothed":
+        used_fwhm = SMOOTHED_FWHM_MM if fwhm is None else float(fwhm)
+        with timer("smooth"):
             ki = smooth_inside(ki, inside, used_fwhm, volume.spacing)
             v = smooth_inside(v, inside, used_fwhm, volume.spacing)
-        else:
-            uncertainty = {"Ki": _map_volume(np.where(inside, ki_se, 0.0), volume, "Patlak Ki standard error"),
-                           "V": _map_volume(np.where(inside, v_se, 0.0), volume, "Patlak V standard error")}
+    else:
+        from volgen.tasks.patlak_diffusion import diffusion_patlak
+
+        sampling = sampling or Sampling(**settings)
+        with timer("sample"):
+            maps = diffusion_patlak(data, regressors, w, inside, volume, sampling)
+        ki, v = maps["Ki"], maps["V"]
+        uncertainty = {k: _map_volume(maps[f"{k} spread"], volume, f"Patlak {k} spread over the samples")
+                       for k in ("Ki", "V") if f"{k} spread" in maps}
     outputs = {"Ki": _map_volume(ki, volume, "Patlak Ki (1/min)"), "V": _map_volume(v, volume, "Patlak V (mL/mL)")}
     late = np.moveaxis(volume.array[..., used], -1, 0).mean(0)
     info = {"job": "patlak", "ModelName": "Patlak", "input": volume_path(volume), "input_function": blood.source,
@@ -148,7 +161,9 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
             "frame_times_start_min": [float(s) for s in schedule.start[used]], "weights": weights,
             "smoothing_fwhm_mm": used_fwhm, "mask": str(mask) if mask is not None else None,
             "units": {"Ki": "1/min", "V": "mL/mL", **units}, "assumptions": blood.notes + notes,
-            "uncertainty": "least-squares standard error" if uncertainty else "none",
+            **(sampling.describe(sampling.load("patlak")) if method == "diffusion" else {}),
+            "uncertainty": {"ls": "least-squares standard error", "smoothed": "none",
+                            "diffusion": "per-voxel standard deviation over the samples"}[method],
             "seconds": timer.seconds}
     return JobResult(outputs=outputs, uncertainty=uncertainty,
                      inputs={"frames after t* (mean)": volume.with_array(late.astype(np.float32))},

@@ -1,0 +1,77 @@
+"""Patlak Ki and V under a diffusion prior: a backbone trained on static PET images samples the Ki and the V image
+(normalised like images, as one coupled pair per sample), and at every step the Patlak proximal step
+(`volgen.sampling.patlak`) pulls both toward the measured frames. The estimate is the mean of the K finished
+samples (each carries the data through its trajectory; the first-step prediction would be the plain LS fit), its
+uncertainty their spread.
+
+Everything the data say is carried by per-voxel sufficient statistics computed on the PET grid, c = A^T W y and the
+residual variance (smoothed inside the mask: 6 degrees of freedom per voxel are too few), with the shared Gram
+matrix; they are resampled onto the model's grid, sampled there, and the maps come back to the PET grid.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from volgen.io.preprocess import GridMap, GridSpec
+from volgen.io.volume import Volume
+from volgen.sampling.patlak import PatlakProjection
+from volgen.tasks.job import Sampling, model_spacing
+from volgen.tasks.models import backbone_of
+
+# How much the prior's x0 is trusted (a scale on its error at each noise level), tuned on training phantoms at
+# 1/10 dose (scripts/bench_patlak.py --tune-trust).
+TRUST = 1.0
+RESIDUAL_FWHM_MM = 6.0
+
+
+def sufficient_statistics(frames: np.ndarray, regressors: np.ndarray, weights: np.ndarray | None, inside: np.ndarray,
+                          spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(gram (2, 2), c (2, ...), residual variance (...), LS (Ki, V) (2, ...)) from the frames after t*."""
+    from volgen.tasks.patlak import smooth_inside
+
+    n = len(regressors)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    y = frames.reshape(n, -1).astype(np.float64)
+    gram = (regressors * w[:, None]).T @ regressors
+    c = (regressors * w[:, None]).T @ y
+    ls = np.linalg.solve(gram, c)
+    s2 = (w[:, None] * (y - regressors @ ls) ** 2).sum(0) / max(n - 2, 1)
+    shape = frames.shape[1:]
+    s2 = smooth_inside(s2.reshape(shape), inside, RESIDUAL_FWHM_MM, spacing)
+    return gram, c.reshape(2, *shape), s2, ls.reshape(2, *shape)
+
+
+def diffusion_patlak(frames, regressors, weights, inside: np.ndarray, pet: Volume, sampling: Sampling,
+                     trust: float | None = None) -> dict:
+    """{"Ki", "V", "Ki spread", "V spread"} on the PET grid (zero outside `inside`)."""
+    trust = TRUST if trust is None else trust
+    model = sampling.load("patlak")
+    backbone = backbone_of(model)
+    contrasts = backbone.config.contrasts
+    contrast = "pet" if "pet" in contrasts else (contrasts[0] if contrasts else None)
+    gram, c, s2, ls = sufficient_statistics(frames, regressors, weights, inside, pet.spacing)
+    spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone.image_multiple)
+    grid = GridMap.plan(inside.shape, pet.affine, spec, foreground=inside)
+    device, _ = sampling.device_and_steps(model)
+
+    def to_model(array, fill=0.0):
+        return torch.from_numpy(grid.forward(np.asarray(array, dtype=np.float32), order=1, fill=fill))[None, None]
+
+    region = to_model(inside.astype(np.float32)) > 0.5
+    # each map's intensity scale: x = 2 * map / scale - 1 puts the map's range where the prior's images live
+    scales = tuple(float(max(np.percentile(m[inside], 99.5), 1e-12)) for m in ls)
+    projection = PatlakProjection(
+        torch.stack([to_model(c[0]), to_model(c[1])]).to(device), to_model(s2, fill=1.0).to(device),
+        torch.as_tensor(gram, dtype=torch.float32, device=device), scales, region[0].to(device),
+        backbone.denoiser.schedule, trust)
+    estimate = sampling.estimate_of(model, tuple(region.shape[2:]), contrast=contrast, group=2, mean_of="final",
+                                    projection=projection)
+    out = {}
+    for g, name in enumerate(("Ki", "V")):
+        mean = (estimate.image[g, 0].float().cpu().numpy() + 1) / 2 * scales[g]
+        out[name] = np.where(inside, grid.inverse(mean, order=1, fill=0.0), 0.0)
+        if estimate.spread is not None:
+            spread = estimate.spread[g, 0].float().cpu().numpy() / 2 * scales[g]
+            out[f"{name} spread"] = np.where(inside, grid.inverse(spread, order=1, fill=0.0), 0.0)
+    return out
