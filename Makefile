@@ -40,9 +40,14 @@ bench: $(STAMP) corpus baselines
 	$(PY) scripts/bench_sampling.py
 	$(PY) scripts/bench_quality.py
 	$(PY) scripts/bench_cli.py
+	$(PY) scripts/bench_patlak.py
 
-# The phantom corpus the shipped models were trained on (seed 100) and the held-out cases (seed 200).
-corpus: phantoms/train/.done phantoms/heldout/.done
+# The phantom corpus the shipped models were trained on (seed 100) and the held-out cases (seed 200); the same
+# training cases with their PET studies for the PET prior (bench_patlak simulates its held-out PET in memory).
+corpus: phantoms/train/.done phantoms/heldout/.done phantoms/pet-train/.done
+phantoms/pet-train/.done: | $(STAMP)
+	$(PY) -m volgen phantom --n 48 --seed 100 --no-montage --out phantoms/pet-train --overwrite
+	touch $@
 phantoms/train/.done: | $(STAMP)
 	$(PY) -m volgen phantom --n 48 --seed 100 --no-pet --no-montage --out phantoms/train --overwrite
 	touch $@

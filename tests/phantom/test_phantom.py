@@ -69,7 +69,7 @@ def test_flair_inversion_time_nulls_csf():
 def test_written_case_layout_and_geometry(phantom_dir, phantom_case):
     name = phantom_case.name
     case = find_case(phantom_dir)
-    assert sorted(case.paths) == ["seg", "t1c", "t1n", "t2f", "t2w"]
+    assert sorted(case.paths) == ["petsum", "seg", "t1c", "t1n", "t2f", "t2w"]
     for suffix in ("t1n-healthy", "t2f-healthy", "brainmask", "pet", "pet-ki", "pet-v"):
         assert (phantom_dir / f"{name}-{suffix}.nii.gz").exists(), suffix
     for extra in ("pet-frames.tsv", "pet-input.tsv", "pet.json", "blood.tsv", "blood.json", "phantom.json",

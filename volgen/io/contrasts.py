@@ -15,6 +15,7 @@ ALIASES = {
     "t2w": "t2w", "t2": "t2w",
     "t2f": "t2f", "flair": "t2f", "t2flair": "t2f",
     "seg": "seg", "label": "seg", "labels": "seg",
+    "petsum": "petsum",          # a static PET image (the phantom's summed 40-60 min frames): the PET prior's data
 }
 
 

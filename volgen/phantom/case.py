@@ -113,6 +113,16 @@ def _header(description: str, dtype) -> nib.Nifti1Header:
     return header
 
 
+STATIC_FROM_MIN = 40.0
+
+
+def static_pet(pet: PetStudy) -> np.ndarray:
+    """The static scan a clinic would take: the mean of the frames from 40 min on (activity per mL)."""
+    late = pet.schedule.start >= STATIC_FROM_MIN - 1e-9
+    weights = pet.schedule.duration[late] / pet.schedule.duration[late].sum()
+    return np.tensordot(weights, pet.frames[late], axes=1).astype(np.float32)
+
+
 def case_volumes(case: PhantomCase) -> dict[str, Volume]:
     """Every file of the case as {file suffix: Volume}."""
     def vol(array, what):
@@ -127,6 +137,7 @@ def case_volumes(case: PhantomCase) -> dict[str, Volume]:
         out["pet"] = vol(np.moveaxis(case.pet.frames, 0, -1), "dynamic FDG PET")
         out["pet-ki"] = vol(case.pet.ki, "Patlak Ki (1/min)")
         out["pet-v"] = vol(case.pet.v, "Patlak V (mL/mL)")
+        out["petsum"] = vol(static_pet(case.pet), "static FDG PET, mean of the 40-60 min frames")
     return out
 
 
@@ -185,7 +196,6 @@ def save_montage_of_case(case: PhantomCase, volumes: dict[str, Volume], path) ->
         rows["t2f healthy twin"] = volumes["t2f-healthy"]
     if case.pet is not None:
         rows["PET Ki"] = volumes["pet-ki"]
-        late = case.pet.schedule.start >= 40.0
-        rows["PET 40-60 min"] = volumes["pet-ki"].with_array(case.pet.frames[late].mean(0))
+        rows["PET 40-60 min"] = volumes["petsum"]
     return save_montage(rows, path, labels=volumes["seg"] if case.seg.any() else None, overwrite=True,
                         title=f"{case.name}  ({case.info['spacing_mm']} mm)")
