@@ -203,28 +203,16 @@ def _run_synthesize(args) -> int:
 
 
 def _run_batch(cases, args, cond, target, settings) -> int:
-    """Every case; a failing case is reported and skipped; a summary, and exit 1 if any failed."""
-    from tqdm.auto import tqdm
-
+    """Every case (split across processes under torchrun / accelerate launch); a failing case is reported and
+    skipped; one summary, and exit 1 if any failed."""
     from volgen.api import run_synthesis
+    from volgen.batch import run_batch, summary
 
-    failed, done = [], 0
-    bar = tqdm(cases, desc="cases", unit="case", disable=args.no_progress)
-    for case in bar:
-        name = getattr(case, "name", str(case))
-        bar.set_postfix_str(name)
-        try:
-            run_synthesis(case, cond=cond, target=target, out=args.out, overwrite=args.overwrite,
-                          **{**settings, "progress": False})
-            done += 1
-        except Exception as exc:  # one bad case never stops the batch
-            message = str(exc) if isinstance(exc, VolgenError) else f"{type(exc).__name__}: {exc}"
-            failed.append((name, message))
-            tqdm.write(f"volgen: error: {name}: {message}", file=sys.stderr)
-    bar.close()
-    print(f"{done} of {len(cases)} cases synthesised into {args.out}" +
-          (f"; {len(failed)} failed: " + ", ".join(n for n, _ in failed) if failed else ""))
-    return 1 if failed else 0
+    outcomes = run_batch(cases, lambda case: getattr(case, "name", str(case)),
+                         lambda case: run_synthesis(case, cond=cond, target=target, out=args.out,
+                                                    overwrite=args.overwrite, **{**settings, "progress": False}),
+                         progress=not args.no_progress)
+    return summary(outcomes, "synthesised", args.out)
 
 
 def _add_super_resolve(sub) -> None:
@@ -237,8 +225,9 @@ def _add_super_resolve(sub) -> None:
                     "shipped module was trained for 4x along z on 2 mm voxels (8 mm slices).",
         epilog="example:\n  volgen super-resolve case-t2f-thick.nii.gz -o case-t2f-sr.nii.gz --factor 4 --axis z\n"
                "      -> case-t2f-sr.nii.gz, case-t2f-sr.png, case-t2f-sr.json")
-    p.add_argument("input", type=Path, help="thick-slice NIfTI volume")
-    p.add_argument("-o", "--out", required=True, type=Path, help="output NIfTI (.nii.gz)")
+    p.add_argument("input", type=Path, help="thick-slice NIfTI volume, or a folder of them (a batch)")
+    p.add_argument("-o", "--out", required=True, type=Path,
+                   help="output NIfTI (.nii.gz); for a folder, an output folder (<name>-sr.nii.gz each)")
     p.add_argument("--factor", type=_positive_int, default=4, help="slices per input slice (default 4)")
     p.add_argument("--axis", choices=("x", "y", "z"), default="z",
                    help="world axis of the thick slices: x left-right, y front-back, z up-down (default z)")
@@ -249,6 +238,19 @@ def _add_super_resolve(sub) -> None:
 
 def _run_super_resolve(args) -> int:
     from volgen.api import run_super_resolution
+
+    if args.input.is_dir():
+        from volgen.batch import run_batch, summary
+        from volgen.io.nifti import is_nifti_path, volume_name
+
+        files = sorted(p for p in args.input.iterdir() if is_nifti_path(p))
+        if not files:
+            raise InputError(args.input, "no .nii or .nii.gz files in this folder")
+        outcomes = run_batch(files, volume_name, lambda path: run_super_resolution(
+            path, factor=args.factor, axis=args.axis, contrast=args.contrast,
+            out=args.out / f"{volume_name(path)}-sr.nii.gz", overwrite=args.overwrite,
+            **{**_sampling(args), "progress": False}), progress=not args.no_progress)
+        return summary(outcomes, "super-resolved", args.out)
 
     result = run_super_resolution(args.input, factor=args.factor, axis=args.axis, contrast=args.contrast,
                                   out=args.out, overwrite=args.overwrite, **_sampling(args))
@@ -267,9 +269,11 @@ def _add_inpaint(sub) -> None:
                     "outside the mask is copied from IN unchanged (same dtype, affine and header).",
         epilog="examples:\n  volgen inpaint case-t2f.nii.gz --mask case-seg.nii.gz -o case-t2f-healthy.nii.gz\n"
                "  volgen inpaint healthy-t2f.nii.gz --mask blob.nii.gz --mode lesion -o with-lesion-t2f.nii.gz")
-    p.add_argument("input", type=Path, help="NIfTI volume")
-    p.add_argument("--mask", required=True, type=Path, help="mask NIfTI on the same grid (non-zero = inpaint)")
-    p.add_argument("-o", "--out", required=True, type=Path, help="output NIfTI (.nii.gz)")
+    p.add_argument("input", type=Path, help="NIfTI volume, or a folder of BraTS-layout cases (a batch)")
+    p.add_argument("--mask", type=Path, help="mask NIfTI on the same grid (non-zero = inpaint); for a folder of "
+                                            "cases, each case's seg is its mask")
+    p.add_argument("-o", "--out", required=True, type=Path,
+                   help="output NIfTI (.nii.gz); for a folder, an output folder (<case>/<case>-<contrast>-<mode>)")
     p.add_argument("--mode", choices=("healthy", "lesion"), default="healthy", help="default healthy")
     p.add_argument("--contrast", help="MRI contrast of the input (default: from the file name)")
     _add_sampling_args(p)
@@ -278,6 +282,11 @@ def _add_inpaint(sub) -> None:
 
 def _run_inpaint(args) -> int:
     from volgen.api import run_inpainting
+
+    if args.input.is_dir():
+        return _run_inpaint_batch(args)
+    if args.mask is None:
+        raise InputError(args.input, "--mask is required for a single volume")
 
     result = run_inpainting(args.input, args.mask, mode=args.mode, contrast=args.contrast, out=args.out,
                             overwrite=args.overwrite, **_sampling(args))
@@ -331,6 +340,24 @@ def _run_patlak(args) -> int:
     print(f"t* {info['tstar_min']:g} min, {len(info['frames_used'])} frames, method {info['method']}")
     _print_seconds(info)
     return 0
+
+
+def _run_inpaint_batch(args) -> int:
+    from volgen.api import run_inpainting
+    from volgen.batch import run_batch, summary
+    from volgen.io.contrasts import find_cases
+
+    contrast = args.contrast or "t2f"
+
+    def work(case):
+        if contrast not in case.paths or "seg" not in case.paths:
+            raise InputError(case.name, f"needs a {contrast} image and a seg mask")
+        run_inpainting(case.paths[contrast], case.paths["seg"], mode=args.mode, contrast=contrast,
+                       out=args.out / case.name / f"{case.name}-{contrast}-{args.mode}.nii.gz",
+                       overwrite=args.overwrite, **{**_sampling(args), "progress": False})
+
+    outcomes = run_batch(find_cases(args.input), lambda case: case.name, work, progress=not args.no_progress)
+    return summary(outcomes, "inpainted", args.out)
 
 
 def _add_models(sub) -> None:

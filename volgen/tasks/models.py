@@ -5,6 +5,8 @@ loader worker, loads each model once.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from volgen import hub
@@ -24,9 +26,12 @@ _CACHE: dict[tuple[str, str], torch.nn.Module] = {}
 
 
 def pick_device(device=None) -> torch.device:
-    """The asked device, else CUDA when there is one, else the CPU; an unusable device is one clear error."""
+    """The asked device, else CUDA when there is one (process r of a torchrun / accelerate launch takes GPU
+    LOCAL_RANK), else the CPU; an unusable device is one clear error."""
     if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
     try:
         device = torch.device(device)
     except RuntimeError as exc:
