@@ -1,10 +1,12 @@
 """The Patlak proximal step against a two-voxel example solved by hand, its limits, and the projection's layout."""
 import torch
 
-from volgen.sampling.patlak import PatlakProjection, patlak_proximal, prior_uncertainty
+from volgen.kernels.patlak import patlak_proximal_eager
+from volgen.sampling.patlak import PatlakProjection, prior_uncertainty
 from volgen.sampling.schedules import NoiseSchedule
 
 GRAM = torch.tensor([[4.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+G = (4.0, 1.0, 2.0)
 C = torch.tensor([[3.0, 5.0], [1.0, 2.0]], dtype=torch.float64)       # (2 statistics, 2 voxels)
 S2 = torch.tensor([1.0, 2.0], dtype=torch.float64)
 KI0, V0 = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64)
@@ -13,16 +15,16 @@ KI0, V0 = torch.tensor([1.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 1.0]
 def test_two_voxels_by_hand():
     """P = diag(1, 4). Voxel 1: [[5, 1], [1, 6]] theta = [4, 1] -> (23/29, 1/29).
     Voxel 2: H = G / 2, [[3, .5], [.5, 5]] theta = [2.5, 5] -> (10/14.75, 13.75/14.75)."""
-    ki, v = patlak_proximal(KI0, V0, C, S2, GRAM, 1.0, 0.5)
+    ki, v = patlak_proximal_eager(KI0, V0, C[0], C[1], S2, *G, 1.0, 1 / 0.5 ** 2)
     torch.testing.assert_close(ki, torch.tensor([23 / 29, 10 / 14.75], dtype=torch.float64))
     torch.testing.assert_close(v, torch.tensor([1 / 29, 13.75 / 14.75], dtype=torch.float64))
 
 
 def test_an_unsure_prior_gives_least_squares_and_a_sure_one_gives_the_prior():
-    ki, v = patlak_proximal(KI0, V0, C, S2, GRAM, 1e8, 1e8)
+    ki, v = patlak_proximal_eager(KI0, V0, C[0], C[1], S2, *G, 1e-16, 1e-16)
     ls = torch.linalg.solve(GRAM, C)
     torch.testing.assert_close(ki, ls[0]), torch.testing.assert_close(v, ls[1])
-    ki, v = patlak_proximal(KI0, V0, C, S2, GRAM, 1e-8, 1e-8)
+    ki, v = patlak_proximal_eager(KI0, V0, C[0], C[1], S2, *G, 1e16, 1e16)
     torch.testing.assert_close(ki, KI0), torch.testing.assert_close(v, V0)
 
 
@@ -37,7 +39,7 @@ def test_the_projection_pairs_ki_and_v_and_keeps_the_background():
     region = torch.tensor([True, False, True, True]).view(shape)
     c = torch.stack([torch.full(shape, 2.0), torch.full(shape, 1.0)])
     gram = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
-    project = PatlakProjection(c, torch.ones(shape), gram, (0.1, 2.0), region, NoiseSchedule.linear(), trust=1e6)
+    project = PatlakProjection(c, torch.ones(shape), gram, (0.1, 2.0), region, NoiseSchedule.linear(), doubt=1e6)
     image = torch.zeros(4, *shape)                                # two samples of (Ki, V)
     out = project(image, 500)                                     # data dominate: Ki = 1, V = 1 (LS)
     torch.testing.assert_close(out[0::2][region.expand(2, *shape)], torch.full((6,), 2 * 1 / 0.1 - 1))

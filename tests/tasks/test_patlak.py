@@ -185,14 +185,14 @@ def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, case,
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-@pytest.mark.parametrize("trust, close_to_ls", [(1e6, True), (1e-6, False)])
-def test_the_diffusion_path_on_a_tiny_backbone_follows_the_data_as_far_as_it_is_trusted(
-        tmp_path, tiny_models, monkeypatch, trust, close_to_ls):
-    """An untrained tiny backbone as the prior: trusted not at all, every step is the least-squares fit (the data
-    consistency alone); trusted fully, the maps are the prior's samples and nothing like the fit."""
+@pytest.mark.parametrize("doubt, close_to_ls", [(1e6, True), (1e-6, False)])
+def test_the_diffusion_path_on_a_tiny_backbone_follows_the_data_as_far_as_the_prior_is_doubted(
+        tmp_path, tiny_models, monkeypatch, doubt, close_to_ls):
+    """An untrained tiny backbone as the prior: doubted entirely, every step is the least-squares fit (the data
+    consistency alone); not doubted at all, the maps are the prior's samples and nothing like the fit."""
     import volgen.tasks.patlak_diffusion
 
-    monkeypatch.setattr(volgen.tasks.patlak_diffusion, "TRUST", trust)
+    monkeypatch.setattr(volgen.tasks.patlak_diffusion, "PRIOR_DOUBT", doubt)
     pet, blood, ki, v = write_study(tmp_path / "in", ki=_maps((16, 16, 16))[0], v=_maps((16, 16, 16))[1])
     out = tmp_path / "out"
     assert main(["patlak", str(pet), "--input", str(blood), "--method", "diffusion", "--model",

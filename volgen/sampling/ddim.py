@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from volgen.kernels.sampler import ddim_step
 from volgen.sampling.loop import denoise_loop, gaussian_like
 
 
@@ -15,8 +16,10 @@ def sample_ddim(denoiser, x_T: torch.Tensor, timesteps, *, eta: float = 0.0, con
     def update(x, x0, eps, now, nxt, t):
         (alpha, sigma), (alpha_n, sigma_n) = now, nxt
         s = eta * sigma_n * max(1 - (alpha * sigma_n / (alpha_n * sigma)) ** 2, 0.0) ** 0.5
+        if s == 0:            # deterministic: one fused pass (eps = (x - alpha x0) / sigma is what the loop holds)
+            return ddim_step(x, x0, alpha, sigma, alpha_n, sigma_n)
         x = alpha_n * x0 + max(sigma_n ** 2 - s ** 2, 0.0) ** 0.5 * eps
-        return x + s * gaussian_like(x, generator) if s > 0 else x
+        return x + s * gaussian_like(x, generator)
 
     return denoise_loop(denoiser, x_T, timesteps, update, cond=cond, consistency=consistency, guidance=guidance,
                         callback=callback)

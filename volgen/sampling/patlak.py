@@ -7,34 +7,23 @@ sure the prior is at this noise level (standard deviations tau_Ki, tau_V), the p
 
     theta = (G / s2 + P)^-1 (c / s2 + P theta0),   P = diag(1 / tau_Ki^2, 1 / tau_V^2),
 
-a closed-form 2x2 solve per voxel. At high noise tau is large and the data dominate (theta -> LS); as sampling
+a closed-form 2x2 solve per voxel (`volgen.kernels.patlak`: fused on CUDA). At high noise tau is large and the data dominate (theta -> LS); as sampling
 goes on the prior's estimate is trusted more. tau follows the MMSE error of a unit-variance prior at noise level
-sigma_t / alpha_t, scaled by `trust` (tuned on training cases) and by each map's intensity scale.
+sigma_t / alpha_t, scaled by `doubt` (tuned on training cases) and by each map's intensity scale.
 """
 from __future__ import annotations
 
 import torch
 
-
-def patlak_proximal(ki0: torch.Tensor, v0: torch.Tensor, c: torch.Tensor, s2: torch.Tensor, gram: torch.Tensor,
-                    tau_ki, tau_v) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Ki, V) per voxel: the 2x2 solve above. c is (2, ...) = A^T W y; s2 (...) the residual variance; gram (2, 2).
-    tau_ki and tau_v are scalars or maps; the prior estimates ki0 and v0 broadcast against s2."""
-    h00, h01, h11 = gram[0, 0] / s2, gram[0, 1] / s2, gram[1, 1] / s2
-    p_ki, p_v = 1.0 / torch.as_tensor(tau_ki) ** 2, 1.0 / torch.as_tensor(tau_v) ** 2
-    a00, a11 = h00 + p_ki, h11 + p_v
-    r0 = c[0] / s2 + p_ki * ki0
-    r1 = c[1] / s2 + p_v * v0
-    det = a00 * a11 - h01 * h01
-    return (a11 * r0 - h01 * r1) / det, (a00 * r1 - h01 * r0) / det
+from volgen.kernels.patlak import patlak_proximal
 
 
-def prior_uncertainty(schedule, t, trust: float) -> float:
-    """The prior's x0 error (std, in the model's [-1, 1] units) at timestep t: trust * s / sqrt(1 + s^2), s the
+def prior_uncertainty(schedule, t, doubt: float) -> float:
+    """The prior's x0 error (std, in the model's [-1, 1] units) at timestep t: doubt * s / sqrt(1 + s^2), s the
     noise-to-signal ratio sigma_t / alpha_t (the MMSE error of a unit-variance Gaussian prior)."""
     alpha, sigma = schedule.alpha_sigma(torch.as_tensor(t))
     ratio = float(sigma / alpha)
-    return trust * ratio / (1.0 + ratio ** 2) ** 0.5
+    return doubt * ratio / (1.0 + ratio ** 2) ** 0.5
 
 
 class PatlakProjection:
@@ -44,9 +33,9 @@ class PatlakProjection:
     takes_timestep = True
 
     def __init__(self, c: torch.Tensor, s2: torch.Tensor, gram: torch.Tensor, scales: tuple[float, float],
-                 region: torch.Tensor, schedule, trust: float):
+                 region: torch.Tensor, schedule, doubt: float):
         self.c, self.s2, self.gram = c, s2.clamp_min(1e-12), gram
-        self.scales, self.region, self.schedule, self.trust = scales, region, schedule, trust
+        self.scales, self.region, self.schedule, self.doubt = scales, region, schedule, doubt
 
     def __call__(self, image: torch.Tensor, t) -> torch.Tensor:
         if t is None:                                   # the end of sampling: the samples are the estimate
@@ -54,7 +43,9 @@ class PatlakProjection:
         pairs = image.view(-1, 2, *image.shape[1:]).float()
         s_ki, s_v = self.scales
         ki0, v0 = (pairs[:, 0] + 1) / 2 * s_ki, (pairs[:, 1] + 1) / 2 * s_v
-        tau = prior_uncertainty(self.schedule, t, self.trust)
-        ki, v = patlak_proximal(ki0, v0, self.c, self.s2, self.gram, tau * s_ki / 2, tau * s_v / 2)
+        tau = prior_uncertainty(self.schedule, t, self.doubt)
+        g = self.gram
+        ki, v = patlak_proximal(ki0, v0, self.c[0], self.c[1], self.s2, float(g[0, 0]), float(g[0, 1]),
+                                float(g[1, 1]), 1.0 / (tau * s_ki / 2) ** 2, 1.0 / (tau * s_v / 2) ** 2)
         out = torch.stack([2 * ki / s_ki - 1, 2 * v / s_v - 1], dim=1).view_as(image).to(image.dtype)
         return torch.where(self.region, out, torch.full_like(out, -1.0))

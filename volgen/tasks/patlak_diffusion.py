@@ -19,9 +19,9 @@ from volgen.sampling.patlak import PatlakProjection
 from volgen.tasks.job import Sampling, model_spacing
 from volgen.tasks.models import backbone_of
 
-# How much the prior's x0 is trusted (a scale on its error at each noise level), tuned on training phantoms at
-# 1/10 dose (scripts/bench_patlak.py --tune-trust).
-TRUST = 1.0
+# How much the prior's x0 is doubted: a scale on its error at each noise level (large: follow the data, the LS fit;
+# small: follow the prior). To be tuned on training phantoms at 1/10 dose once the PET prior is trained.
+PRIOR_DOUBT = 1.0
 RESIDUAL_FWHM_MM = 6.0
 
 
@@ -43,9 +43,9 @@ def sufficient_statistics(frames: np.ndarray, regressors: np.ndarray, weights: n
 
 
 def diffusion_patlak(frames, regressors, weights, inside: np.ndarray, pet: Volume, sampling: Sampling,
-                     trust: float | None = None) -> dict:
+                     doubt: float | None = None) -> dict:
     """{"Ki", "V", "Ki spread", "V spread"} on the PET grid (zero outside `inside`)."""
-    trust = TRUST if trust is None else trust
+    doubt = PRIOR_DOUBT if doubt is None else doubt
     model = sampling.load("patlak")
     backbone = backbone_of(model)
     contrasts = backbone.config.contrasts
@@ -64,7 +64,7 @@ def diffusion_patlak(frames, regressors, weights, inside: np.ndarray, pet: Volum
     projection = PatlakProjection(
         torch.stack([to_model(c[0]), to_model(c[1])]).to(device), to_model(s2, fill=1.0).to(device),
         torch.as_tensor(gram, dtype=torch.float32, device=device), scales, region[0].to(device),
-        backbone.denoiser.schedule, trust)
+        backbone.denoiser.schedule, doubt)
     estimate = sampling.estimate_of(model, tuple(region.shape[2:]), contrast=contrast, group=2, mean_of="final",
                                     projection=projection)
     out = {}

@@ -1,0 +1,99 @@
+"""Every Triton kernel against its eager reference, run by Triton's interpreter on the CPU (fp32 and fp16, sizes
+that are not multiples of the block), and the dispatch: eager on CPU tensors unless forced, forced modes honoured."""
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"        # read when a kernel is first compiled
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from volgen import kernels  # noqa: E402
+from volgen.kernels.haar import haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager  # noqa: E402
+from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager  # noqa: E402
+from volgen.kernels.sampler import ddim_step, ddim_step_eager  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not kernels.triton_available(), reason="Triton is not installed")
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=2e-3, atol=2e-3)}
+
+
+@pytest.fixture
+def triton_forced(monkeypatch):
+    monkeypatch.setenv("VOLGEN_KERNELS", "triton")
+
+
+def _rand(*shape, dtype=torch.float32, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("lowpass", [1.0, 2.0 * 2 ** 0.5])
+def test_haar_kernels_match_the_reference(triton_forced, dtype, lowpass):
+    x = _rand(2, 3, 10, 6, 14, dtype=dtype)                    # 2*3*5*3*7 = 630 lanes: not a block multiple
+    z = haar_dwt3(x, lowpass)
+    torch.testing.assert_close(z, haar_dwt3_eager(x.float(), lowpass).to(dtype), **TOL[dtype])
+    torch.testing.assert_close(haar_idwt3(z, lowpass), haar_idwt3_eager(z.float(), lowpass).to(dtype), **TOL[dtype])
+    torch.testing.assert_close(haar_idwt3(z, lowpass), x, **TOL[dtype])                 # and it inverts
+    channels_last = x.to(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(haar_dwt3(channels_last, lowpass), z)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_ddim_kernel_matches_the_reference(triton_forced, dtype):
+    x, x0 = _rand(3, 8, 5, 7, 9, dtype=dtype), _rand(3, 8, 5, 7, 9, dtype=dtype, seed=1)
+    for levels in ((0.7, 0.71, 0.9, 0.43), (0.95, 0.3, 1.0, 0.0)):        # a middle step, and the last one
+        torch.testing.assert_close(ddim_step(x, x0, *levels), ddim_step_eager(x.float(), x0.float(), *levels)
+                                   .to(dtype), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_patlak_kernel_matches_the_reference(triton_forced, dtype):
+    grid = (5, 6, 7)
+    ki0, v0 = _rand(2, *grid, dtype=dtype).abs(), _rand(2, *grid, dtype=dtype, seed=1).abs()
+    c0, c1 = _rand(*grid, dtype=dtype, seed=2), _rand(*grid, dtype=dtype, seed=3)
+    s2 = _rand(*grid, dtype=dtype, seed=4).abs() + 0.5
+    args = (4.0, 1.0, 2.0, 3.0, 0.5)
+    got = patlak_proximal(ki0, v0, c0, c1, s2, *args)
+    want = patlak_proximal_eager(ki0.float(), v0.float(), c0.float(), c1.float(), s2.float(), *args)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOL[torch.float32 if dtype == torch.float32 else torch.float16])
+
+
+def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
+    import volgen.kernels.haar
+    import volgen.kernels.patlak
+    import volgen.kernels.sampler
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the eager reference ran")
+
+    for module, name in ((volgen.kernels.haar, "haar_dwt3_eager"), (volgen.kernels.haar, "haar_idwt3_eager"),
+                         (volgen.kernels.sampler, "ddim_step_eager"), (volgen.kernels.patlak, "patlak_proximal_eager")):
+        monkeypatch.setattr(module, name, boom)
+    x = _rand(1, 1, 4, 4, 4)
+    haar_idwt3(haar_dwt3(x))
+    ddim_step(x, x, 0.5, 0.5, 1.0, 0.0)
+    patlak_proximal(x[0], x[0], x[0, 0], x[0, 0], x[0, 0].abs() + 1, 1.0, 0.0, 1.0, 1.0, 1.0)
+
+
+def test_the_dispatch(monkeypatch):
+    x = torch.zeros(2)
+    monkeypatch.delenv("VOLGEN_KERNELS", raising=False)
+    assert kernels.backend(x) == "eager"                       # CPU tensors: eager unless forced
+    monkeypatch.setenv("VOLGEN_KERNELS", "triton")
+    assert kernels.backend(x) == "triton"
+    monkeypatch.setenv("VOLGEN_KERNELS", "eager")
+    assert kernels.backend(x) == "eager"
+    monkeypatch.setenv("VOLGEN_KERNELS", "fast")
+    with pytest.raises(ValueError, match="VOLGEN_KERNELS must be one of"):
+        kernels.backend(x)
+
+
+def test_the_fallback_when_triton_is_missing(monkeypatch):
+    monkeypatch.setattr(kernels, "triton_available", lambda: False)
+    monkeypatch.delenv("VOLGEN_KERNELS", raising=False)
+    assert kernels.backend(torch.zeros(1)) == "eager"
+    x = _rand(1, 1, 4, 4, 4)
+    torch.testing.assert_close(haar_dwt3(x), haar_dwt3_eager(x))          # silently the reference
+    monkeypatch.setenv("VOLGEN_KERNELS", "triton")
+    with pytest.raises(RuntimeError, match="Triton does not import"):
+        kernels.backend(x)
