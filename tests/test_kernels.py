@@ -8,6 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from volgen import kernels  # noqa: E402
+from volgen.kernels.groupnorm import group_norm, group_norm_eager  # noqa: E402
 from volgen.kernels.haar import haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager  # noqa: E402
 from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager  # noqa: E402
 from volgen.kernels.sampler import ddim_step, ddim_step_eager  # noqa: E402
@@ -58,7 +59,59 @@ def test_patlak_kernel_matches_the_reference(triton_forced, dtype):
         torch.testing.assert_close(g, w, **TOL[torch.float32 if dtype == torch.float32 else torch.float16])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("affine, silu", [(True, True), (True, False), (False, False)])
+def test_group_norm_kernel_matches_torch(triton_forced, dtype, layout, affine, silu):
+    x = (_rand(2, 8, 5, 6, 7, seed=5) * 3 + 1).to(dtype)       # 2 x 4 groups of 2 x 210: not block multiples
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last_3d)
+    weight, bias = (_rand(8, seed=6).to(dtype), _rand(8, seed=7).to(dtype)) if affine else (None, None)
+    got = group_norm(x, 4, weight, bias, 1e-5, silu=silu)
+    want = group_norm_eager(x.float(), 4, None if weight is None else weight.float(),
+                            None if bias is None else bias.float(), 1e-5, silu=silu)
+    torch.testing.assert_close(got.float(), want, **TOL[dtype])
+    layout_kept = torch.channels_last_3d if layout == "channels_last" else torch.contiguous_format
+    assert got.dtype == dtype and got.is_contiguous(memory_format=layout_kept)
+
+
+def _tiny_unet():
+    from monai.networks.nets import DiffusionModelUNet
+
+    torch.manual_seed(0)
+    net = DiffusionModelUNet(spatial_dims=3, in_channels=2, out_channels=2, channels=(8, 16),
+                             attention_levels=(False, False), num_res_blocks=1, norm_num_groups=4,
+                             num_head_channels=8)
+    for p in net.parameters():           # MONAI zero-initialises some layers: make every path count
+        torch.nn.init.normal_(p, std=0.2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("mode", ["eager", "triton"])
+def test_swapping_in_the_fused_modules_keeps_outputs_and_state_dicts(monkeypatch, mode):
+    from volgen.kernels.swap import FusedGroupNorm, FusedResnetBlock, use_fused_kernels
+
+    monkeypatch.setenv("VOLGEN_KERNELS", mode)
+    net = _tiny_unet()
+    x, t = _rand(2, 2, 8, 8, 8, seed=8), torch.tensor([10, 500])
+    with torch.no_grad():
+        before = net(x, t)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    use_fused_kernels(net)
+    assert any(isinstance(m, FusedResnetBlock) for m in net.modules())
+    assert not any(type(m) is torch.nn.GroupNorm for m in net.modules())
+    assert any(isinstance(m, FusedGroupNorm) and m.silu for m in net.modules())        # the output's norm + SiLU
+    assert net.state_dict().keys() == state.keys()
+    net.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        after = net(x, t)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    if mode == "eager":
+        assert torch.equal(after, before)                        # the very same arithmetic on the CPU
+
+
 def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
+    import volgen.kernels.groupnorm
     import volgen.kernels.haar
     import volgen.kernels.patlak
     import volgen.kernels.sampler
@@ -67,12 +120,14 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
         raise AssertionError("the eager reference ran")
 
     for module, name in ((volgen.kernels.haar, "haar_dwt3_eager"), (volgen.kernels.haar, "haar_idwt3_eager"),
-                         (volgen.kernels.sampler, "ddim_step_eager"), (volgen.kernels.patlak, "patlak_proximal_eager")):
+                         (volgen.kernels.sampler, "ddim_step_eager"), (volgen.kernels.patlak, "patlak_proximal_eager"),
+                         (volgen.kernels.groupnorm, "group_norm_eager")):
         monkeypatch.setattr(module, name, boom)
     x = _rand(1, 1, 4, 4, 4)
     haar_idwt3(haar_dwt3(x))
     ddim_step(x, x, 0.5, 0.5, 1.0, 0.0)
     patlak_proximal(x[0], x[0], x[0, 0], x[0, 0], x[0, 0].abs() + 1, 1.0, 0.0, 1.0, 1.0, 1.0)
+    group_norm(x.expand(1, 4, 4, 4, 4), 2, silu=True)
 
 
 def test_the_dispatch(monkeypatch):
@@ -86,6 +141,14 @@ def test_the_dispatch(monkeypatch):
     monkeypatch.setenv("VOLGEN_KERNELS", "fast")
     with pytest.raises(ValueError, match="VOLGEN_KERNELS must be one of"):
         kernels.backend(x)
+
+
+def test_anything_autograd_differentiates_stays_eager(monkeypatch):
+    monkeypatch.setenv("VOLGEN_KERNELS", "triton")
+    weight = torch.ones(4, requires_grad=True)
+    assert kernels.backend(torch.zeros(2), weight) == "eager"
+    with torch.no_grad():
+        assert kernels.backend(torch.zeros(2), weight) == "triton"
 
 
 def test_the_fallback_when_triton_is_missing(monkeypatch):

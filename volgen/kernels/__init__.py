@@ -28,6 +28,11 @@ def triton_available() -> bool:
 
 
 def backend(*tensors) -> str:
+    """Which implementation runs: the kernels have no backward, so anything autograd will differentiate is eager."""
+    import torch
+
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return "eager"
     mode = os.environ.get("VOLGEN_KERNELS", "auto").strip().lower() or "auto"
     if mode not in MODES:
         raise ValueError(f"VOLGEN_KERNELS must be one of {', '.join(MODES)}, got '{mode}'")

@@ -12,6 +12,7 @@ import torch
 from volgen import hub
 from volgen.backbones.backbone import Backbone
 from volgen.errors import InputError
+from volgen.kernels.swap import use_fused_kernels
 
 # (job, backbone kind) -> shipped model name
 DEFAULT_MODELS = {
@@ -71,7 +72,7 @@ def load_model(job: str, model: str | None = None, *, backbone: str = "wavelet",
     device = pick_device(device)
     key = (name, str(device))
     if key not in _CACHE:
-        loaded = hub.from_pretrained(name, device=device)
+        loaded = use_fused_kernels(hub.from_pretrained(name, device=device))   # fused on CUDA, identical elsewhere
         loaded.eval()
         _CACHE[key] = loaded
     return _CACHE[key]
