@@ -41,6 +41,7 @@ bench: $(STAMP) corpus baselines
 	$(PY) scripts/bench_quality.py
 	$(PY) scripts/bench_cli.py
 	$(PY) scripts/bench_patlak.py
+	$(PY) scripts/bench_kernels.py
 
 # The phantom corpus the shipped models were trained on (seed 100) and the held-out cases (seed 200); the same
 # training cases with their PET studies for the PET prior (bench_patlak simulates its held-out PET in memory).
