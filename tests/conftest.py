@@ -1,3 +1,9 @@
+import os
+
+# Triton reads this when it is imported, which may happen early (torch can import it): set before anything else, so
+# the kernel tests run Triton's interpreter on the CPU whatever was imported first.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import nibabel as nib
 import numpy as np
 import pytest
