@@ -136,22 +136,23 @@ def e2e_rows(repeat: int) -> None:
         conditions = torch.zeros(1, 4, *shape, device=DEVICE) - 1
         conditions[..., 10:-10, 10:-10, 10:-10] = 0.2
         present = torch.tensor([[1.0, 0.0, 1.0, 1.0]], device=DEVICE)
-        kw = dict(contrast="t1c", conditions=conditions, present=present, steps=steps, samples=samples,
-                  precision="auto")
+        kw = dict(contrast="t1c", conditions=conditions, present=present, steps=steps, samples=samples)
         modes = ("triton", "eager") if kernels.backend(conditions) == "triton" else ("eager",)
-        for mode in modes:
+        # the default precision (bf16 autocast where the device has it), then fp32 like MONAI's loop below
+        for mode, precision in [(m, "auto") for m in modes] + [("eager", "fp32")]:
             with kernel_mode(mode):
                 _peak_reset()
-                seconds = timed(lambda: generate(model, (1, *shape), **kw), repeat)
-                print(f"| {case} | {'x'.join(map(str, shape))} | volgen ({'fused' if mode == 'triton' else 'eager'})"
-                      f" | {seconds:.2f} | {_peak()} |")
+                seconds = timed(lambda: generate(model, (1, *shape), precision=precision, **kw), repeat)
+                print(f"| {case} | {'x'.join(map(str, shape))} | volgen ({'fused' if mode == 'triton' else 'eager'}, "
+                      f"{precision}) | {seconds:.2f} | {_peak()} |")
         cond = {"class_labels": model.backbone.class_labels("t1c", samples, device=DEVICE),
                 "conditions": conditions.expand(samples, *conditions.shape[1:]),
                 "present": present.expand(samples, -1)}
         _peak_reset()
         with torch.no_grad(), kernel_mode("eager"):
             seconds = timed(lambda: monai_loop(model, shape, steps, samples, cond), repeat)
-        print(f"| {case} | {'x'.join(map(str, shape))} | MONAI DiffusionInferer loop | {seconds:.2f} | {_peak()} |")
+        print(f"| {case} | {'x'.join(map(str, shape))} | MONAI DiffusionInferer loop (fp32) | {seconds:.2f} | "
+              f"{_peak()} |")
 
 
 def main() -> None:
