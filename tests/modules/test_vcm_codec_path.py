@@ -159,3 +159,19 @@ def test_task_priors_keep_identity_at_initialisation(prior, conditions):
     with torch.no_grad():
         assert torch.allclose(module(x_t, t, conditions=cond, class_labels=labels),
                               backbone.network(x_t, t, class_labels=labels), atol=1e-6)
+
+
+def test_the_super_resolution_job_points_the_interpolation_prior_at_its_own_factor_and_axis():
+    import numpy as np
+
+    from volgen.io.volume import Volume
+    from volgen.modules.prior import InterpolationPrior
+    from volgen.tasks.super_resolution import super_resolve
+
+    module = build_conditioner("vcm", _backbone(), {**SETTINGS, "conditions": ("lowres",), "prior": "interpolation"})
+    module.eval()
+    thick = Volume(np.random.default_rng(0).random((8, 16, 16)).astype(np.float32) + 1,
+                   np.diag([4.0, 2.0, 2.0, 1.0]), name="scan-t2f")
+    super_resolve(thick, factor=2, axis="x", sampling=None, model=module, steps=1, samples=1)
+    assert isinstance(module.prior, InterpolationPrior)
+    assert (module.prior.factor, module.prior.dim) == (2, 2)          # 2x along x: the model grid's first axis
