@@ -20,8 +20,10 @@ from volgen.tasks.job import Sampling, model_spacing
 from volgen.tasks.models import backbone_of
 
 # How much the prior's x0 is doubted: a scale on its error at each noise level (large: follow the data, the LS fit;
-# small: follow the prior). To be tuned on training phantoms at 1/10 dose once the PET prior is trained.
-PRIOR_DOUBT = 1.0
+# small: follow the prior). Tuned on 2 training phantoms at 1/10 dose with the PET prior of runs/backbone-pet at
+# 375 CPU steps (bench_patlak.py --tune-doubt): brain Ki NRMSE 0.147 at 0.3, 0.119 at 1, 0.117 at 3, 0.104 at 6,
+# 0.104 at 12.
+PRIOR_DOUBT = 6.0
 RESIDUAL_FWHM_MM = 6.0
 
 
