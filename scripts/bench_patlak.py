@@ -23,7 +23,7 @@ import numpy as np
 
 from volgen.io.volume import Volume
 from volgen.io.montage import save_montage
-from volgen.kinetics import default_tstar, patlak_regressors
+from volgen.kinetics import default_tstar, patlak_regressors, patlak_statistics
 from volgen.phantom import PhantomSpec, generate_case
 from volgen.phantom.pet import PetSpec, add_noise, blur
 from volgen.tasks.patlak import SMOOTHED_FWHM_MM, smooth_inside, weighted_patlak
@@ -67,7 +67,7 @@ def diffusion_fit(frames, reg, used, brain, affine, args) -> tuple:
     start = time.perf_counter()
     sampling = Sampling(model=args.prior, steps=args.steps, samples=args.samples, seed=0)
     pet = Volume(np.zeros(brain.shape, np.float32), affine)
-    maps = diffusion_patlak(frames[used], reg, None, brain, pet, sampling, doubt=args.doubt)
+    maps = diffusion_patlak(patlak_statistics(frames[used], reg), brain, pet, sampling, doubt=args.doubt)
     return maps["Ki"], maps["V"], time.perf_counter() - start
 
 

@@ -67,6 +67,10 @@ TSTAR_AFTER_MIN = 20.0
 MIN_PATLAK_FRAMES = 3
 
 
+# a Gaussian's full width at half maximum in units of its sigma: PET resolution and smoothing are quoted as FWHM
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
 def default_tstar(frames: FrameSchedule, after_min: float = TSTAR_AFTER_MIN) -> float:
     """The start (min) of the first frame starting at or after `after_min`."""
     late = frames.start[frames.start >= after_min - 1e-9]
@@ -112,20 +116,47 @@ def patlak_frames(ki: np.ndarray, v: np.ndarray, regressors: np.ndarray) -> np.n
             + regressors[:, 1].reshape((-1,) + (1,) * v.ndim) * v[None])
 
 
+@dataclass(frozen=True)
+class PatlakStatistics:
+    """A weighted least-squares Patlak fit and what it was made from, per voxel: the Gram matrix A^T W A of the
+    regressors (2, 2, shared), c = A^T W y (2, ...), the fitted Ki and V, and the residual variance (weighted sum of
+    squared residuals over n - 2): everything the standard errors and a proximal step need."""
+
+    gram: np.ndarray
+    c: np.ndarray
+    ki: np.ndarray
+    v: np.ndarray
+    residual_variance: np.ndarray
+
+    def standard_errors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(SE of Ki, SE of V): sqrt(diag((A^T W A)^-1) x residual variance)."""
+        diagonal = np.diag(np.linalg.inv(self.gram))
+        return np.sqrt(diagonal[0] * self.residual_variance), np.sqrt(diagonal[1] * self.residual_variance)
+
+
+def patlak_statistics(frames: np.ndarray, regressors: np.ndarray, weights=None) -> PatlakStatistics:
+    """Weighted least squares over every frame given: frames (n_frames, ...), regressors (n_frames, 2)."""
+    n = len(regressors)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    y = np.asarray(frames, dtype=np.float64).reshape(n, -1)
+    aw = regressors * w[:, None]
+    gram, c = aw.T @ regressors, aw.T @ y
+    coef = np.linalg.solve(gram, c)               # 2x2 normal equations, all voxels at once
+    residual_variance = (w[:, None] * (y - regressors @ coef) ** 2).sum(0) / max(n - 2, 1)
+    shape = frames.shape[1:]
+    return PatlakStatistics(gram, c.reshape(2, *shape), coef[0].reshape(shape), coef[1].reshape(shape),
+                            residual_variance.reshape(shape))
+
+
 def patlak_fit(frames: np.ndarray, regressors: np.ndarray, frame_start=None, t_star: float = 0.0,
                weights=None) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares Patlak: Ki and V per voxel from frames (n_frames, ...) using frames starting at >= t_star.
 
     Optional per-frame `weights` (e.g. frame durations) give weighted least squares.
     """
-    frames = np.asarray(frames, dtype=np.float64)
     use = np.ones(len(regressors), bool) if frame_start is None else np.asarray(frame_start) >= t_star - 1e-9
     if use.sum() < 2:
         raise ValueError(f"Patlak needs at least 2 frames after t* = {t_star} min, found {int(use.sum())}")
-    a = regressors[use]
-    w = np.ones(len(a)) if weights is None else np.asarray(weights, dtype=np.float64)[use]
-    y = frames[use].reshape(int(use.sum()), -1)
-    aw = a * w[:, None]
-    coef = np.linalg.solve(aw.T @ a, aw.T @ y)   # 2x2 normal equations, all voxels at once
-    shape = frames.shape[1:]
-    return coef[0].reshape(shape), coef[1].reshape(shape)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)[use]
+    fit = patlak_statistics(np.asarray(frames)[use], regressors[use], w)
+    return fit.ki, fit.v

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from volgen.kinetics import (FDG_60MIN, FrameSchedule, default_tstar, input_samples, patlak_fit, patlak_frames,
-                             patlak_regressors)
+from volgen.kinetics import (FDG_60MIN, FWHM_PER_SIGMA, FrameSchedule, default_tstar, input_samples, patlak_fit,
+                             patlak_frames, patlak_regressors)
 
 F18_HALF_LIFE_MIN = 109.77
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 # FDG rate constants per tissue: (K1 mL/mL/min, k2 1/min, k3 1/min, vB mL/mL). Grey and white matter from the
 # classic human FDG studies (Huang 1980, Phelps 1979: grey Ki ~ 0.033, white ~ 0.016 /min); tumour values make an

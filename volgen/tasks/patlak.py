@@ -25,7 +25,7 @@ from volgen.io.nifti import read_volume
 from volgen.io.pet import activity_scale, pet_metadata, read_input_function
 from volgen.io.resample import same_grid
 from volgen.io.volume import Volume
-from volgen.kinetics import MIN_PATLAK_FRAMES, default_tstar, patlak_regressors
+from volgen.kinetics import FWHM_PER_SIGMA, MIN_PATLAK_FRAMES, default_tstar, patlak_regressors, patlak_statistics
 from volgen.tasks.job import JobResult, Sampling, Timer, volume_path
 
 METHODS = ("ls", "smoothed", "diffusion")
@@ -34,7 +34,6 @@ WEIGHTS = ("none", "duration")
 # at 1/10 dose in a sweep over 2-12 mm (scripts/bench_patlak.py --choose-fwhm: 0.211 at 2 mm, 0.151 at 4, 0.135 at 6,
 # 0.141 at 8, 0.155 at 10).
 SMOOTHED_FWHM_MM = 6.0
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def stem_of(path) -> str:
@@ -53,18 +52,8 @@ def output_names(stem: str) -> dict[str, str]:
 
 def weighted_patlak(frames: np.ndarray, regressors: np.ndarray, weights: np.ndarray | None = None):
     """(Ki, V, standard error of Ki, of V) per voxel from frames (n, ...) and regressors (n, 2), all frames used."""
-    n = len(regressors)
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    y = frames.reshape(n, -1).astype(np.float64)
-    normal = (regressors * w[:, None]).T @ regressors                   # A^T W A, 2x2, shared by every voxel
-    inverse = np.linalg.inv(normal)
-    coef = inverse @ ((regressors * w[:, None]).T @ y)
-    residual = y - regressors @ coef
-    dof = max(n - 2, 1)
-    sigma2 = (w[:, None] * residual ** 2).sum(0) / dof
-    se = np.sqrt(np.outer(np.diag(inverse), sigma2))
-    shape = frames.shape[1:]
-    return coef[0].reshape(shape), coef[1].reshape(shape), se[0].reshape(shape), se[1].reshape(shape)
+    fit = patlak_statistics(frames, regressors, weights)
+    return (fit.ki, fit.v, *fit.standard_errors())
 
 
 def smooth_inside(image: np.ndarray, mask: np.ndarray, fwhm_mm: float, spacing) -> np.ndarray:
@@ -133,11 +122,12 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
         regressors = patlak_regressors(blood.time, blood.activity * scale, schedule)[used]
         data = np.moveaxis(volume.array[..., used], -1, 0)
         w = schedule.duration[used] if weights == "duration" else None
-        ki, v, ki_se, v_se = weighted_patlak(data, regressors, w)
-        inside = region if region is not None else np.ones(ki.shape, bool)
-        ki, v = np.where(inside, ki, 0.0), np.where(inside, v, 0.0)
+        fit = patlak_statistics(data, regressors, w)
+        inside = region if region is not None else np.ones(fit.ki.shape, bool)
+        ki, v = np.where(inside, fit.ki, 0.0), np.where(inside, fit.v, 0.0)
     uncertainty, used_fwhm = {}, None
     if method == "ls":
+        ki_se, v_se = fit.standard_errors()
         uncertainty = {"Ki": _map_volume(np.where(inside, ki_se, 0.0), volume, "Patlak Ki standard error"),
                        "V": _map_volume(np.where(inside, v_se, 0.0), volume, "Patlak V standard error")}
     elif method == "smoothed":
@@ -150,12 +140,12 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
 
         sampling = sampling or Sampling(**settings)
         with timer("sample"):
-            maps = diffusion_patlak(data, regressors, w, inside, volume, sampling)
+            maps = diffusion_patlak(fit, inside, volume, sampling)
         ki, v = maps["Ki"], maps["V"]
         uncertainty = {k: _map_volume(maps[f"{k} spread"], volume, f"Patlak {k} spread over the samples")
                        for k in ("Ki", "V") if f"{k} spread" in maps}
     outputs = {"Ki": _map_volume(ki, volume, "Patlak Ki (1/min)"), "V": _map_volume(v, volume, "Patlak V (mL/mL)")}
-    late = np.moveaxis(volume.array[..., used], -1, 0).mean(0)
+    late = data.mean(0)
     info = {"job": "patlak", "ModelName": "Patlak", "input": volume_path(volume), "input_function": blood.source,
             "method": method, "tstar_min": t_star, "frames_used": [int(i) for i in np.flatnonzero(used)],
             "frame_times_start_min": [float(s) for s in schedule.start[used]], "weights": weights,

@@ -4,9 +4,9 @@
 samples (each carries the data through its trajectory; the first-step prediction would be the plain LS fit), its
 uncertainty their spread.
 
-Everything the data say is carried by per-voxel sufficient statistics computed on the PET grid, c = A^T W y and the
-residual variance (smoothed inside the mask: 6 degrees of freedom per voxel are too few), with the shared Gram
-matrix; they are resampled onto the model's grid, sampled there, and the maps come back to the PET grid.
+Everything the data say is carried by the least-squares fit's statistics on the PET grid (`kinetics.PatlakStatistics`:
+c = A^T W y, the residual variance, smoothed inside the mask here since 6 degrees of freedom per voxel are too few,
+and the shared Gram matrix); they are resampled onto the model's grid, sampled there, and the maps come back.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 
 from volgen.io.preprocess import GridMap, GridSpec
 from volgen.io.volume import Volume
+from volgen.kinetics import PatlakStatistics
 from volgen.sampling.patlak import PatlakProjection
 from volgen.tasks.job import Sampling, model_spacing
 from volgen.tasks.models import backbone_of
@@ -27,32 +28,18 @@ PRIOR_DOUBT = 6.0
 RESIDUAL_FWHM_MM = 6.0
 
 
-def sufficient_statistics(frames: np.ndarray, regressors: np.ndarray, weights: np.ndarray | None, inside: np.ndarray,
-                          spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(gram (2, 2), c (2, ...), residual variance (...), LS (Ki, V) (2, ...)) from the frames after t*."""
+def diffusion_patlak(fit: PatlakStatistics, inside: np.ndarray, pet: Volume, sampling: Sampling,
+                     doubt: float | None = None) -> dict:
+    """{"Ki", "V", "Ki spread", "V spread"} on the PET grid (zero outside `inside`), from the least-squares fit's
+    statistics on that grid."""
     from volgen.tasks.patlak import smooth_inside
 
-    n = len(regressors)
-    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    y = frames.reshape(n, -1).astype(np.float64)
-    gram = (regressors * w[:, None]).T @ regressors
-    c = (regressors * w[:, None]).T @ y
-    ls = np.linalg.solve(gram, c)
-    s2 = (w[:, None] * (y - regressors @ ls) ** 2).sum(0) / max(n - 2, 1)
-    shape = frames.shape[1:]
-    s2 = smooth_inside(s2.reshape(shape), inside, RESIDUAL_FWHM_MM, spacing)
-    return gram, c.reshape(2, *shape), s2, ls.reshape(2, *shape)
-
-
-def diffusion_patlak(frames, regressors, weights, inside: np.ndarray, pet: Volume, sampling: Sampling,
-                     doubt: float | None = None) -> dict:
-    """{"Ki", "V", "Ki spread", "V spread"} on the PET grid (zero outside `inside`)."""
     doubt = PRIOR_DOUBT if doubt is None else doubt
     model = sampling.load("patlak")
     backbone = backbone_of(model)
     contrasts = backbone.config.contrasts
     contrast = "pet" if "pet" in contrasts else (contrasts[0] if contrasts else None)
-    gram, c, s2, ls = sufficient_statistics(frames, regressors, weights, inside, pet.spacing)
+    s2 = smooth_inside(fit.residual_variance, inside, RESIDUAL_FWHM_MM, pet.spacing)
     spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone.image_multiple)
     grid = GridMap.plan(inside.shape, pet.affine, spec, foreground=inside)
     device, _ = sampling.device_and_steps(model)
@@ -62,10 +49,10 @@ def diffusion_patlak(frames, regressors, weights, inside: np.ndarray, pet: Volum
 
     region = to_model(inside.astype(np.float32)) > 0.5
     # each map's intensity scale: x = 2 * map / scale - 1 puts the map's range where the prior's images live
-    scales = tuple(float(max(np.percentile(m[inside], 99.5), 1e-12)) for m in ls)
+    scales = tuple(float(max(np.percentile(m[inside], 99.5), 1e-12)) for m in (fit.ki, fit.v))
     projection = PatlakProjection(
-        torch.stack([to_model(c[0]), to_model(c[1])]).to(device), to_model(s2, fill=1.0).to(device),
-        torch.as_tensor(gram, dtype=torch.float32, device=device), scales, region[0].to(device),
+        torch.stack([to_model(fit.c[0]), to_model(fit.c[1])]).to(device), to_model(s2, fill=1.0).to(device),
+        torch.as_tensor(fit.gram, dtype=torch.float32, device=device), scales, region[0].to(device),
         backbone.denoiser.schedule, doubt)
     estimate = sampling.estimate_of(model, tuple(region.shape[2:]), contrast=contrast, group=2, mean_of="final",
                                     projection=projection)
