@@ -101,7 +101,6 @@ def run_patlak(pet, *, input, out=None, overwrite=False, **options) -> JobResult
                       overwrite=overwrite)
     result = patlak_job(pet, input=input, **options)
     if out is not None:
-        images, montage, sidecar = patlak_outputs(pet, out)
         title = f"Patlak ({result.info['method']}), t* {result.info['tstar_min']:g} min"
         result.info = write_result(result, images, montage, sidecar, overwrite=overwrite, title=title)
     return result

@@ -2,6 +2,7 @@
 cannot fit is refused with the figures instead of dying half-way (or swapping the machine to a halt)."""
 from __future__ import annotations
 
+import math
 import os
 
 # Peak memory of one sampling batch per model-grid voxel and per sample, for a backbone whose first U-Net level has
@@ -37,8 +38,6 @@ def available_memory(device="cpu") -> int | None:
 
 def sampling_bytes(grid_shape, samples: int, first_level_channels: int | None = None) -> int:
     """Estimated peak bytes of sampling `samples` volumes of `grid_shape` (the model grid) as one batch."""
-    voxels = 1
-    for n in grid_shape:
-        voxels *= int(n)
+    voxels = math.prod(int(n) for n in grid_shape)
     width = (first_level_channels or REFERENCE_CHANNELS) / REFERENCE_CHANNELS
     return int(samples * voxels * BYTES_PER_VOXEL_SAMPLE * max(width, 1.0))

@@ -1,6 +1,7 @@
 """Read and write NIfTI files as `Volume`s, refusing bad input with one clear line."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import nibabel as nib
@@ -49,7 +50,8 @@ def _check_claimed_size(path: Path, img) -> None:
     """Before reading or allocating: does the file hold what the header claims, and does it fit in memory?"""
     shape = tuple(int(n) for n in img.shape)
     dtype = np.dtype(img.get_data_dtype())
-    stored = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    voxels = math.prod(shape)
+    stored = voxels * dtype.itemsize
     offset = int(img.header.get("vox_offset", 0) or 0) if str(path).endswith(".nii") else 0
     size = path.stat().st_size
     claimed = f"header says {'x'.join(map(str, shape))} {dtype.name}, {gigabytes(stored)}"
@@ -60,7 +62,7 @@ def _check_claimed_size(path: Path, img) -> None:
     elif size < offset + stored:
         raise InputError(path, f"{claimed}; the file holds {size} bytes (truncated, or a wrong header)")
     scaled = img.header.get_slope_inter() not in ((None, None), (1.0, 0.0))     # scaled voxels come as float64
-    in_memory = int(np.prod(shape, dtype=np.float64)) * (8 if scaled else dtype.itemsize) * 2    # read + copy
+    in_memory = voxels * (8 if scaled else dtype.itemsize) * 2    # read + copy
     free = available_memory("cpu")
     if free is not None and in_memory > free:
         raise InputError(path, f"{claimed}; reading it needs about {gigabytes(in_memory)} of memory and "
