@@ -7,6 +7,7 @@ read then, and a CPU-only install never touches Triton.
 
 - `haar`: the 3D Haar DWT and its inverse with the codec's low-pass scaling, one read and one write;
 - `sampler`: the DDIM (eta = 0) update: x0 -> eps -> x_next in one pass;
+- `groupnorm`: GroupNorm(+SiLU) of 5-D activations, and `swap.use_fused_kernels` puts it into MONAI's networks;
 - `patlak`: the per-voxel 2x2 Patlak proximal solve.
 """
 from __future__ import annotations
