@@ -11,7 +11,8 @@ from volgen import kernels  # noqa: E402
 from volgen.kernels.groupnorm import group_norm, group_norm_eager  # noqa: E402
 from volgen.kernels.haar import haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager  # noqa: E402
 from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager  # noqa: E402
-from volgen.kernels.sampler import ddim_step, ddim_step_eager  # noqa: E402
+from volgen.kernels.sampler import (ddim_step, ddim_step_eager, mean_spread, mean_spread_eager, x0_eps,  # noqa: E402
+                                    x0_eps_eager)
 
 pytestmark = pytest.mark.skipif(not kernels.triton_available(), reason="Triton is not installed")
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=2e-3, atol=2e-3)}
@@ -47,12 +48,44 @@ def test_ddim_kernel_matches_the_reference(triton_forced, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_patlak_kernel_matches_the_reference(triton_forced, dtype):
+@pytest.mark.parametrize("parameterization", ["eps", "x0", "v", "flow"])
+@pytest.mark.parametrize("guided", [False, True])
+def test_x0_eps_kernel_matches_the_reference(triton_forced, dtype, parameterization, guided):
+    from volgen.backbones.denoiser import x0_eps_coefficients
+    x = _rand(3, 8, 5, 7, 9)                                              # the sampler's state stays float32
+    prediction, uncond = _rand(3, 8, 5, 7, 9, dtype=dtype, seed=1), _rand(3, 8, 5, 7, 9, dtype=dtype, seed=2)
+    alpha, sigma = (0.6, 0.4) if parameterization == "flow" else (0.8, 0.6)
+    coefficients = x0_eps_coefficients(alpha, sigma, parameterization)
+    extra = (uncond, 3.0) if guided else ()
+    got = x0_eps(x, prediction, coefficients, *extra)
+    want = x0_eps_eager(x, prediction.float(), coefficients, *(e.float() if torch.is_tensor(e) else e for e in extra))
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_mean_spread_kernel_matches_torch(triton_forced, dtype):
+    draws = (_rand(4, 2, 1, 5, 6, 7, seed=3) * 0.1 + 100.0).to(dtype)   # a large offset: no catastrophic cancelling
+    mean, std = mean_spread(draws)
+    want_mean, want_std = draws.float().mean(0), draws.float().std(0, correction=0)
+    tol = TOL[dtype] if dtype == torch.float32 else dict(rtol=2e-3, atol=0.1)
+    torch.testing.assert_close(mean.float(), want_mean, **tol)
+    torch.testing.assert_close(std.float(), want_std, rtol=1e-2, atol=1e-3 if dtype == torch.float32 else 0.05)
+    assert mean_spread_eager(draws.float())[1].shape == std.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("per_voxel", [False, True])
+def test_patlak_kernel_matches_the_reference(triton_forced, dtype, per_voxel):
     grid = (5, 6, 7)
     ki0, v0 = _rand(2, *grid, dtype=dtype).abs(), _rand(2, *grid, dtype=dtype, seed=1).abs()
     c0, c1 = _rand(*grid, dtype=dtype, seed=2), _rand(*grid, dtype=dtype, seed=3)
     s2 = _rand(*grid, dtype=dtype, seed=4).abs() + 0.5
-    args = (4.0, 1.0, 2.0, 3.0, 0.5)
+    precisions = (3.0, 0.5)
+    if per_voxel:                                  # the prior doubted more in some voxels than others
+        precisions = (_rand(2, *grid, seed=8).abs() + 0.1, _rand(2, *grid, seed=9).abs() + 0.1)
+    args = (4.0, 1.0, 2.0, *precisions)
     got = patlak_proximal(ki0, v0, c0, c1, s2, *args)
     want = patlak_proximal_eager(ki0.float(), v0.float(), c0.float(), c1.float(), s2.float(), *args)
     for g, w in zip(got, want):
@@ -120,12 +153,15 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
         raise AssertionError("the eager reference ran")
 
     for module, name in ((volgen.kernels.haar, "haar_dwt3_eager"), (volgen.kernels.haar, "haar_idwt3_eager"),
-                         (volgen.kernels.sampler, "ddim_step_eager"), (volgen.kernels.patlak, "patlak_proximal_eager"),
+                         (volgen.kernels.sampler, "ddim_step_eager"), (volgen.kernels.sampler, "x0_eps_eager"),
+                         (volgen.kernels.sampler, "mean_spread_eager"), (volgen.kernels.patlak, "patlak_proximal_eager"),
                          (volgen.kernels.groupnorm, "group_norm_eager")):
         monkeypatch.setattr(module, name, boom)
     x = _rand(1, 1, 4, 4, 4)
     haar_idwt3(haar_dwt3(x))
     ddim_step(x, x, 0.5, 0.5, 1.0, 0.0)
+    x0_eps(x, x, (0.0, 1.0, 2.0, -1.0), x, 2.0)
+    mean_spread(x.expand(3, 1, 4, 4, 4))
     patlak_proximal(x[0], x[0], x[0, 0], x[0, 0], x[0, 0].abs() + 1, 1.0, 0.0, 1.0, 1.0, 1.0)
     group_norm(x.expand(1, 4, 4, 4, 4), 2, silu=True)
 

@@ -15,18 +15,25 @@ PARAMETERIZATIONS = ("eps", "v", "x0", "flow")
 _NEEDS_KIND = {"v": "vp", "flow": "flow"}
 
 
+def x0_eps_coefficients(alpha, sigma, parameterization: str) -> tuple:
+    """(a_x, a_p, e_x, e_p) with x0 = a_x x_t + a_p prediction and eps = e_x x_t + e_p prediction: every
+    parameterization is linear in (x_t, prediction), which is what lets one fused pass convert it."""
+    if parameterization == "eps":
+        return 1 / alpha, -sigma / alpha, 0.0, 1.0
+    if parameterization == "x0":
+        return 0.0, 1.0, 1 / sigma, -alpha / sigma
+    if parameterization == "v":
+        return alpha, -sigma, sigma, alpha
+    if parameterization == "flow":
+        return 1.0, -sigma, 1.0, alpha
+    raise ValueError(f"unknown parameterization '{parameterization}' ({', '.join(PARAMETERIZATIONS)})")
+
+
 def x0_eps_from(prediction: torch.Tensor, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor,
                 parameterization: str):
     """(x0, eps) from a prediction of the given kind; `alpha`, `sigma` broadcast against x_t."""
-    if parameterization == "eps":
-        return (x_t - sigma * prediction) / alpha, prediction
-    if parameterization == "x0":
-        return prediction, (x_t - alpha * prediction) / sigma
-    if parameterization == "v":
-        return alpha * x_t - sigma * prediction, sigma * x_t + alpha * prediction
-    if parameterization == "flow":
-        return x_t - sigma * prediction, x_t + alpha * prediction
-    raise ValueError(f"unknown parameterization '{parameterization}' ({', '.join(PARAMETERIZATIONS)})")
+    a_x, a_p, e_x, e_p = x0_eps_coefficients(alpha, sigma, parameterization)
+    return a_x * x_t + a_p * prediction, e_x * x_t + e_p * prediction
 
 
 def prediction_target(x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor,
@@ -65,5 +72,16 @@ class Denoiser(torch.nn.Module):
         return tuple(c.reshape(-1).to(device=like.device, dtype=like.dtype).reshape(shape)
                      for c in self.schedule.alpha_sigma(t))
 
-    def x0_eps(self, prediction: torch.Tensor, x_t: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
-        return x0_eps_from(prediction, x_t, *self.alpha_sigma(t, x_t), self.parameterization)
+    def x0_eps(self, prediction: torch.Tensor, x_t: torch.Tensor, t, uncond: torch.Tensor | None = None,
+               guidance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0, eps) at timestep t (one for the whole batch, or one per item), in x_t's dtype. With `uncond` (the
+        unconditional pass's prediction) the prediction is classifier-free guided first, uncond + guidance
+        (prediction - uncond); at one t, one fused pass (`volgen.kernels.sampler.x0_eps`) on CUDA."""
+        from volgen.kernels.sampler import x0_eps
+        if torch.as_tensor(t).numel() > 1:
+            if uncond is not None:
+                prediction = uncond + guidance * (prediction - uncond)
+            return x0_eps_from(prediction.to(x_t.dtype), x_t, *self.alpha_sigma(t, x_t), self.parameterization)
+        alpha, sigma = (float(c) for c in self.schedule.alpha_sigma(t))
+        coefficients = x0_eps_coefficients(alpha, sigma, self.parameterization)
+        return x0_eps(x_t, prediction, coefficients, uncond, guidance)

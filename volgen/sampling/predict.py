@@ -14,12 +14,13 @@ class ClassifierFreeGuidance:
     scale: float
     uncond: dict = field(default_factory=dict)
 
-    def __call__(self, denoiser, x, t, cond: dict) -> torch.Tensor:
+    def __call__(self, denoiser, x, t, cond: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(conditional prediction, unconditional one or None at scale 1): the combination is left to the fused
+        conversion to (x0, eps), `Denoiser.x0_eps(..., uncond=, guidance=)`."""
         with_cond = denoiser(x, t, **cond)
         if self.scale == 1.0:
-            return with_cond
-        without = denoiser(x, t, **self.uncond)
-        return without + self.scale * (with_cond - without)
+            return with_cond, None
+        return with_cond, denoiser(x, t, **self.uncond)
 
 
 def predict_x0_eps(denoiser, x: torch.Tensor, t: int, cond: dict | None, guidance=None, consistency=None):
@@ -27,9 +28,13 @@ def predict_x0_eps(denoiser, x: torch.Tensor, t: int, cond: dict | None, guidanc
     so the next step stays on the trajectory the corrected estimate implies."""
     t_batch = denoiser.timestep_batch(t, x)
     cond = cond or {}
-    prediction = guidance(denoiser, x, t_batch, cond) if guidance is not None else denoiser(x, t_batch, **cond)
-    prediction = prediction.to(x.dtype)            # under autocast the network answers in bf16; x stays float32
-    x0, eps = denoiser.x0_eps(prediction, x, t)    # the exact t: a flow's float32 t_batch is rounded
+    if guidance is not None:
+        prediction, uncond = guidance(denoiser, x, t_batch, cond)
+    else:
+        prediction, uncond = denoiser(x, t_batch, **cond), None
+    # under autocast the network answers in bf16; x0 and eps come out in x's float32. The exact t: a flow's float32
+    # t_batch is rounded.
+    x0, eps = denoiser.x0_eps(prediction, x, t, uncond=uncond, guidance=guidance.scale if guidance else 1.0)
     if consistency is not None:
         x0 = consistency(x0, t)
         alpha, sigma = denoiser.alpha_sigma(t, x)

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from volgen.backbones.backbone import Backbone
+from volgen.kernels.sampler import mean_spread
 from volgen.sampling import get_sampler
 from volgen.sampling.consistency import ImageSpaceProjection
 
@@ -109,14 +110,14 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
         sample, first = sample.float(), [x0.float() for x0 in first]
         draws = _decode(backbone.codec, sample, projection)
         per_sample = draws.view(samples, group, *draws.shape[1:])
+        final_mean, spread = mean_spread(per_sample) if samples > 1 else (per_sample[0], None)
         if estimate == "sample":
             image = per_sample[0]
         elif mean_of == "final":
-            image = per_sample.mean(0)
+            image = final_mean
         else:
             first_mean = first[0].view(samples, group, *first[0].shape[1:]).mean(0)
             image = _decode(backbone.codec, first_mean, projection)
-        spread = per_sample.std(0, correction=0) if samples > 1 else None
         return Estimate(image, spread, estimate, draws)
 
 
