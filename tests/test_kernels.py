@@ -9,7 +9,8 @@ import torch  # noqa: E402
 
 from volgen import kernels  # noqa: E402
 from volgen.kernels.groupnorm import group_norm, group_norm_eager  # noqa: E402
-from volgen.kernels.haar import haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager  # noqa: E402
+from volgen.kernels.haar import (haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager, haar_keep_known,  # noqa: E402
+                                 haar_keep_known_eager)
 from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager  # noqa: E402
 from volgen.kernels.sampler import (ddim_step, ddim_step_eager, mean_spread, mean_spread_eager, x0_eps,  # noqa: E402
                                     x0_eps_eager)
@@ -37,6 +38,23 @@ def test_haar_kernels_match_the_reference(triton_forced, dtype, lowpass):
     torch.testing.assert_close(haar_idwt3(z, lowpass), x, **TOL[dtype])                 # and it inverts
     channels_last = x.to(memory_format=torch.channels_last_3d)
     torch.testing.assert_close(haar_dwt3(channels_last, lowpass), z)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("known_batch", [1, 3])
+def test_keep_known_kernel_matches_decode_blend_encode(triton_forced, dtype, known_batch):
+    from volgen.codecs.haar import HaarCodec
+    from volgen.sampling.consistency import ImageSpaceProjection, known_voxel_projection
+    z = _rand(3, 16, 3, 5, 7, dtype=dtype)                                # 2 channels, blocks not a block multiple
+    known = _rand(known_batch, 2, 6, 10, 14, dtype=dtype, seed=1)
+    mask = (_rand(1, 2, 6, 10, 14, seed=2) > 0).to(dtype)
+    codec = HaarCodec()
+    got = ImageSpaceProjection(codec, known_voxel_projection(known, mask))(z, 500)     # the sampler's path
+    want = haar_keep_known_eager(z.float(), known.float(), mask.float(), codec.lowpass_scale)
+    torch.testing.assert_close(got.float(), want, **TOL[dtype])
+    kept = haar_idwt3_eager(got.float(), codec.lowpass_scale)
+    torch.testing.assert_close(kept * (1 - mask.float()), (known.float() * (1 - mask.float())).expand_as(kept),
+                               **TOL[dtype])                              # the known voxels come back exactly
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -153,12 +171,14 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
         raise AssertionError("the eager reference ran")
 
     for module, name in ((volgen.kernels.haar, "haar_dwt3_eager"), (volgen.kernels.haar, "haar_idwt3_eager"),
+                         (volgen.kernels.haar, "haar_keep_known_eager"),
                          (volgen.kernels.sampler, "ddim_step_eager"), (volgen.kernels.sampler, "x0_eps_eager"),
                          (volgen.kernels.sampler, "mean_spread_eager"), (volgen.kernels.patlak, "patlak_proximal_eager"),
                          (volgen.kernels.groupnorm, "group_norm_eager")):
         monkeypatch.setattr(module, name, boom)
     x = _rand(1, 1, 4, 4, 4)
     haar_idwt3(haar_dwt3(x))
+    haar_keep_known(haar_dwt3(x.expand(1, 1, 4, 4, 4)).expand(1, 8, 2, 2, 2), x, x)
     ddim_step(x, x, 0.5, 0.5, 1.0, 0.0)
     x0_eps(x, x, (0.0, 1.0, 2.0, -1.0), x, 2.0)
     mean_spread(x.expand(3, 1, 4, 4, 4))

@@ -35,91 +35,9 @@ def haar_idwt3_eager(z: torch.Tensor, lowpass_scale: float = 1.0) -> torch.Tenso
 
 @functools.cache
 def _kernels():
-    import triton
-    import triton.language as tl
+    from volgen.kernels import _haar_triton as k
 
-    @triton.jit
-    def dwt(x_ptr, z_ptr, n, D2, H2, W2, low, BLOCK: tl.constexpr):
-        # one lane per output voxel (b, c, i, j, k) of one subband position; it writes all 8 subbands
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n
-        k = offs % W2
-        j = (offs // W2) % H2
-        i = (offs // (W2 * H2)) % D2
-        bc = offs // (W2 * H2 * D2)
-        H, W = 2 * H2, 2 * W2
-        base = bc * (2 * D2) * H * W + (2 * i) * H * W + (2 * j) * W + 2 * k
-        x000 = tl.load(x_ptr + base, mask=mask, other=0.0).to(tl.float32)
-        x001 = tl.load(x_ptr + base + 1, mask=mask, other=0.0).to(tl.float32)
-        x010 = tl.load(x_ptr + base + W, mask=mask, other=0.0).to(tl.float32)
-        x011 = tl.load(x_ptr + base + W + 1, mask=mask, other=0.0).to(tl.float32)
-        x100 = tl.load(x_ptr + base + H * W, mask=mask, other=0.0).to(tl.float32)
-        x101 = tl.load(x_ptr + base + H * W + 1, mask=mask, other=0.0).to(tl.float32)
-        x110 = tl.load(x_ptr + base + H * W + W, mask=mask, other=0.0).to(tl.float32)
-        x111 = tl.load(x_ptr + base + H * W + W + 1, mask=mask, other=0.0).to(tl.float32)
-        # butterflies along W, then H, then D
-        lw00, hw00 = x000 + x001, x000 - x001
-        lw01, hw01 = x010 + x011, x010 - x011
-        lw10, hw10 = x100 + x101, x100 - x101
-        lw11, hw11 = x110 + x111, x110 - x111
-        ll0, hl0, lh0, hh0 = lw00 + lw01, lw00 - lw01, hw00 + hw01, hw00 - hw01
-        ll1, hl1, lh1, hh1 = lw10 + lw11, lw10 - lw11, hw10 + hw11, hw10 - hw11
-        norm = 0.35355339059327373
-        band = D2 * H2 * W2
-        out = bc * 8 * band + i * H2 * W2 + j * W2 + k
-        tl.store(z_ptr + out, (ll0 + ll1) * norm / low, mask=mask)          # aaa
-        tl.store(z_ptr + out + band, (lh0 + lh1) * norm, mask=mask)         # aad
-        tl.store(z_ptr + out + 2 * band, (hl0 + hl1) * norm, mask=mask)     # ada
-        tl.store(z_ptr + out + 3 * band, (hh0 + hh1) * norm, mask=mask)     # add
-        tl.store(z_ptr + out + 4 * band, (ll0 - ll1) * norm, mask=mask)     # daa
-        tl.store(z_ptr + out + 5 * band, (lh0 - lh1) * norm, mask=mask)     # dad
-        tl.store(z_ptr + out + 6 * band, (hl0 - hl1) * norm, mask=mask)     # dda
-        tl.store(z_ptr + out + 7 * band, (hh0 - hh1) * norm, mask=mask)     # ddd
-
-    @triton.jit
-    def idwt(z_ptr, x_ptr, n, D2, H2, W2, low, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n
-        k = offs % W2
-        j = (offs // W2) % H2
-        i = (offs // (W2 * H2)) % D2
-        bc = offs // (W2 * H2 * D2)
-        band = D2 * H2 * W2
-        src = bc * 8 * band + i * H2 * W2 + j * W2 + k
-        s0 = tl.load(z_ptr + src, mask=mask, other=0.0).to(tl.float32) * low
-        s1 = tl.load(z_ptr + src + band, mask=mask, other=0.0).to(tl.float32)
-        s2 = tl.load(z_ptr + src + 2 * band, mask=mask, other=0.0).to(tl.float32)
-        s3 = tl.load(z_ptr + src + 3 * band, mask=mask, other=0.0).to(tl.float32)
-        s4 = tl.load(z_ptr + src + 4 * band, mask=mask, other=0.0).to(tl.float32)
-        s5 = tl.load(z_ptr + src + 5 * band, mask=mask, other=0.0).to(tl.float32)
-        s6 = tl.load(z_ptr + src + 6 * band, mask=mask, other=0.0).to(tl.float32)
-        s7 = tl.load(z_ptr + src + 7 * band, mask=mask, other=0.0).to(tl.float32)
-        # the same butterflies (the transform is its own inverse): along D, then H, then W
-        a0, a1 = s0 + s4, s0 - s4
-        b0, b1 = s1 + s5, s1 - s5
-        c0, c1 = s2 + s6, s2 - s6
-        d0, d1 = s3 + s7, s3 - s7
-        norm = 0.35355339059327373
-        H, W = 2 * H2, 2 * W2
-        base = bc * (2 * D2) * H * W + (2 * i) * H * W + (2 * j) * W + 2 * k
-        for_d0_h0 = a0 + c0
-        for_d0_h1 = a0 - c0
-        for_d0_h0b = b0 + d0
-        for_d0_h1b = b0 - d0
-        tl.store(x_ptr + base, (for_d0_h0 + for_d0_h0b) * norm, mask=mask)
-        tl.store(x_ptr + base + 1, (for_d0_h0 - for_d0_h0b) * norm, mask=mask)
-        tl.store(x_ptr + base + W, (for_d0_h1 + for_d0_h1b) * norm, mask=mask)
-        tl.store(x_ptr + base + W + 1, (for_d0_h1 - for_d0_h1b) * norm, mask=mask)
-        for_d1_h0 = a1 + c1
-        for_d1_h1 = a1 - c1
-        for_d1_h0b = b1 + d1
-        for_d1_h1b = b1 - d1
-        tl.store(x_ptr + base + H * W, (for_d1_h0 + for_d1_h0b) * norm, mask=mask)
-        tl.store(x_ptr + base + H * W + 1, (for_d1_h0 - for_d1_h0b) * norm, mask=mask)
-        tl.store(x_ptr + base + H * W + W, (for_d1_h1 + for_d1_h1b) * norm, mask=mask)
-        tl.store(x_ptr + base + H * W + W + 1, (for_d1_h1 - for_d1_h1b) * norm, mask=mask)
-
-    return dwt, idwt
+    return k.dwt, k.idwt, k.keep_known
 
 
 def haar_dwt3(x: torch.Tensor, lowpass_scale: float = 1.0) -> torch.Tensor:
@@ -147,3 +65,28 @@ def haar_idwt3(z: torch.Tensor, lowpass_scale: float = 1.0) -> torch.Tensor:
     n = b * (c8 // 8) * d * h * w
     _kernels()[1][blocks(n, BLOCK)](z, x, n, d, h, w, float(lowpass_scale), BLOCK=BLOCK)
     return x
+
+
+def haar_keep_known_eager(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
+                          lowpass_scale: float = 1.0) -> torch.Tensor:
+    x = haar_idwt3_eager(z, lowpass_scale)
+    return haar_dwt3_eager(known * (1 - mask) + x * mask, lowpass_scale)
+
+
+def haar_keep_known(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, lowpass_scale: float = 1.0) -> torch.Tensor:
+    """The known-voxel projection of a codec-space estimate, encode(known (1 - mask) + decode(z) mask), in one pass:
+    z is (B, 8C, D, H, W); known and mask are images (B or 1, C, 2D, 2H, 2W)."""
+    if backend(z, known, mask) == "eager":
+        return haar_keep_known_eager(z, known, mask, lowpass_scale)
+    b, c8, d, h, w = z.shape
+    image = (c8 // 8, 2 * d, 2 * h, 2 * w)
+    if known.shape[1:] != image or known.shape[0] not in (1, b):
+        raise ValueError(f"known image {tuple(known.shape)} does not match the estimate's image (B, {image})")
+    z = z.contiguous()
+    known = known.to(z.dtype).contiguous()
+    mask = mask.to(z.dtype).expand_as(known).contiguous()
+    out = torch.empty_like(z)
+    n = b * (c8 // 8) * d * h * w
+    _kernels()[2][blocks(n, BLOCK)](z, known, mask, out, n, known.shape[0] * (c8 // 8), d, h, w,
+                                    float(lowpass_scale), BLOCK=BLOCK)
+    return out
