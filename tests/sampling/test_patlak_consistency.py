@@ -34,6 +34,13 @@ def test_the_prior_is_trusted_more_as_the_noise_falls():
     assert all(a > b for a, b in zip(taus, taus[1:])) and taus[0] < 1.0 and taus[-1] < 0.02
 
 
+def test_the_floor_keeps_the_prior_from_being_trusted_beyond_its_own_error():
+    schedule = NoiseSchedule.linear()
+    bare = prior_uncertainty(schedule, 0, 1.0)
+    assert abs(prior_uncertainty(schedule, 0, 1.0, floor=0.1) - (bare ** 2 + 0.01) ** 0.5) < 1e-12
+    assert prior_uncertainty(schedule, 900, 1.0, floor=0.1) > prior_uncertainty(schedule, 900, 1.0)
+
+
 def test_the_projection_pairs_ki_and_v_and_keeps_the_background():
     shape = (1, 2, 2, 1)
     region = torch.tensor([True, False, True, True]).view(shape)

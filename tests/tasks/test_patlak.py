@@ -193,6 +193,7 @@ def test_the_diffusion_path_on_a_tiny_backbone_follows_the_data_as_far_as_the_pr
     import volgen.tasks.patlak_diffusion
 
     monkeypatch.setattr(volgen.tasks.patlak_diffusion, "PRIOR_DOUBT", doubt)
+    monkeypatch.setattr(volgen.tasks.patlak_diffusion, "PRIOR_ERROR_FLOOR", 0.0)   # the two ends of the doubt scale
     pet, blood, ki, v = write_study(tmp_path / "in", ki=_maps((16, 16, 16))[0], v=_maps((16, 16, 16))[1])
     out = tmp_path / "out"
     assert main(["patlak", str(pet), "--input", str(blood), "--method", "diffusion", "--model",

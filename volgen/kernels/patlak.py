@@ -1,6 +1,4 @@
-"""The Patlak proximal step per voxel (see volgen.sampling.patlak): theta = (G / s2 + P)^-1 (c / s2 + P theta0).
-The prior's precisions P = diag(p_ki, p_v) are numbers, or per-voxel tensors shaped like ki0 (a prior doubted more
-where it is locally biased)."""
+"""The Patlak proximal step per voxel (see volgen.sampling.patlak): theta = (G / s2 + P)^-1 (c / s2 + P theta0)."""
 from __future__ import annotations
 
 import functools
@@ -12,7 +10,7 @@ from volgen.kernels import backend, blocks
 BLOCK = 4096
 
 
-def patlak_proximal_eager(ki0, v0, c0, c1, s2, g00: float, g01: float, g11: float, p_ki, p_v):
+def patlak_proximal_eager(ki0, v0, c0, c1, s2, g00: float, g01: float, g11: float, p_ki: float, p_v: float):
     h00, h01, h11 = g00 / s2, g01 / s2, g11 / s2
     a00, a11 = h00 + p_ki, h11 + p_v
     r0, r1 = c0 / s2 + p_ki * ki0, c1 / s2 + p_v * v0
@@ -27,7 +25,7 @@ def _kernel():
 
     @triton.jit
     def proximal(ki0_ptr, v0_ptr, c0_ptr, c1_ptr, s2_ptr, ki_ptr, v_ptr, n, per_sample,
-                 g00, g01, g11, p_ki, p_v, PER_VOXEL: tl.constexpr, BLOCK: tl.constexpr):
+                 g00, g01, g11, p_ki, p_v, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
         voxel = offs % per_sample                   # the statistics are shared by every sample
@@ -36,9 +34,6 @@ def _kernel():
         c0 = tl.load(c0_ptr + voxel, mask=mask, other=0.0).to(tl.float32)
         c1 = tl.load(c1_ptr + voxel, mask=mask, other=0.0).to(tl.float32)
         inv = 1.0 / tl.load(s2_ptr + voxel, mask=mask, other=1.0).to(tl.float32)
-        if PER_VOXEL:                               # p_ki, p_v point at (K, *grid) precisions
-            p_ki = tl.load(p_ki + offs, mask=mask, other=1.0).to(tl.float32)
-            p_v = tl.load(p_v + offs, mask=mask, other=1.0).to(tl.float32)
         a00 = g00 * inv + p_ki
         a11 = g11 * inv + p_v
         h01 = g01 * inv
@@ -51,21 +46,13 @@ def _kernel():
     return proximal
 
 
-def patlak_proximal(ki0, v0, c0, c1, s2, g00: float, g01: float, g11: float, p_ki, p_v):
-    """(Ki, V): ki0, v0 are (K, *grid) prior estimates; c0, c1, s2 are (*grid) statistics shared by the K; the
-    precisions p_ki, p_v are numbers or (K, *grid) tensors."""
-    per_voxel = torch.is_tensor(p_ki) or torch.is_tensor(p_v)
-    tensors = (ki0, v0, c0, c1, s2) + ((p_ki, p_v) if per_voxel else ())
-    if backend(*tensors) == "eager":
+def patlak_proximal(ki0, v0, c0, c1, s2, g00: float, g01: float, g11: float, p_ki: float, p_v: float):
+    """(Ki, V): ki0, v0 are (K, *grid) prior estimates; c0, c1, s2 are (*grid) statistics shared by the K."""
+    if backend(ki0, v0, c0, c1, s2) == "eager":
         return patlak_proximal_eager(ki0, v0, c0, c1, s2, g00, g01, g11, p_ki, p_v)
     ki0, v0 = ki0.contiguous(), v0.contiguous()
     c0, c1, s2 = c0.contiguous(), c1.contiguous(), s2.contiguous()
-    if per_voxel:
-        p_ki, p_v = (torch.as_tensor(p, device=ki0.device, dtype=torch.float32).expand(ki0.shape).contiguous()
-                     for p in (p_ki, p_v))
-    else:
-        p_ki, p_v = float(p_ki), float(p_v)
     ki, v = torch.empty_like(ki0, dtype=torch.float32), torch.empty_like(v0, dtype=torch.float32)
     _kernel()[blocks(ki0.numel(), BLOCK)](ki0, v0, c0, c1, s2, ki, v, ki0.numel(), c0.numel(), float(g00),
-                                          float(g01), float(g11), p_ki, p_v, PER_VOXEL=per_voxel, BLOCK=BLOCK)
+                                          float(g01), float(g11), float(p_ki), float(p_v), BLOCK=BLOCK)
     return ki, v

@@ -7,9 +7,12 @@ sure the prior is at this noise level (standard deviations tau_Ki, tau_V), the p
 
     theta = (G / s2 + P)^-1 (c / s2 + P theta0),   P = diag(1 / tau_Ki^2, 1 / tau_V^2),
 
-a closed-form 2x2 solve per voxel (`volgen.kernels.patlak`: fused on CUDA). At high noise tau is large and the data dominate (theta -> LS); as sampling
-goes on the prior's estimate is trusted more. tau follows the MMSE error of a unit-variance prior at noise level
-sigma_t / alpha_t, scaled by `doubt` (tuned on training cases) and by each map's intensity scale.
+a closed-form 2x2 solve per voxel (`volgen.kernels.patlak`: fused on CUDA). At high noise tau is large and the data
+dominate (theta -> LS); as sampling goes on the prior's estimate is trusted more. tau follows the MMSE error of a
+unit-variance prior at noise level sigma_t / alpha_t, scaled by `doubt` (tuned on training cases), combined with a
+floor, and scaled by each map's intensity scale. The floor is the prior's own x0 error at the lowest noise: a
+trained network is never as sure as the formula for a perfect prior says, and trusting it more than that pulls
+what it has seen little of (a hot tumour) toward what it has seen much of.
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ import torch
 from volgen.kernels.patlak import patlak_proximal
 
 
-def prior_uncertainty(schedule, t, doubt: float) -> float:
+def prior_uncertainty(schedule, t, doubt: float, floor: float = 0.0) -> float:
     """The prior's x0 error (std, in the model's [-1, 1] units) at timestep t: doubt * s / sqrt(1 + s^2), s the
-    noise-to-signal ratio sigma_t / alpha_t (the MMSE error of a unit-variance Gaussian prior)."""
+    noise-to-signal ratio sigma_t / alpha_t (the MMSE error of a unit-variance Gaussian prior), combined in
+    quadrature with `floor`, the error the network keeps at the lowest noise."""
     alpha, sigma = schedule.alpha_sigma(torch.as_tensor(t))
     ratio = float(sigma / alpha)
-    return doubt * ratio / (1.0 + ratio ** 2) ** 0.5
+    return ((doubt * ratio) ** 2 / (1.0 + ratio ** 2) + floor ** 2) ** 0.5
 
 
 class PatlakProjection:
@@ -33,9 +37,9 @@ class PatlakProjection:
     takes_timestep = True
 
     def __init__(self, c: torch.Tensor, s2: torch.Tensor, gram: torch.Tensor, scales: tuple[float, float],
-                 region: torch.Tensor, schedule, doubt: float):
+                 region: torch.Tensor, schedule, doubt: float, floor: float = 0.0):
         self.c, self.s2, self.gram = c, s2.clamp_min(1e-12), gram
-        self.scales, self.region, self.schedule, self.doubt = scales, region, schedule, doubt
+        self.scales, self.region, self.schedule, self.doubt, self.floor = scales, region, schedule, doubt, floor
 
     def __call__(self, image: torch.Tensor, t) -> torch.Tensor:
         if t is None:                                   # the end of sampling: the samples are the estimate
@@ -43,7 +47,7 @@ class PatlakProjection:
         pairs = image.view(-1, 2, *image.shape[1:]).float()
         s_ki, s_v = self.scales
         ki0, v0 = (pairs[:, 0] + 1) / 2 * s_ki, (pairs[:, 1] + 1) / 2 * s_v
-        tau = prior_uncertainty(self.schedule, t, self.doubt)
+        tau = prior_uncertainty(self.schedule, t, self.doubt, self.floor)
         g = self.gram
         ki, v = patlak_proximal(ki0, v0, self.c[0], self.c[1], self.s2, float(g[0, 0]), float(g[0, 1]),
                                 float(g[1, 1]), 1.0 / (tau * s_ki / 2) ** 2, 1.0 / (tau * s_v / 2) ** 2)
