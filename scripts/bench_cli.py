@@ -27,9 +27,11 @@ import numpy as np
 TARGET_SECONDS = 10.0
 
 
-# `python -m volgen ARGS`, reporting its own peak RSS on the last line of stderr
-VOLGEN = ("import resource, sys; from volgen.cli import main; rc = main(sys.argv[1:]); "
-          "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+# the `volgen ARGS` command (volgen.cli.entry: main, then an exit without the interpreter's teardown), reporting
+# its own peak RSS on the last line of stderr
+VOLGEN = ("import os, resource, sys; from volgen.cli import main; rc = main(sys.argv[1:]); "
+          "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
+          "sys.stdout.flush(); sys.stderr.flush(); os._exit(rc)")
 
 
 def run_volgen(args: list[str]) -> tuple[float, float]:

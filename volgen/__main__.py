@@ -1,3 +1,3 @@
-from volgen.cli import main
+from volgen.cli import entry
 
-raise SystemExit(main())
+entry()

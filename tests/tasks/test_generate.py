@@ -97,3 +97,38 @@ def test_bf16_autocast_stays_close_to_fp32_and_precision_is_checked():
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="precision"):
         resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_the_cpu_default_stops_after_two_of_the_five_step_timesteps_and_keeps_the_five_step_mean():
+    from volgen.tasks.job import Sampling
+    from volgen.tasks.models import default_timesteps
+
+    backbone = _backbone()
+    cpu = torch.device("cpu")
+    assert default_timesteps(backbone.denoiser.schedule, cpu, mean_of_first=True) == [800, 400]
+    assert default_timesteps(backbone.denoiser.schedule, cpu, mean_of_first=False) == [800, 600, 400, 200, 0]
+    assert Sampling(model=backbone).timesteps(backbone, "final") == [800, 600, 400, 200, 0]   # Patlak: finished
+    assert Sampling(model=backbone, steps=3).timesteps(backbone) == backbone.denoiser.schedule.timesteps(3)
+    short = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=[800, 400], samples=2, seed=5)
+    full = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=5, samples=2, seed=5)
+    assert torch.equal(short.image, full.image)              # the same first step: the same posterior mean
+    assert not torch.equal(short.draws, full.draws) and short.spread.abs().max() > 0
+
+
+def test_a_module_reuses_its_conditions_codes_within_a_call_and_forgets_them_after():
+    backbone = _backbone()
+    module = VCM(backbone, VCMConfig(conditions=("t1n", "t2f"), channels=(8, 16), features=8, head_channels=8,
+                                     num_head_channels=8, norm_num_groups=8, condition_path="codec")).eval()
+    torch.nn.init.normal_(module.beta.weight, std=0.5)
+    gen = torch.Generator().manual_seed(2)
+    first, second = torch.rand(1, 2, 16, 16, 16, generator=gen), torch.rand(1, 2, 16, 16, 16, generator=gen)
+    x, t, labels = torch.randn(1, 8, 8, 8, 8, generator=gen), torch.tensor([500]), torch.tensor([1])
+    with torch.no_grad():
+        a = module(x, t, conditions=first, class_labels=labels)
+        assert module._feature_cache is not None
+        assert module(x, t, conditions=first, class_labels=labels).equal(a)          # cached: the same answer
+        b = module(x, t, conditions=second, class_labels=labels)                     # another tensor: new codes
+        module._feature_cache = None
+        assert b.equal(module(x, t, conditions=second, class_labels=labels)) and not a.equal(b)
+    generate(module, (1, 16, 16, 16), contrast="t2f", conditions=first, steps=2)
+    assert module._feature_cache is None

@@ -63,7 +63,7 @@ class Estimate:
 
 @torch.no_grad()
 def generate(model, image_shape, *, contrast: str | None = None, conditions: torch.Tensor | None = None,
-             present: torch.Tensor | None = None, projection=None, steps: int = 25, sampler: str | None = None,
+             present: torch.Tensor | None = None, projection=None, steps=25, sampler: str | None = None,
              seed: int = 0, guidance: float = 1.0, samples: int = 1, estimate: str = "mean",
              mean_of: str = "first", precision: str = "fp32", progress: bool = False, group: int = 1) -> Estimate:
     """K = `samples` draws as one batch, in the model's intensity range ([-1, 1] for volgen's backbones), and the
@@ -71,7 +71,8 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     `guidance` is a module's conditioning scale for this call (1: as trained). `precision` "bf16" runs the networks
     under bfloat16 autocast (the sampler's arithmetic stays float32). `group` G > 1 draws G images per sample that
     a projection couples (Patlak's Ki and V: batch item k * G + g is image g of sample k); the estimate then holds
-    G images (G, C, D, H, W) and `draws` K * G."""
+    G images (G, C, D, H, W) and `draws` K * G. `steps` is a number (that many steps' timesteps, leading spacing)
+    or the descending timesteps themselves."""
     if estimate not in ESTIMATES:
         raise ValueError(f"estimate must be one of {', '.join(ESTIMATES)}, got '{estimate}'")
     if samples < 1 or group < 1:
@@ -91,7 +92,7 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
         latent = backbone.codec.latent_shape(tuple(image_shape))
         generator = torch.Generator(device=device).manual_seed(seed)
         x_T = torch.randn((batch, *latent), generator=generator, device=device)
-        timesteps = backbone.denoiser.schedule.timesteps(steps)
+        timesteps = backbone.denoiser.schedule.timesteps(steps) if isinstance(steps, int) else list(steps)
         bar = tqdm(total=len(timesteps), desc="sampling", disable=not progress, leave=False)
         first = []
 
@@ -107,6 +108,8 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
                 denoiser, x_T, timesteps, cond=cond, generator=generator, callback=callback,
                 consistency=consistency)
         bar.close()
+        if hasattr(model, "_feature_cache"):
+            model._feature_cache = None          # a VCM's per-call cache of its conditions' codes
         sample, first = sample.float(), [x0.float() for x0 in first]
         draws = _decode(backbone.codec, sample, projection)
         per_sample = draws.view(samples, group, *draws.shape[1:])

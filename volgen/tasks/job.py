@@ -13,7 +13,7 @@ from volgen.io.nifti import read_volume
 from volgen.io.volume import Volume
 from volgen.memory import available_memory, gigabytes, sampling_bytes
 from volgen.tasks.generate import ESTIMATES, PRECISIONS, default_sampler, generate, resolve_precision
-from volgen.tasks.models import backbone_of, default_samples, default_steps, describe, load_model
+from volgen.tasks.models import backbone_of, default_samples, default_steps, default_timesteps, describe, load_model
 from volgen.errors import InputError
 
 
@@ -74,6 +74,14 @@ class Sampling:
         device = next(backbone_of(model).parameters()).device
         return device, self.steps or default_steps(device)
 
+    def timesteps(self, model, mean_of: str = "first") -> list:
+        """The timesteps to sample at: the asked number of steps' sampler, else the device's default."""
+        device, steps = self.device_and_steps(model)
+        schedule = backbone_of(model).denoiser.schedule
+        if self.steps:
+            return schedule.timesteps(steps)
+        return default_timesteps(schedule, device, mean_of_first=mean_of == "first" and self.estimate == "mean")
+
     def sample_count(self, model) -> int:
         return self.samples or default_samples(next(backbone_of(model).parameters()).device)
 
@@ -103,7 +111,8 @@ class Sampling:
         if self.precision not in PRECISIONS:
             raise InputError(None, f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         self.check_memory(model, image_shape, kwargs.get("group", 1))
-        return generate(model, (1, *image_shape), steps=steps, sampler=self.sampler, seed=self.seed,
+        timesteps = self.timesteps(model, kwargs.get("mean_of", "first"))
+        return generate(model, (1, *image_shape), steps=timesteps, sampler=self.sampler, seed=self.seed,
                         guidance=self.guidance, samples=self.sample_count(model), estimate=self.estimate,
                         precision=self.precision, progress=self.progress, **kwargs)
 
@@ -114,10 +123,11 @@ class Sampling:
         spread = out.spread[0, 0].float().cpu().numpy() if out.spread is not None else None
         return out.image[0, 0].float().cpu().numpy(), spread
 
-    def describe(self, model) -> dict:
-        device, steps = self.device_and_steps(model)
+    def describe(self, model, mean_of: str = "first") -> dict:
+        device, _ = self.device_and_steps(model)
+        timesteps = [round(float(t), 3) for t in self.timesteps(model, mean_of)]
         return {**describe(model), "sampler": self.sampler or default_sampler(backbone_of(model)),
-                "steps": steps, "samples": self.sample_count(model), "estimate": self.estimate,
+                "steps": len(timesteps), "timesteps": timesteps, "samples": self.sample_count(model), "estimate": self.estimate,
                 "uncertainty": "per-voxel standard deviation over the samples" if self.sample_count(model) > 1
                 else "none (one sample)", "precision": resolve_precision(self.precision, device), "seed": self.seed,
                 "guidance": self.guidance, "device": str(device)}

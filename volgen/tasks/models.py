@@ -48,6 +48,16 @@ def default_steps(device: torch.device) -> int:
     return 10 if device.type == "cuda" else 5
 
 
+def default_timesteps(schedule, device: torch.device, mean_of_first: bool) -> list:
+    """The timesteps a job samples at when none are asked for: the default steps' sampler, except on the CPU for an
+    estimate taken at the first step, where it stops after two of the 5-step sampler's timesteps (800 and 400 on
+    volgen's backbones). The posterior mean is then the 5-step sampler's exactly (the same first step); each sample
+    ends as its own x0 prediction at the middle noise level, which is what the uncertainty map is the spread of.
+    Two network calls instead of five: the 2 mm case in 10 s on 2 CPU cores (scripts/bench_cli.py)."""
+    steps = schedule.timesteps(default_steps(device))
+    return steps[0:3:2] if device.type == "cpu" and mean_of_first else steps
+
+
 def default_samples(device: torch.device) -> int:
     """Samples drawn (as one batch) for the estimate and its uncertainty. On the CPU, 2: scripts/bench_estimate.py
     measured the same posterior mean with 2 or 4 samples (23.14 vs 23.16 dB, t1c) at 24 vs 57 s per case."""
@@ -73,6 +83,9 @@ def load_model(job: str, model: str | None = None, *, backbone: str = "wavelet",
     key = (name, str(device))
     if key not in _CACHE:
         loaded = use_fused_kernels(hub.from_pretrained(name, device=device))   # fused on CUDA, identical elsewhere
+        if device.type == "cpu":
+            # oneDNN's 3D convolutions run about 10% faster on channels-last weights (and then activations)
+            loaded.to(memory_format=torch.channels_last_3d)
         loaded.eval()
         _CACHE[key] = loaded
     return _CACHE[key]

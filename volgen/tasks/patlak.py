@@ -151,7 +151,7 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
             "frame_times_start_min": [float(s) for s in schedule.start[used]], "weights": weights,
             "smoothing_fwhm_mm": used_fwhm, "mask": str(mask) if mask is not None else None,
             "units": {"Ki": "1/min", "V": "mL/mL", **units}, "assumptions": blood.notes + notes,
-            **(sampling.describe(sampling.load("patlak")) if method == "diffusion" else {}),
+            **(sampling.describe(sampling.load("patlak"), mean_of="final") if method == "diffusion" else {}),
             "uncertainty": {"ls": "least-squares standard error", "smoothed": "none",
                             "diffusion": "per-voxel standard deviation over the samples"}[method],
             "seconds": timer.seconds}
