@@ -22,9 +22,10 @@ import torch
 
 from volgen import kernels
 from volgen.kernels.groupnorm import group_norm, group_norm_eager
-from volgen.kernels.haar import haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager
+from volgen.kernels.haar import (haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager, haar_keep_known,
+                                 haar_keep_known_eager)
 from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager
-from volgen.kernels.sampler import ddim_step, ddim_step_eager
+from volgen.kernels.sampler import ddim_step, ddim_step_eager, mean_spread, mean_spread_eager, x0_eps, x0_eps_eager
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -66,11 +67,20 @@ def kernel_rows(repeat: int) -> None:
     s2 = x[0, 0].abs() + 1
     act = torch.randn(2, 32, 48, 56, 48, device=DEVICE)
     w, b = torch.ones(32, device=DEVICE), torch.zeros(32, device=DEVICE)
+    mask = (torch.rand(1, 1, 96, 112, 96, device=DEVICE) > 0.5).float()
+    draws = torch.randn(8, 1, 96, 112, 96, device=DEVICE)          # 8 samples (the GPU default) of a 2 mm image
+    coefficients = (0.0, 1.0, 1.6, -1.2)                              # x0-prediction at one noise level
     cases = {
         "haar dwt (encode)": (lambda: haar_dwt3(image, 2.83), lambda: haar_dwt3_eager(image, 2.83), 2 * n),
         "haar idwt (decode)": (lambda: haar_idwt3(x, 2.83), lambda: haar_idwt3_eager(x, 2.83), 2 * n),
         "ddim update": (lambda: ddim_step(x, x, 0.7, 0.7, 0.9, 0.4), lambda: ddim_step_eager(x, x, 0.7, 0.7, 0.9, 0.4),
                         3 * n),
+        "x0 / eps with guidance": (lambda: x0_eps(x, x, coefficients, x, 2.0),
+                                   lambda: x0_eps_eager(x, x, coefficients, x, 2.0), 5 * n),
+        "haar keep known (inpainting)": (lambda: haar_keep_known(x, image, mask, 2.83),
+                                         lambda: haar_keep_known_eager(x, image, mask, 2.83), 2 * n + n // 2),
+        "mean + spread of 8 samples": (lambda: mean_spread(draws), lambda: mean_spread_eager(draws),
+                                       (8 + 2) * draws[0].numel() * 4),
         "patlak proximal": (lambda: patlak_proximal(x[0], x[0], s2, s2, s2, 4.0, 1.0, 2.0, 1.0, 1.0),
                             lambda: patlak_proximal_eager(x[0], x[0], s2, s2, s2, 4.0, 1.0, 2.0, 1.0, 1.0),
                             7 * n // 2),
@@ -126,32 +136,38 @@ def monai_loop(model, shape, steps: int, samples: int, cond: dict):
 
 def e2e_rows(repeat: int) -> None:
     from volgen.tasks.generate import generate
-    from volgen.tasks.models import default_samples, default_steps, load_model
+    from volgen.tasks.models import default_samples, default_steps, default_timesteps, load_model
 
     model = load_model("synthesis", device=DEVICE)
     steps, samples = default_steps(DEVICE), default_samples(DEVICE)
-    print(f"\nend to end: volgen-vcm-synthesis-2mm, {steps} steps x {samples} samples on {DEVICE}")
+    default = default_timesteps(model.backbone.denoiser.schedule, DEVICE, mean_of_first=True)
+    print(f"\nend to end: volgen-vcm-synthesis-2mm, {samples} samples on {DEVICE}; the default timesteps "
+          f"{[int(t) for t in default]}, and {steps} steps (MONAI's loop cannot stop early)")
     print("| case | model grid | path | seconds | peak memory |\n|---|---|---|---|---|")
     for case, shape in (("2 mm phantom", (96, 112, 96)), ("BraTS-size 1 mm (240x240x155)", (120, 128, 80))):
         conditions = torch.zeros(1, 4, *shape, device=DEVICE) - 1
         conditions[..., 10:-10, 10:-10, 10:-10] = 0.2
         present = torch.tensor([[1.0, 0.0, 1.0, 1.0]], device=DEVICE)
-        kw = dict(contrast="t1c", conditions=conditions, present=present, steps=steps, samples=samples)
+        kw = dict(contrast="t1c", conditions=conditions, present=present, samples=samples)
         modes = ("triton", "eager") if kernels.backend(conditions) == "triton" else ("eager",)
-        # the default precision (bf16 autocast where the device has it), then fp32 like MONAI's loop below
-        for mode, precision in [(m, "auto") for m in modes] + [("eager", "fp32")]:
+        # the defaults (timesteps; bf16 autocast where the device has it), then steps x fp32 like MONAI's loop
+        runs = [(m, "auto", default) for m in modes] + [(m, "auto", steps) for m in modes] + [("eager", "fp32", steps)]
+        for mode, precision, timesteps in runs:
             with kernel_mode(mode):
                 _peak_reset()
-                seconds = timed(lambda: generate(model, (1, *shape), precision=precision, **kw), repeat)
+                seconds = timed(lambda: generate(model, (1, *shape), precision=precision, steps=timesteps, **kw),
+                                repeat)
+                label = "default timesteps" if isinstance(timesteps, list) else f"{timesteps} steps"
                 print(f"| {case} | {'x'.join(map(str, shape))} | volgen ({'fused' if mode == 'triton' else 'eager'}, "
-                      f"{precision}) | {seconds:.2f} | {_peak()} |")
+                      f"{precision}, {label}) | {seconds:.2f} | {_peak()} |")
         cond = {"class_labels": model.backbone.class_labels("t1c", samples, device=DEVICE),
                 "conditions": conditions.expand(samples, *conditions.shape[1:]),
                 "present": present.expand(samples, -1)}
         _peak_reset()
         with torch.no_grad(), kernel_mode("eager"):
             seconds = timed(lambda: monai_loop(model, shape, steps, samples, cond), repeat)
-        print(f"| {case} | {'x'.join(map(str, shape))} | MONAI DiffusionInferer loop (fp32) | {seconds:.2f} | "
+        print(f"| {case} | {'x'.join(map(str, shape))} | MONAI DiffusionInferer loop (fp32, {steps} steps) | "
+              f"{seconds:.2f} | "
               f"{_peak()} |")
 
 

@@ -317,8 +317,8 @@ def _add_patlak(sub) -> None:
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--method", choices=("ls", "smoothed", "diffusion"), default="ls",
                    help="ls: voxel-wise least squares (default); smoothed: ls maps smoothed inside the mask; "
-                        "diffusion: a diffusion prior with the Patlak model as data consistency (needs --model "
-                        "until a PET prior ships)")
+                        "diffusion: the shipped PET prior (volgen-pet-prior-2mm) with the Patlak model as data "
+                        "consistency")
     p.add_argument("--tstar", type=float, help="minutes; default: the first frame starting at or after 20 min")
     p.add_argument("--weights", choices=("none", "duration"), default="none", help="frame weights (default none)")
     p.add_argument("--mask", type=Path, help="fit inside this mask only (non-zero; same grid as the PET)")

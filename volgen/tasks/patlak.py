@@ -136,9 +136,9 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
             ki = smooth_inside(ki, inside, used_fwhm, volume.spacing)
             v = smooth_inside(v, inside, used_fwhm, volume.spacing)
     else:
-        from volgen.tasks.patlak_diffusion import diffusion_patlak
+        from volgen.tasks.patlak_diffusion import diffusion_patlak, patlak_sampling
 
-        sampling = sampling or Sampling(**settings)
+        sampling = patlak_sampling(sampling or Sampling(**settings))
         with timer("sample"):
             maps = diffusion_patlak(fit, inside, volume, sampling)
         ki, v = maps["Ki"], maps["V"]
