@@ -29,6 +29,7 @@ import torch
 from scipy.stats import spearmanr, wasserstein_distance
 
 from volgen import hub
+from volgen.backbones import Backbone
 from volgen.baselines import LinearRegression, cubic_upsample, harmonic_fill
 from volgen.errors import VolgenError
 from volgen.io.montage import save_montage
@@ -36,7 +37,7 @@ from volgen.io.volume import Volume
 from volgen.metrics import psnr, ssim
 from volgen.sampling.consistency import known_voxel_projection, thick_slice_projection, thick_slices
 from volgen.tasks import generate
-from volgen.tasks.models import default_samples, default_steps
+from volgen.tasks.models import default_samples, default_timesteps
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
 from volgen.training.examples import dilate
@@ -137,7 +138,7 @@ def synthesis_rows(cases, train_cases, models: dict, target: str, args, montage:
         conditions[:, k] = 0
         for name, model in models.items():
             est, seconds = timed(lambda: generate(model, (1, *images.shape[1:]), contrast=target,
-                                                  conditions=conditions, present=present, steps=args.steps,
+                                                  conditions=conditions, present=present, steps=steps_for(model, args.steps),
                                                   samples=args.samples, seed=args.seed + index))
 
             def score(pred, spread):
@@ -150,7 +151,7 @@ def synthesis_rows(cases, train_cases, models: dict, target: str, args, montage:
         if index == 0 and montage is not None:
             save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
                          labels=Volume(case.seg.numpy().astype(np.int16), AFFINE), overwrite=True,
-                         title=f"{case.name}: {target} from the other three ({args.steps} steps)")
+                         title=f"{case.name}: {target} from the other three ({_steps(args.steps)})")
     return table.rows()
 
 
@@ -178,7 +179,7 @@ def super_resolution_rows(cases, model, args, montage: Path | None, factor: int 
         if model is not None:
             lowres = observed.repeat_interleave(factor, dim=2 + axis)
             est, seconds = timed(lambda: generate(
-                model, (1, *volume.shape[2:]), contrast="t2f", conditions=lowres, steps=args.steps,
+                model, (1, *volume.shape[2:]), contrast="t2f", conditions=lowres, steps=steps_for(model, args.steps),
                 samples=args.samples, seed=args.seed + index,
                 projection=thick_slice_projection(observed.to(DEVICE), factor, 2 + axis)))
 
@@ -193,7 +194,7 @@ def super_resolution_rows(cases, model, args, montage: Path | None, factor: int 
                 shown["VCM uncertainty"] = est.spread[0, 0].cpu().numpy() / 2
         if index == 0 and montage is not None:
             save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
-                         overwrite=True, title=f"{case.name}: {factor}x through-plane SR of t2f ({args.steps} steps)")
+                         overwrite=True, title=f"{case.name}: {factor}x through-plane SR of t2f ({_steps(args.steps)})")
     return table.rows()
 
 
@@ -216,7 +217,7 @@ def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[
             if method is None:
                 continue
             est, seconds = timed(lambda: generate(method, (1, *image.shape[2:]), contrast="t2f",
-                                                  conditions=conditions, steps=args.steps, samples=args.samples,
+                                                  conditions=conditions, steps=steps_for(method, args.steps), samples=args.samples,
                                                   projection=projection, seed=args.seed + index))
 
             def score(pred, spread):
@@ -227,7 +228,7 @@ def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[
         if index == 0 and montage is not None:
             save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
                          labels=Volume(inside.astype(np.int16), AFFINE), overwrite=True,
-                         title=f"{case.name}: pseudo-healthy t2f ({args.steps} steps)")
+                         title=f"{case.name}: pseudo-healthy t2f ({_steps(args.steps)})")
     return table.rows()
 
 
@@ -246,7 +247,7 @@ def lesion_rows(cases, model, args, montage: Path | None) -> list[dict]:
             continue
         conditions = torch.cat([healthy * (1 - mask) - mask, mask, torch.ones_like(mask)], dim=1)
         est, seconds = timed(lambda: generate(
-            model, (1, *lesion.shape[2:]), contrast="t2f", conditions=conditions, steps=args.steps,
+            model, (1, *lesion.shape[2:]), contrast="t2f", conditions=conditions, steps=steps_for(model, args.steps),
             samples=args.samples, seed=args.seed + index, estimate="sample",
             projection=known_voxel_projection(healthy.to(DEVICE), mask.to(DEVICE))))
         drawn = unit(est.image[0, 0])
@@ -257,8 +258,20 @@ def lesion_rows(cases, model, args, montage: Path | None) -> list[dict]:
             shown = {"healthy twin": unit(healthy[0, 0]), "real tumour": unit(lesion[0, 0]), "VCM lesion": drawn}
             save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
                          labels=Volume(inside.astype(np.int16), AFFINE), overwrite=True,
-                         title=f"{case.name}: a lesion grown in t2f ({args.steps} steps)")
+                         title=f"{case.name}: a lesion grown in t2f ({_steps(args.steps)})")
     return table.rows()
+
+
+def steps_for(model, steps):
+    """The asked steps, else the jobs' default timesteps for this model on this device."""
+    backbone = model if isinstance(model, Backbone) else model.backbone
+    return steps or default_timesteps(backbone.denoiser.schedule, DEVICE, mean_of_first=True)
+
+
+def _steps(steps) -> str:
+    if steps is None:
+        return "the jobs' default timesteps"
+    return f"{steps} steps" if isinstance(steps, int) else "timesteps " + ",".join(str(int(t)) for t in steps)
 
 
 def main() -> None:
@@ -282,9 +295,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench_out/quality")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    args.steps = args.steps or default_steps(DEVICE)
+    # None: each model's job default (on the CPU, the first two of the 5-step sampler's timesteps)
+    args.steps = args.steps or None
     args.samples = args.samples or default_samples(DEVICE)
-    print(f"device {DEVICE}, {args.steps} sampling steps, {args.samples} samples per estimate")
+    print(f"device {DEVICE}, {_steps(args.steps)}, {args.samples} samples per estimate")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for folder in (args.heldout, args.train):
@@ -318,7 +332,7 @@ def main() -> None:
         if latent_vcm is not None:
             rows += synthesis_rows(cases, [], {"VCM": latent_vcm}, "t1c", args, out / "t1c-latent-montage.png",
                                    task=task, regression=False)
-    rows = [{**r, "cases": len(cases), "steps": args.steps, "samples": args.samples} for r in rows]
+    rows = [{**r, "cases": len(cases), "steps": _steps(args.steps), "samples": args.samples} for r in rows]
     rows = merge_results(out / "results.json", rows)
     print_table(rows)
     print_targets(rows)
