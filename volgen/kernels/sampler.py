@@ -35,9 +35,11 @@ def x0_eps_eager(x: torch.Tensor, prediction: torch.Tensor, coefficients: tuple,
 
 
 def mean_spread_eager(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    # two plain passes: torch's std over the first axis of a (K, ...) tensor is 8x slower on a CPU
-    mean = draws.mean(0)
-    return mean, ((draws - mean) ** 2).mean(0).sqrt()
+    # plain passes (torch's std over the first axis of a (K, ...) tensor is 8x slower on a CPU), shifted by the
+    # first sample like the kernel: where every sample agrees (known voxels) the spread is exactly 0
+    shifted = draws - draws[0]
+    offset = shifted.mean(0)
+    return draws[0] + offset, ((shifted - offset) ** 2).mean(0).sqrt()
 
 
 @functools.cache
