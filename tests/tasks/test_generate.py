@@ -69,7 +69,7 @@ def test_the_mean_is_the_average_first_step_prediction_and_the_spread_is_over_th
     draws = out.draws.double()
     assert torch.allclose(out.spread[0].double(), ((draws - draws.mean(0)) ** 2).mean(0).sqrt(), atol=1e-5)
     final = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=4, samples=3, seed=7, mean_of="final")
-    assert torch.allclose(final.image, out.draws.mean(0, keepdim=True), atol=1e-6)
+    assert torch.allclose(final.image, out.draws.mean(0, keepdim=True), atol=1e-5)   # values in tens: float32
 
 
 def test_one_sample_is_the_first_draw_and_has_no_spread():
