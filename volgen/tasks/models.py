@@ -53,7 +53,7 @@ def default_timesteps(schedule, device: torch.device, mean_of_first: bool) -> li
     estimate taken at the first step, where it stops after two of the 5-step sampler's timesteps (800 and 400 on
     volgen's backbones). The posterior mean is then the 5-step sampler's exactly (the same first step); each sample
     ends as its own x0 prediction at the middle noise level, which is what the uncertainty map is the spread of.
-    Two network calls instead of five: the 2 mm case in 10 s on 2 CPU cores (scripts/bench_cli.py)."""
+    Two network calls instead of five: the 2 mm case in about 10 s on 2 CPU cores (scripts/bench_cli.py)."""
     steps = schedule.timesteps(default_steps(device))
     return steps[0:3:2] if device.type == "cpu" and mean_of_first else steps
 
