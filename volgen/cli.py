@@ -116,8 +116,9 @@ def _add_sampling_args(p) -> None:
                    help="which shipped backbone's module to use when --model is not given (default wavelet)")
     g.add_argument("--sampler", choices=("ddim", "ddpm", "dpm++", "euler"),
                    help="default: ddim (euler for a rectified-flow backbone)")
-    g.add_argument("--steps", type=_positive_int, help="sampling steps (default: 10 on a GPU; on the CPU the 5-step sampler's "
-                   "first two timesteps, 800 and 400, for a posterior mean: the same mean as 5 steps)")
+    g.add_argument("--steps", type=_positive_int,
+                   help="sampling steps (default: 10 on a GPU; on the CPU the 5-step sampler's first two timesteps, "
+                        "800 and 400, for a posterior mean: the same mean as 5 steps)")
     g.add_argument("--samples", type=_positive_int, metavar="K",
                    help="samples drawn as one batch; their spread is written as the uncertainty map beside each "
                         "output (default 2 on the CPU, 8 on a GPU; 1 writes no uncertainty)")

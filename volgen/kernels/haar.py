@@ -73,7 +73,8 @@ def haar_keep_known_eager(z: torch.Tensor, known: torch.Tensor, mask: torch.Tens
     return haar_dwt3_eager(known * (1 - mask) + x * mask, lowpass_scale)
 
 
-def haar_keep_known(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor, lowpass_scale: float = 1.0) -> torch.Tensor:
+def haar_keep_known(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
+                    lowpass_scale: float = 1.0) -> torch.Tensor:
     """The known-voxel projection of a codec-space estimate, encode(known (1 - mask) + decode(z) mask), in one pass:
     z is (B, 8C, D, H, W); known and mask are images (B or 1, C, 2D, 2H, 2W)."""
     if backend(z, known, mask) == "eager":

@@ -40,6 +40,9 @@ class Conditioner(torch.nn.Module):
     def from_config(cls, config: dict) -> "Conditioner":
         return cls(load_backbone_for(config), cls.config_class.from_dict(config.get("module", {})))
 
+    def clear_cache(self) -> None:
+        """Forget whatever was cached for one sampling call (generate() calls this at its end)."""
+
     def freeze_backbone(self) -> None:
         self.backbone.requires_grad_(False)
         self.backbone.eval()

@@ -140,6 +140,7 @@ class VCM(Conditioner):
         for head in heads:
             torch.nn.init.zeros_(head.weight)
             torch.nn.init.zeros_(head.bias)
+        self._feature_cache = None          # (inputs, codes) of the sampling call under way
 
     def _bucket(self, t: torch.Tensor) -> torch.Tensor:
         """The gate-bias row of each item's timestep (B,)."""
@@ -169,7 +170,7 @@ class VCM(Conditioner):
         while sampling (no autograd) they are computed at the first step and reused while the very same input
         tensors come back (the cache holds them, so their identity cannot be reused; generate() clears it)."""
         key = (conditions, present, labels)
-        cached = getattr(self, "_feature_cache", None)
+        cached = self._feature_cache
         if not torch.is_grad_enabled() and cached is not None and all(a is b for a, b in zip(cached[0], key)):
             return cached[1]
         features = [self.condition_features(conditions, present)]
@@ -179,6 +180,9 @@ class VCM(Conditioner):
             features.append(self.backbone.codec.encode(self.prior(conditions, present, labels)))
         self._feature_cache = None if torch.is_grad_enabled() else (key, features)
         return features
+
+    def clear_cache(self) -> None:
+        self._feature_cache = None
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, conditions: torch.Tensor | None = None,
                 present: torch.Tensor | None = None, **backbone_cond) -> torch.Tensor:

@@ -108,8 +108,8 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
                 denoiser, x_T, timesteps, cond=cond, generator=generator, callback=callback,
                 consistency=consistency)
         bar.close()
-        if hasattr(model, "_feature_cache"):
-            model._feature_cache = None          # a VCM's per-call cache of its conditions' codes
+        if model is not backbone:
+            model.clear_cache()
         sample, first = sample.float(), [x0.float() for x0 in first]
         draws = _decode(backbone.codec, sample, projection)
         per_sample = draws.view(samples, group, *draws.shape[1:])

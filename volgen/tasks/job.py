@@ -127,7 +127,8 @@ class Sampling:
         device, _ = self.device_and_steps(model)
         timesteps = [round(float(t), 3) for t in self.timesteps(model, mean_of)]
         return {**describe(model), "sampler": self.sampler or default_sampler(backbone_of(model)),
-                "steps": len(timesteps), "timesteps": timesteps, "samples": self.sample_count(model), "estimate": self.estimate,
+                "steps": len(timesteps), "timesteps": timesteps, "samples": self.sample_count(model),
+                "estimate": self.estimate,
                 "uncertainty": "per-voxel standard deviation over the samples" if self.sample_count(model) > 1
                 else "none (one sample)", "precision": resolve_precision(self.precision, device), "seed": self.seed,
                 "guidance": self.guidance, "device": str(device)}
