@@ -25,7 +25,7 @@ from volgen.kernels.groupnorm import group_norm, group_norm_eager
 from volgen.kernels.haar import (haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager, haar_keep_known,
                                  haar_keep_known_eager)
 from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager
-from volgen.kernels.sampler import ddim_step, ddim_step_eager, mean_spread, mean_spread_eager, x0_eps, x0_eps_eager
+from volgen.kernels.sampler import mean_spread, mean_spread_eager, ode_step, ode_step_eager, x0_eps, x0_eps_eager
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -73,8 +73,9 @@ def kernel_rows(repeat: int) -> None:
     cases = {
         "haar dwt (encode)": (lambda: haar_dwt3(image, 2.83), lambda: haar_dwt3_eager(image, 2.83), 2 * n),
         "haar idwt (decode)": (lambda: haar_idwt3(x, 2.83), lambda: haar_idwt3_eager(x, 2.83), 2 * n),
-        "ddim update": (lambda: ddim_step(x, x, 0.7, 0.7, 0.9, 0.4), lambda: ddim_step_eager(x, x, 0.7, 0.7, 0.9, 0.4),
-                        3 * n),
+        "ddim / euler update": (lambda: ode_step(x, x, 0.6, 0.4), lambda: ode_step_eager(x, x, 0.6, 0.4), 3 * n),
+        "dpm-solver++(2m) update": (lambda: ode_step(x, x, 0.6, 0.5, x, -0.1),
+                                    lambda: ode_step_eager(x, x, 0.6, 0.5, x, -0.1), 4 * n),
         "x0 / eps with guidance": (lambda: x0_eps(x, x, coefficients, x, 2.0),
                                    lambda: x0_eps_eager(x, x, coefficients, x, 2.0), 5 * n),
         "haar keep known (inpainting)": (lambda: haar_keep_known(x, image, mask, 2.83),

@@ -12,7 +12,7 @@ from volgen.kernels.groupnorm import group_norm, group_norm_eager  # noqa: E402
 from volgen.kernels.haar import (haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager, haar_keep_known,  # noqa: E402
                                  haar_keep_known_eager)
 from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager  # noqa: E402
-from volgen.kernels.sampler import (ddim_step, ddim_step_eager, mean_spread, mean_spread_eager, x0_eps,  # noqa: E402
+from volgen.kernels.sampler import (ddim_step, mean_spread, mean_spread_eager, ode_step, x0_eps,  # noqa: E402
                                     x0_eps_eager)
 
 pytestmark = pytest.mark.skipif(not kernels.triton_available(), reason="Triton is not installed")
@@ -60,9 +60,19 @@ def test_keep_known_kernel_matches_decode_blend_encode(triton_forced, dtype, kno
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_ddim_kernel_matches_the_reference(triton_forced, dtype):
     x, x0 = _rand(3, 8, 5, 7, 9, dtype=dtype), _rand(3, 8, 5, 7, 9, dtype=dtype, seed=1)
-    for levels in ((0.7, 0.71, 0.9, 0.43), (0.95, 0.3, 1.0, 0.0)):        # a middle step, and the last one
-        torch.testing.assert_close(ddim_step(x, x0, *levels), ddim_step_eager(x.float(), x0.float(), *levels)
-                                   .to(dtype), **TOL[dtype])
+    for a, s, a_n, s_n in ((0.7, 0.71, 0.9, 0.43), (0.95, 0.3, 1.0, 0.0)):     # a middle step, and the last one
+        reference = a_n * x0.float() + s_n * (x.float() - a * x0.float()) / s     # DDIM's own form
+        torch.testing.assert_close(ddim_step(x, x0, a, s, a_n, s_n), reference.to(dtype), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("with_previous", [False, True])
+def test_ode_step_kernel_matches_the_reference(triton_forced, dtype, with_previous):
+    x, x0, prev = (_rand(2, 8, 5, 7, 9, dtype=dtype, seed=k) for k in range(3))
+    prev = prev if with_previous else None
+    got = ode_step(x, x0, 0.8, 0.3, prev, -0.2)
+    reference = 0.8 * x.float() + 0.3 * x0.float() + (-0.2 * prev.float() if with_previous else 0)
+    torch.testing.assert_close(got, reference.to(dtype), **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -168,7 +178,7 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
 
     for module, name in ((volgen.kernels.haar, "haar_dwt3_eager"), (volgen.kernels.haar, "haar_idwt3_eager"),
                          (volgen.kernels.haar, "haar_keep_known_eager"),
-                         (volgen.kernels.sampler, "ddim_step_eager"), (volgen.kernels.sampler, "x0_eps_eager"),
+                         (volgen.kernels.sampler, "ode_step_eager"), (volgen.kernels.sampler, "x0_eps_eager"),
                          (volgen.kernels.sampler, "mean_spread_eager"), (volgen.kernels.patlak, "patlak_proximal_eager"),
                          (volgen.kernels.groupnorm, "group_norm_eager")):
         monkeypatch.setattr(module, name, boom)
@@ -176,6 +186,7 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
     haar_idwt3(haar_dwt3(x))
     haar_keep_known(haar_dwt3(x.expand(1, 1, 4, 4, 4)).expand(1, 8, 2, 2, 2), x, x)
     ddim_step(x, x, 0.5, 0.5, 1.0, 0.0)
+    ode_step(x, x, 1.0, 0.5, x, 0.5)
     x0_eps(x, x, (0.0, 1.0, 2.0, -1.0), x, 2.0)
     mean_spread(x.expand(3, 1, 4, 4, 4))
     patlak_proximal(x[0], x[0], x[0, 0], x[0, 0], x[0, 0].abs() + 1, 1.0, 0.0, 1.0, 1.0, 1.0)

@@ -7,8 +7,9 @@ read then, and a CPU-only install never touches Triton.
 
 - `haar`: the 3D Haar DWT and its inverse with the codec's low-pass scaling, one read and one write; and the
   known-voxel projection of a codec-space estimate (decode, keep the known voxels, encode) in one pass;
-- `sampler`: classifier-free guidance with the conversion of a prediction to (x0, eps); the DDIM (eta = 0) update
-  x0 -> eps -> x_next; the mean and spread of K samples: one pass each;
+- `sampler`: classifier-free guidance with the conversion of a prediction to (x0, eps); the deterministic
+  samplers' update (DDIM, Euler, DPM-Solver++(2M)) as one linear combination; the mean and spread of K samples:
+  one pass each;
 - `groupnorm`: GroupNorm(+SiLU) of 5-D activations, and `swap.use_fused_kernels` puts it into MONAI's networks;
 - `patlak`: the per-voxel 2x2 Patlak proximal solve.
 """

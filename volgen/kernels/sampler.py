@@ -2,9 +2,10 @@
 
 - `x0_eps`: classifier-free guidance's combination and the parameterization's conversion to (x0, eps), which is
   linear in (x_t, prediction) for every parameterization: reads x_t and the prediction(s), writes x0 and eps.
-- `ddim_step`: the deterministic DDIM update (eta = 0), eps = (x - alpha x0) / sigma, x_next = alpha' x0 +
-  sigma' eps. Whatever the network predicts and whatever projection corrected x0, the loop's eps equals
-  (x - alpha x0) / sigma, so the update needs only x and x0: one read of each, one write.
+- `ode_step`: the deterministic samplers' update, x_next = c_x x + c_0 x0 (+ c_p x0_prev): whatever the network
+  predicts and whatever projection corrected x0, the loop's eps equals (x - alpha x0) / sigma, so DDIM (eta = 0),
+  Euler on a rectified flow and DPM-Solver++(2M) (which adds the previous step's x0) are each a linear combination
+  of x and the x0 estimates with per-step scalars: one read of each, one write. `ddim_step` gives DDIM's.
 - `mean_spread`: the mean and standard deviation over K samples per voxel (the estimate and its uncertainty),
   one read of the K samples.
 """
@@ -19,9 +20,15 @@ from volgen.kernels import backend, blocks
 BLOCK = 4096
 
 
-def ddim_step_eager(x: torch.Tensor, x0: torch.Tensor, alpha: float, sigma: float, alpha_next: float,
-                    sigma_next: float) -> torch.Tensor:
-    return alpha_next * x0 + sigma_next * (x - alpha * x0) / sigma
+def ode_step_eager(x: torch.Tensor, x0: torch.Tensor, c_x: float, c_0: float, x0_prev: torch.Tensor | None = None,
+                   c_prev: float = 0.0) -> torch.Tensor:
+    out = c_x * x + c_0 * x0
+    return out + c_prev * x0_prev if x0_prev is not None else out
+
+
+def ddim_coefficients(alpha: float, sigma: float, alpha_next: float, sigma_next: float) -> tuple[float, float]:
+    """DDIM (eta = 0) as ode_step's (c_x, c_0): alpha' x0 + sigma' (x - alpha x0) / sigma."""
+    return sigma_next / sigma, alpha_next - sigma_next * alpha / sigma
 
 
 def x0_eps_eager(x: torch.Tensor, prediction: torch.Tensor, coefficients: tuple, uncond: torch.Tensor | None = None,
@@ -43,32 +50,43 @@ def mean_spread_eager(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @functools.cache
-def _kernel():
+def _ode_step_kernel():
     import triton
     import triton.language as tl
 
     @triton.jit
-    def step(x_ptr, x0_ptr, out_ptr, n, alpha, inv_sigma, alpha_next, sigma_next, BLOCK: tl.constexpr):
+    def step(x_ptr, x0_ptr, prev_ptr, out_ptr, n, c_x, c_0, c_prev, HAS_PREV: tl.constexpr, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         x0 = tl.load(x0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        out = alpha_next * x0 + sigma_next * (x - alpha * x0) * inv_sigma
+        out = c_x * x + c_0 * x0
+        if HAS_PREV:
+            out += c_prev * tl.load(prev_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
     return step
 
 
+def ode_step(x: torch.Tensor, x0: torch.Tensor, c_x: float, c_0: float, x0_prev: torch.Tensor | None = None,
+             c_prev: float = 0.0) -> torch.Tensor:
+    """c_x x + c_0 x0 (+ c_prev x0_prev), in x's dtype: a deterministic sampler's step to the next noise level."""
+    tensors = (x, x0) + ((x0_prev,) if x0_prev is not None else ())
+    if backend(*tensors) == "eager":
+        return ode_step_eager(x, x0, c_x, c_0, x0_prev, c_prev)
+    x, x0 = x.contiguous(), x0.contiguous().to(x.dtype)
+    has_prev = x0_prev is not None
+    prev = x0_prev.contiguous().to(x.dtype) if has_prev else x0
+    out = torch.empty_like(x)
+    _ode_step_kernel()[blocks(x.numel(), BLOCK)](x, x0, prev, out, x.numel(), float(c_x), float(c_0), float(c_prev),
+                                                 HAS_PREV=has_prev, BLOCK=BLOCK)
+    return out
+
+
 def ddim_step(x: torch.Tensor, x0: torch.Tensor, alpha: float, sigma: float, alpha_next: float,
               sigma_next: float) -> torch.Tensor:
-    """x at the next noise level (alpha', sigma') from x at (alpha, sigma) and its x0 estimate."""
-    if backend(x, x0) == "eager":
-        return ddim_step_eager(x, x0, alpha, sigma, alpha_next, sigma_next)
-    x, x0 = x.contiguous(), x0.contiguous().to(x.dtype)
-    out = torch.empty_like(x)
-    _kernel()[blocks(x.numel(), BLOCK)](x, x0, out, x.numel(), float(alpha), 1.0 / float(sigma), float(alpha_next),
-                                        float(sigma_next), BLOCK=BLOCK)
-    return out
+    """x at the next noise level (alpha', sigma') from x at (alpha, sigma) and its x0 estimate (DDIM, eta = 0)."""
+    return ode_step(x, x0, *ddim_coefficients(alpha, sigma, alpha_next, sigma_next))
 
 
 @functools.cache

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from volgen.kernels.sampler import ode_step
 from volgen.sampling.loop import denoise_loop
 
 
@@ -27,12 +28,11 @@ def sample_dpmpp_2m(denoiser, x_T: torch.Tensor, timesteps, *, cond: dict | None
             return x0
         lam_t = math.log(alpha_n / sigma_n)
         h = lam_t - lam_s
-        d = x0
-        if "x0" in history:
-            r = (lam_s - history["lam"]) / h
-            d = x0 + (x0 - history["x0"]) / (2 * r)
+        c_d = -alpha_n * math.expm1(-h)          # the weight of D
+        previous = history.get("x0")
+        w = 1 / (2 * (lam_s - history["lam"]) / h) if previous is not None else 0.0     # D = (1 + w) x0 - w x0_prev
         history.update(x0=x0, lam=lam_s)
-        return (sigma_n / sigma) * x - alpha_n * math.expm1(-h) * d
+        return ode_step(x, x0, sigma_n / sigma, c_d * (1 + w), previous, -c_d * w)
 
     return denoise_loop(denoiser, x_T, timesteps, update, cond=cond, consistency=consistency, guidance=guidance,
                         callback=callback)
