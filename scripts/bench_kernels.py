@@ -23,7 +23,7 @@ import torch
 from volgen import kernels
 from volgen.kernels.groupnorm import group_norm, group_norm_eager
 from volgen.kernels.haar import (haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager, haar_keep_known,
-                                 haar_keep_known_eager)
+                                 haar_keep_known_eager, haar_keep_thick_slices, haar_keep_thick_slices_eager)
 from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager
 from volgen.kernels.sampler import mean_spread, mean_spread_eager, ode_step, ode_step_eager, x0_eps, x0_eps_eager
 
@@ -68,6 +68,7 @@ def kernel_rows(repeat: int) -> None:
     act = torch.randn(2, 32, 48, 56, 48, device=DEVICE)
     w, b = torch.ones(32, device=DEVICE), torch.zeros(32, device=DEVICE)
     mask = (torch.rand(1, 1, 96, 112, 96, device=DEVICE) > 0.5).float()
+    observed = torch.randn(1, 1, 96, 112, 24, device=DEVICE)        # 4x thick slices of the image
     draws = torch.randn(8, 1, 96, 112, 96, device=DEVICE)          # 8 samples (the GPU default) of a 2 mm image
     coefficients = (0.0, 1.0, 1.6, -1.2)                              # x0-prediction at one noise level
     cases = {
@@ -80,6 +81,9 @@ def kernel_rows(repeat: int) -> None:
                                    lambda: x0_eps_eager(x, x, coefficients, x, 2.0), 5 * n),
         "haar keep known (inpainting)": (lambda: haar_keep_known(x, image, mask, 2.83),
                                          lambda: haar_keep_known_eager(x, image, mask, 2.83), 2 * n + n // 2),
+        "haar keep thick slices (4x SR)": (lambda: haar_keep_thick_slices(x, observed, 4, 2, 2.83),
+                                           lambda: haar_keep_thick_slices_eager(x, observed, 4, 2, 2.83),
+                                           2 * n + n // 4),
         "mean + spread of 8 samples": (lambda: mean_spread(draws), lambda: mean_spread_eager(draws),
                                        (8 + 2) * draws[0].numel() * 4),
         "patlak proximal": (lambda: patlak_proximal(x[0], x[0], s2, s2, s2, 4.0, 1.0, 2.0, 1.0, 1.0),

@@ -10,7 +10,7 @@ import torch  # noqa: E402
 from volgen import kernels  # noqa: E402
 from volgen.kernels.groupnorm import group_norm, group_norm_eager  # noqa: E402
 from volgen.kernels.haar import (haar_dwt3, haar_dwt3_eager, haar_idwt3, haar_idwt3_eager, haar_keep_known,  # noqa: E402
-                                 haar_keep_known_eager)
+                                 haar_keep_known_eager, haar_keep_thick_slices, haar_keep_thick_slices_eager)
 from volgen.kernels.patlak import patlak_proximal, patlak_proximal_eager  # noqa: E402
 from volgen.kernels.sampler import (ddim_step, mean_spread, mean_spread_eager, ode_step, x0_eps,  # noqa: E402
                                     x0_eps_eager)
@@ -55,6 +55,22 @@ def test_keep_known_kernel_matches_decode_blend_encode(triton_forced, dtype, kno
     kept = haar_idwt3_eager(got.float(), codec.lowpass_scale)
     torch.testing.assert_close(kept * (1 - mask.float()), (known.float() * (1 - mask.float())).expand_as(kept),
                                **TOL[dtype])                              # the known voxels come back exactly
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("axis, factor, observed_batch", [(0, 2, 1), (1, 4, 3), (2, 4, 1), (2, 6, 3)])
+def test_keep_thick_slices_kernel_matches_decode_project_encode(triton_forced, dtype, axis, factor, observed_batch):
+    from volgen.codecs.haar import HaarCodec
+    from volgen.sampling.consistency import ImageSpaceProjection, thick_slice_projection, thick_slices
+    z = _rand(3, 16, 6, 6, 6, dtype=dtype)                      # 2 channels; 12^3 images divide by 2, 4 and 6
+    observed = thick_slices(_rand(observed_batch, 2, 12, 12, 12, dtype=dtype, seed=1), factor, 2 + axis)
+    codec = HaarCodec()
+    got = ImageSpaceProjection(codec, thick_slice_projection(observed, factor, 2 + axis))(z, 500)   # the sampler's
+    want = haar_keep_thick_slices_eager(z.float(), observed.float(), factor, axis, codec.lowpass_scale)
+    torch.testing.assert_close(got.float(), want, **TOL[dtype])
+    image = haar_idwt3_eager(got.float(), codec.lowpass_scale)             # the data are reproduced exactly
+    torch.testing.assert_close(thick_slices(image, factor, 2 + axis), observed.float().expand(3, -1, -1, -1, -1),
+                               **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -178,6 +194,7 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
 
     for module, name in ((volgen.kernels.haar, "haar_dwt3_eager"), (volgen.kernels.haar, "haar_idwt3_eager"),
                          (volgen.kernels.haar, "haar_keep_known_eager"),
+                         (volgen.kernels.haar, "haar_keep_thick_slices_eager"),
                          (volgen.kernels.sampler, "ode_step_eager"), (volgen.kernels.sampler, "x0_eps_eager"),
                          (volgen.kernels.sampler, "mean_spread_eager"), (volgen.kernels.patlak, "patlak_proximal_eager"),
                          (volgen.kernels.groupnorm, "group_norm_eager")):
@@ -185,6 +202,7 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
     x = _rand(1, 1, 4, 4, 4)
     haar_idwt3(haar_dwt3(x))
     haar_keep_known(haar_dwt3(x.expand(1, 1, 4, 4, 4)).expand(1, 8, 2, 2, 2), x, x)
+    haar_keep_thick_slices(haar_dwt3(x), x[..., :2], 2, 2)
     ddim_step(x, x, 0.5, 0.5, 1.0, 0.0)
     ode_step(x, x, 1.0, 0.5, x, 0.5)
     x0_eps(x, x, (0.0, 1.0, 2.0, -1.0), x, 2.0)

@@ -6,7 +6,7 @@ tests check the kernels without a GPU). The Triton kernels are compiled on first
 read then, and a CPU-only install never touches Triton.
 
 - `haar`: the 3D Haar DWT and its inverse with the codec's low-pass scaling, one read and one write; and the
-  known-voxel projection of a codec-space estimate (decode, keep the known voxels, encode) in one pass;
+  known-voxel and the thick-slice projections of a codec-space estimate (decode, project, encode) in one pass each;
 - `sampler`: classifier-free guidance with the conversion of a prediction to (x0, eps); the deterministic
   samplers' update (DDIM, Euler, DPM-Solver++(2M)) as one linear combination; the mean and spread of K samples:
   one pass each;

@@ -37,7 +37,7 @@ def haar_idwt3_eager(z: torch.Tensor, lowpass_scale: float = 1.0) -> torch.Tenso
 def _kernels():
     from volgen.kernels import _haar_triton as k
 
-    return k.dwt, k.idwt, k.keep_known
+    return k.dwt, k.idwt, k.keep_known, k.keep_thick_slices
 
 
 def haar_dwt3(x: torch.Tensor, lowpass_scale: float = 1.0) -> torch.Tensor:
@@ -90,4 +90,43 @@ def haar_keep_known(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
     n = b * (c8 // 8) * d * h * w
     _kernels()[2][blocks(n, BLOCK)](z, known, mask, out, n, known.shape[0] * (c8 // 8), d, h, w,
                                     float(lowpass_scale), BLOCK=BLOCK)
+    return out
+
+
+def haar_keep_thick_slices_eager(z: torch.Tensor, observed: torch.Tensor, factor: int, axis: int,
+                                 lowpass_scale: float = 1.0) -> torch.Tensor:
+    from volgen.sampling.consistency import thick_slice_projection
+
+    x = haar_idwt3_eager(z, lowpass_scale)
+    return haar_dwt3_eager(thick_slice_projection(observed, factor, 2 + axis)(x), lowpass_scale)
+
+
+def haar_keep_thick_slices(z: torch.Tensor, observed: torch.Tensor, factor: int, axis: int,
+                           lowpass_scale: float = 1.0) -> torch.Tensor:
+    """The thick-slice projection of a codec-space estimate, encode(x + repeat(observed - thick_slices(x))) with
+    x = decode(z), in one pass: z is (B, 8C, D, H, W); observed (B or 1, C, ...) has the image's shape with the
+    size along spatial `axis` (0-2) divided by the even `factor`."""
+    if backend(z, observed) == "eager":
+        return haar_keep_thick_slices_eager(z, observed, factor, axis, lowpass_scale)
+    b, c8, d, h, w = z.shape
+    grid = [d, h, w]
+    image = [2 * d, 2 * h, 2 * w]
+    if factor % 2 or grid[axis] % (factor // 2):
+        raise ValueError(f"factor {factor} must be even and divide the image's size {image[axis]} along axis {axis}")
+    thick = list(image)
+    thick[axis] //= factor
+    if list(observed.shape[2:]) != thick or observed.shape[1] != c8 // 8 or observed.shape[0] not in (1, b):
+        raise ValueError(f"observed {tuple(observed.shape)} does not match the thick slices (B, {c8 // 8}, "
+                         f"{', '.join(map(str, thick))}) of the estimate's image")
+    z = z.contiguous()
+    observed = observed.to(z.dtype).contiguous()
+    strides = observed.stride()
+    in_plane = [a for a in range(3) if a != axis]
+    u_size, v_size, t_size = grid[in_plane[0]], grid[in_plane[1]], thick[axis]
+    out = torch.empty_like(z)
+    n = b * (c8 // 8) * u_size * v_size * t_size
+    _kernels()[3][blocks(n, BLOCK)](z, observed, out, n, observed.shape[0] * (c8 // 8), u_size, v_size, t_size,
+                                    d, h, w, float(lowpass_scale), strides[2 + in_plane[0]],
+                                    strides[2 + in_plane[1]], strides[2 + axis], strides[1],
+                                    M=factor // 2, AXIS=axis, BLOCK=BLOCK)
     return out

@@ -38,16 +38,29 @@ class ImageSpaceProjection:
             # Haar: decode, keep the known voxels and encode block by block, in one pass (fused on CUDA)
             from volgen.kernels.haar import haar_keep_known
             return haar_keep_known(x0, self.project.known, self.project.mask, self.codec.lowpass_scale)
+        if isinstance(self.project, ThickSlices) and hasattr(self.codec, "lowpass_scale") and \
+                self.project.factor % 2 == 0 and self.project.dim in (2, 3, 4):
+            # Haar: a thick slice is factor / 2 whole blocks, so decode, project and encode fuse the same way
+            from volgen.kernels.haar import haar_keep_thick_slices
+            p = self.project
+            return haar_keep_thick_slices(x0, p.observed, p.factor, p.dim - 2, self.codec.lowpass_scale)
         image = self.codec.decode(x0)
         return self.codec.encode(self.project(image, t) if self.takes_timestep else self.project(image))
 
 
-def thick_slice_projection(observed: torch.Tensor, factor: int, dim: int):
+class ThickSlices:
     """The orthogonal projection onto {x : thick_slices(x) = observed}: each block's mean is replaced by the observed
-    one, the detail within the block kept."""
-    def project(x: torch.Tensor) -> torch.Tensor:
-        return x + repeat_slices(observed - thick_slices(x, factor, dim), factor, dim)
-    return project
+    one, the detail within the block kept. A class rather than a closure so a codec can fuse it (Haar: one pass)."""
+
+    def __init__(self, observed: torch.Tensor, factor: int, dim: int):
+        self.observed, self.factor, self.dim = observed, factor, dim
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x + repeat_slices(self.observed - thick_slices(x, self.factor, self.dim), self.factor, self.dim)
+
+
+def thick_slice_projection(observed: torch.Tensor, factor: int, dim: int) -> ThickSlices:
+    return ThickSlices(observed, factor, dim)
 
 
 class KnownVoxels:
