@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train and ship volgen's default models on the phantom corpus, in order (each run resumes from its checkpoints
 # when interrupted): wavelet backbone -> VCMs on it (synthesis, super-resolution, inpainting) -> the ControlNet and
-# Concat baselines -> KL autoencoder -> latent backbone. Usage: scripts/train_defaults.sh [python]
+# Concat baselines -> patch autoencoder -> latent backbone -> the VCM on it. Usage: scripts/train_defaults.sh [python]
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 
@@ -30,8 +30,8 @@ run vcm_super_resolution runs/vcm-super-resolution
 ship runs/vcm-super-resolution volgen-vcm-super-resolution-2mm "VCM: 4x through-plane super-resolution"
 run vcm_inpainting runs/vcm-inpainting
 ship runs/vcm-inpainting volgen-vcm-inpainting-2mm "VCM: pseudo-healthy fill or lesion growth inside a mask"
-run autoencoder runs/autoencoder
-run backbone_latent runs/backbone-latent
-ship runs/backbone-latent volgen-latent-brain-2mm "latent-diffusion backbone (KL autoencoder + rectified flow)"
-run vcm_synthesis_latent runs/vcm-synthesis-latent
-ship runs/vcm-synthesis-latent volgen-vcm-synthesis-latent-2mm "VCM on the latent backbone: any missing MRI contrast from the others"
+run autoencoder runs/autoencoder-patch
+run backbone_latent runs/backbone-latent-patch
+ship runs/backbone-latent-patch volgen-latent-brain-2mm "latent-diffusion backbone (patch autoencoder + x0 U-Net)"
+run vcm_synthesis_latent runs/vcm-synthesis-latent-patch
+ship runs/vcm-synthesis-latent-patch volgen-vcm-synthesis-latent-2mm "VCM on the latent backbone: any missing MRI contrast from the others"

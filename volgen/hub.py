@@ -33,6 +33,7 @@ MODEL_TYPES = {
     "identity": "volgen.codecs.base:IdentityCodec",
     "haar": "volgen.codecs.haar:HaarCodec",
     "kl_autoencoder": "volgen.codecs.autoencoder:KLAutoencoderCodec",
+    "patch_autoencoder": "volgen.codecs.patch_autoencoder:PatchAutoencoderCodec",
     "vcm": "volgen.modules.vcm:VCM",
     "controlnet": "volgen.modules.controlnet:ControlNetConditioner",
     "concat": "volgen.modules.concat:ConcatConditioner",

@@ -73,13 +73,18 @@ def test_module_runs_train_only_the_module(tmp_path, phantom_dir, trained_backbo
     assert len(read_metrics(run)) == 2
 
 
-def test_autoencoder_run(tmp_path, phantom_dir):
-    config = _config(tmp_path, phantom_dir.parent, kind="autoencoder",
-                     model={"latent_channels": 3, "channels": [8, 16], "attention_levels": [False, False],
-                            "norm_num_groups": 8}, train={"steps": 2})
+@pytest.mark.parametrize("model, kind, latent", [
+    ({"latent_channels": 3, "channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8},
+     "kl_autoencoder", (3, 8, 8, 8)),
+    ({"type": "patch_autoencoder", "factor": 4, "latent_channels": 8, "width": 8, "depth": 1},
+     "patch_autoencoder", (8, 4, 4, 4)),
+])
+def test_autoencoder_run(tmp_path, phantom_dir, model, kind, latent):
+    config = _config(tmp_path, phantom_dir.parent, kind="autoencoder", model=model, train={"steps": 2})
     run = train(load_config(config), progress=False)
-    codec = hub.from_pretrained(run / "model", expected_type="kl_autoencoder")
-    assert codec.latent_shape((1, 16, 16, 16)) == (3, 8, 8, 8)
+    codec = hub.from_pretrained(run / "model", expected_type=kind)
+    assert codec.latent_shape((1, 16, 16, 16)) == latent
+    assert all(r["loss"] > 0 for r in read_metrics(run))
 
 
 @pytest.mark.parametrize("override, message", [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL
 
 from volgen.codecs.base import Codec
@@ -83,6 +84,15 @@ class KLAutoencoderCodec(Codec):
         self._check(image_shape, "image")
         f = self.config.downsampling
         return (self.config.latent_channels, *(s // f for s in image_shape[-3:]))
+
+    def training_loss(self, target: torch.Tensor, generator: torch.Generator, kl_weight: float) -> torch.Tensor:
+        """L1 reconstruction of a posterior sample + kl_weight * the KL to N(0, I)."""
+        ae = self.autoencoder
+        z_mu, z_sigma = ae.encode(target)
+        noise = torch.randn(z_mu.shape, generator=generator).to(z_mu)
+        recon = ae.decode(z_mu + z_sigma * noise)
+        kl = 0.5 * (z_mu ** 2 + z_sigma ** 2 - torch.log(z_sigma ** 2 + 1e-12) - 1).sum(dim=(1, 2, 3, 4)).mean()
+        return F.l1_loss(recon.float(), target.float()) + kl_weight * kl
 
     @torch.no_grad()
     def measure_scale_factor(self, volumes) -> float:

@@ -16,13 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from volgen import hub
 from volgen.backbones import Backbone, BackboneConfig
-from volgen.codecs import AutoencoderConfig, KLAutoencoderCodec
+from volgen.codecs import Codec, build_codec
 from volgen.errors import InputError
 from volgen.modules import build_conditioner
 from volgen.training.checkpointing import enable_gradient_checkpointing
@@ -45,12 +44,7 @@ class TrainingStep(torch.nn.Module):
 
     def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator) -> torch.Tensor:
         if self.kind == "autoencoder":
-            ae = self.model.autoencoder
-            z_mu, z_sigma = ae.encode(target)
-            noise = torch.randn(z_mu.shape, generator=gen).to(z_mu)
-            recon = ae.decode(z_mu + z_sigma * noise)
-            kl = 0.5 * (z_mu ** 2 + z_sigma ** 2 - torch.log(z_sigma ** 2 + 1e-12) - 1).sum(dim=(1, 2, 3, 4)).mean()
-            return F.l1_loss(recon.float(), target.float()) + self.kl_weight * kl
+            return self.model.training_loss(target, gen, self.kl_weight)
         backbone = self.model if self.kind == "backbone" else self.model.backbone
         with torch.no_grad():
             z0 = backbone.codec.encode(target)
@@ -62,7 +56,8 @@ class TrainingStep(torch.nn.Module):
 def build_model(config: TrainConfig) -> tuple[torch.nn.Module, list[tuple[str, torch.nn.Parameter]], int, bool]:
     """(model, its trainable named parameters, the image-size multiple, whether it takes class labels)."""
     if config.kind == "autoencoder":
-        model = KLAutoencoderCodec(AutoencoderConfig.from_dict(config.model))
+        spec = dict(config.model)
+        model = build_codec({"type": spec.pop("type", "kl_autoencoder"), "config": spec})
         return model, list(model.named_parameters()), model.downsampling, False
     if config.kind == "backbone":
         spec = dict(config.model)
@@ -219,7 +214,7 @@ def _save_checkpoint(accelerator, ema: EMA, run_dir: Path, step: int, keep: int 
 
 
 @torch.no_grad()
-def _measure_scale_factor(codec: KLAutoencoderCodec, cases, max_volumes: int = 16) -> None:
+def _measure_scale_factor(codec: Codec, cases, max_volumes: int = 16) -> None:
     """Latents of unit variance for the diffusion trained on them: 1 / std over whole training volumes."""
     volumes = [case.images[i:i + 1][None].to(next(codec.parameters()).device)
                for case in cases for i in range(case.images.shape[0])][:max_volumes]
