@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -35,8 +36,8 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--results", default="bench_out/quality/results.json")
     parser.add_argument("--limits", default="", help="further limits seen in this model's outputs")
-    parser.add_argument("--rows", help="the results tasks whose rows to show, comma-separated (default: the "
-                                       "module's task)")
+    parser.add_argument("--rows", help="the results tasks whose rows to show, comma-separated (a comma followed by a space "
+                                       "belongs to the name; default: the module's task)")
     args = parser.parse_args()
     entry = json.loads(hub.REGISTRY_FILE.read_text())[args.name]
     model = hub.from_pretrained(args.name)
@@ -80,7 +81,7 @@ def main() -> None:
         "expect it to transfer to real scans without fine-tuning. Not for clinical use or diagnosis."
         + (f" {args.limits}" if args.limits else ""), "",
     ]
-    lines += measured(task, args.results, args.rows.split(",") if args.rows else TASK_ROWS.get(task))
+    lines += measured(task, args.results, re.split(r",(?! )", args.rows) if args.rows else TASK_ROWS.get(task))
     out = hub.PRETRAINED_DIR / args.name / hub.CARD_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
