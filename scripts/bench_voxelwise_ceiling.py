@@ -1,0 +1,88 @@
+"""How far can any per-voxel estimate of a contrast from the other three go, and how much of its error is one
+number per case (the intensity scale)? The question behind t1c synthesis missing its target (issue 10).
+
+On the held-out cases it scores, in brain PSNR on [0, 1]:
+- linear regression (bench_quality's baseline);
+- the non-parametric conditional mean E[target | the other three intensities], a table of `--bins`^3 cells filled
+  from every head voxel of the training cases: the best any per-voxel map can do;
+- the same with each case's best affine rescale of the prediction (an oracle: fitted to the truth), inside the brain
+  and outside the tumour.
+A large gain from the oracle means the error is the case's scale, which the other contrasts do not carry.
+
+    python scripts/bench_voxelwise_ceiling.py [--target t1c] [--bins 32] [--cases 20]
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from volgen.training.config import DataConfig
+from volgen.training.data import load_cases
+
+CONTRASTS = ["t1n", "t1c", "t2w", "t2f"]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return ((x + 1) / 2).clip(0, 1)
+
+
+def psnr(error: np.ndarray) -> float:
+    return float(10 * np.log10(1 / np.mean(error ** 2)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", default="t1c", choices=CONTRASTS)
+    parser.add_argument("--bins", type=int, default=32)
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--train", default="phantoms/train")
+    parser.add_argument("--heldout", default="phantoms/heldout")
+    args = parser.parse_args()
+    k = CONTRASTS.index(args.target)
+    sources = [i for i in range(4) if i != k]
+    train = load_cases(DataConfig(root=args.train), 8)
+    heldout = load_cases(DataConfig(root=args.heldout, max_cases=args.cases), 8, with_healthy=True)
+    x, y = [], []
+    for case in train:
+        flat = case.images.numpy().reshape(4, -1)
+        head = (flat > -1 + 1e-3).any(0)
+        x.append(flat[sources][:, head].T)
+        y.append(flat[k, head])
+    x, y = np.concatenate(x), np.concatenate(y)
+    n = args.bins
+
+    def cell(v: np.ndarray) -> np.ndarray:
+        i = np.clip(((v + 1) / 2 * n).astype(int), 0, n - 1)
+        return (i[:, 0] * n + i[:, 1]) * n + i[:, 2]
+
+    counts = np.bincount(cell(x), minlength=n ** 3)
+    table = np.where(counts > 0, np.bincount(cell(x), weights=y, minlength=n ** 3) / np.maximum(counts, 1), y.mean())
+    design = np.c_[x, np.ones(len(x))]
+    linear = np.linalg.lstsq(design, y, rcond=None)[0]
+    rows = []
+    for case in heldout:
+        images = case.images.numpy()
+        brain, tumour = case.brain.numpy().astype(bool), case.seg.numpy() > 0
+        truth = unit(images[k])
+        flat = images[sources].reshape(3, -1).T
+        lin = unit((np.c_[flat, np.ones(len(flat))] @ linear).reshape(truth.shape))
+        best = unit(table[cell(flat)].reshape(truth.shape))
+        a, b = np.linalg.lstsq(np.c_[best[brain], np.ones(brain.sum())], truth[brain], rcond=None)[0]
+        oracle = a * best + b
+        rest = brain & ~tumour
+        rows.append([psnr((lin - truth)[brain]), psnr((best - truth)[brain]), psnr((oracle - truth)[brain]),
+                     psnr((best - truth)[rest]), psnr((oracle - truth)[rest]), a])
+    r = np.array(rows)
+    print(f"{args.target} from the other three, {len(heldout)} held-out cases, {len(y)} training voxels, "
+          f"{n}^3 cells")
+    for name, col in (("linear regression, brain", 0), ("conditional mean, brain", 1),
+                      ("conditional mean + per-case affine oracle, brain", 2),
+                      ("conditional mean, brain outside the tumour", 3),
+                      ("conditional mean + oracle, brain outside the tumour", 4)):
+        print(f"  {name:52} {r[:, col].mean():6.2f} dB")
+    print(f"  oracle slopes: {r[:, 5].min():.2f} to {r[:, 5].max():.2f}")
+
+
+if __name__ == "__main__":
+    main()
