@@ -53,9 +53,10 @@ def test_the_conditions_arrive_as_their_haar_subbands_with_the_present_flags():
     assert torch.allclose(codes[:, 1:], plain[:, 1:], atol=1e-6)
 
 
-def test_identity_at_initialisation_with_the_prior_and_gate_fitted():
+@pytest.mark.parametrize("prior", ["regression", "table"])
+def test_identity_at_initialisation_with_the_prior_and_gate_fitted(prior):
     backbone = _backbone()
-    module = build_conditioner("vcm", backbone, SETTINGS)
+    module = build_conditioner("vcm", backbone, {**SETTINGS, "prior": prior})
     module.prepare([type("Case", (), {"images": v})() for v in _volumes()])
     assert module.prior.fitted
     gen = torch.Generator().manual_seed(1)

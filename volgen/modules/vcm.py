@@ -9,7 +9,8 @@
 3. prediction' = prediction (1 + scale gamma) + scale beta, on the backbone's own parameterization.
 4. With a `prior`, the module also computes an estimate that learns nothing or only a per-voxel map, and a
    zero-initialised gate g: `regression` (synthesis) a per-voxel regression (linear, or quadratic with
-   `prior_degree: 2`) from the present contrasts to the target, fitted on the training cases before training;
+   `prior_degree: 2`) from the present contrasts to the target, fitted on the training cases before training
+   (`table`: the per-voxel conditional mean instead, volgen/modules/table_prior.py);
    `interpolation` (super-resolution) the thick slices interpolated by cubic splines; `fill` (inpainting) the
    harmonic fill of the mask from its boundary (both exactly the baselines bench_quality scores):
    prediction' += scale g (prior - prediction). The U-Net sees the prior too, so it learns a correction of an
@@ -27,8 +28,9 @@ from monai.networks.nets import DiffusionModelUNet
 from volgen.config import DictConfig
 from volgen.modules.base import Conditioner
 from volgen.modules.prior import FillPrior, InterpolationPrior, RegressionPrior
+from volgen.modules.table_prior import TablePrior
 
-PRIORS = ("none", "regression", "interpolation", "fill")
+PRIORS = ("none", "regression", "table", "interpolation", "fill")
 
 # The gate's bias is stored divided by this gain: Adam moves a parameter by about lr per step whatever its
 # gradient's size, so the gate reaches 1 in tens of steps instead of 1/lr. It is a table over noise levels
@@ -50,7 +52,7 @@ class VCMConfig(DictConfig):
     head_channels: int = 32                          # U-Net output features the gamma/beta heads read
     condition_path: str = "encoder"                  # encoder (learned, strided) | codec (the backbone's codec)
     mid_attention: bool = True                       # MONAI's mid-block attention over the whole lowest grid
-    prior: str = "none"                              # none | regression (synthesis) | interpolation (SR) | fill
+    prior: str = "none"                              # none | regression | table (synthesis) | interpolation (SR) | fill
     prior_degree: int = 1                            # regression: 1 linear; 2 with the products of pairs
     prior_factor: int = 4                            # interpolation: thick-slice factor and model-grid axis
     prior_axis: int = 2
@@ -111,6 +113,10 @@ class VCM(Conditioner):
             if not net.num_class_embeds:
                 raise ValueError("prior: regression needs a backbone with contrast labels (the target)")
             self.prior = RegressionPrior(n, net.num_class_embeds, config.prior_degree)
+        elif config.prior == "table":
+            if not net.num_class_embeds:
+                raise ValueError("prior: table needs a backbone with contrast labels (the target)")
+            self.prior = TablePrior(n, net.num_class_embeds)
         elif config.prior == "interpolation":
             self.prior = InterpolationPrior(config.prior_factor, config.prior_axis)
         elif config.prior == "fill":
