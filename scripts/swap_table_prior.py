@@ -30,8 +30,7 @@ def main() -> None:
     table = TablePrior(vcm.prior.n_conditions, vcm.backbone.network.config.num_class_embeds, args.bins)
     table.fit([case.images for case in cases])
     vcm.prior, vcm.config.prior = table, "table"
-    metadata = dict(hub.read_config(hub.PRETRAINED_DIR / args.model if "/" not in args.model else args.model)
-                    .get("metadata", {}))
+    metadata = dict(hub.read_config(hub.resolve(args.model)[0]).get("metadata", {}))
     metadata["prior"] = (f"table ({args.bins} bins, fitted on {len(cases)} cases of {args.train} after training; "
                          "swapped in for the prior it was trained with)")
     hub.save_pretrained(vcm, args.out, dtype=torch.float16, metadata=metadata, overwrite=True)

@@ -36,8 +36,8 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--results", default="bench_out/quality/results.json")
     parser.add_argument("--limits", default="", help="further limits seen in this model's outputs")
-    parser.add_argument("--rows", help="the results tasks whose rows to show, comma-separated (a comma followed by a space "
-                                       "belongs to the name; default: the module's task)")
+    parser.add_argument("--rows", help="the results tasks whose rows to show, comma-separated (a comma followed by "
+                                       "a space belongs to the name; default: the module's task)")
     args = parser.parse_args()
     entry = json.loads(hub.REGISTRY_FILE.read_text())[args.name]
     model = hub.from_pretrained(args.name)

@@ -196,7 +196,8 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
                          (volgen.kernels.haar, "haar_keep_known_eager"),
                          (volgen.kernels.haar, "haar_keep_thick_slices_eager"),
                          (volgen.kernels.sampler, "ode_step_eager"), (volgen.kernels.sampler, "x0_eps_eager"),
-                         (volgen.kernels.sampler, "mean_spread_eager"), (volgen.kernels.patlak, "patlak_proximal_eager"),
+                         (volgen.kernels.sampler, "mean_spread_eager"),
+                         (volgen.kernels.patlak, "patlak_proximal_eager"),
                          (volgen.kernels.groupnorm, "group_norm_eager")):
         monkeypatch.setattr(module, name, boom)
     x = _rand(1, 1, 4, 4, 4)

@@ -6,9 +6,9 @@ brain PSNR on held-out phantoms with 8 components t1n 26.3, t1c 28.5, t2w 24.2, 
 29.5, 31.3, 27.0, 28.4 dB. So this codec *is* that PCA (fitted on the training volumes before training, `prepare`),
 plus zero-initialised convolutional branches that learn what a linear map of one block cannot: the encoder and
 decoder branches see the neighbouring blocks (3x3x3 convolutions on the latent grid), so they remove block seams
-and recover detail. It starts as good as the PCA and training can only add to it. Everything runs on the latent grid, so training is
-cheap, and there is no normalisation layer whose statistics depend on crop size: a whole volume behaves like a
-crop.
+and recover detail. It starts as good as the PCA and training can only add to it. Everything runs on the latent
+grid, so training is cheap, and there is no normalisation layer whose statistics depend on crop size: a whole
+volume behaves like a crop.
 
 encode(x) = scale * (pca(u) + branch(u)) with u the blocks of x as channels; decode(z) = unblock(pca^T(z / scale)
 + branch(z / scale)). `scale` is per channel, 1 / std over training volumes (PCA components differ in variance by
