@@ -35,6 +35,7 @@ from volgen.errors import VolgenError
 from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
 from volgen.metrics import psnr, ssim
+from volgen.modules.template_prior import TemplateFillPrior
 from volgen.sampling.consistency import known_voxel_projection, thick_slice_projection, thick_slices
 from volgen.tasks import generate
 from volgen.tasks.models import default_samples, default_timesteps
@@ -219,6 +220,13 @@ def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[
         shown = {"t2f (with tumour)": unit(image[0, 0]), "healthy twin (true)": truth, "harmonic fill": fill}
         projection = known_voxel_projection(image.to(DEVICE), mask.to(DEVICE))
         masked = image * (1 - mask) - mask
+        if isinstance(getattr(model, "prior", None), TemplateFillPrior):     # the module's prior on its own
+            with torch.no_grad():
+                guided, seconds = timed(lambda: unit(model.prior(torch.cat([masked, mask], 1).to(DEVICE), None,
+                                                                 torch.tensor([T2F]))[0, 0]))
+            table.add("template-guided fill (the VCM's prior)", mask_psnr=psnr(guided, truth, inside, data_range=1.0),
+                      seconds=seconds)
+            shown["template-guided fill"] = guided
         methods = {"backbone + replacement": (backbone, None),
                    "VCM": (model, torch.cat([masked, mask, torch.zeros_like(mask)], dim=1))}
         for name, (method, conditions) in methods.items():

@@ -9,6 +9,13 @@ On the held-out cases it scores, in brain PSNR on [0, 1]:
   and outside the tumour.
 A large gain from the oracle means the error is the case's scale, which the other contrasts do not carry.
 
+It also asks how far any uncertainty map can go (issue 10's target: Spearman(uncertainty, |error|) >= 0.4 in the
+brain), for the conditional mean's error:
+- the table's conditional standard deviation, sd[target | the other three]: the per-voxel spread a perfect sampler
+  of this per-voxel model would show;
+- an oracle that knows the true error of every other voxel: the local RMS of the true error in a Gaussian window
+  (sigma 1 voxel) leaving the voxel itself out. No map that is smooth at the scale of a voxel can do much better.
+
     python scripts/bench_voxelwise_ceiling.py [--target t1c] [--bins 32] [--cases 20]
 """
 from __future__ import annotations
@@ -16,6 +23,9 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+
+from scipy.ndimage import gaussian_filter
+from scipy.stats import spearmanr
 
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
@@ -58,6 +68,9 @@ def main() -> None:
 
     counts = np.bincount(cell(x), minlength=n ** 3)
     table = np.where(counts > 0, np.bincount(cell(x), weights=y, minlength=n ** 3) / np.maximum(counts, 1), y.mean())
+    second = np.bincount(cell(x), weights=y * y, minlength=n ** 3) / np.maximum(counts, 1)
+    spread = np.sqrt(np.clip(second - table ** 2, 0, None))
+    spread[counts < 5] = spread[counts >= 5].max()          # a cell seen too rarely: as unsure as the worst seen
     design = np.c_[x, np.ones(len(x))]
     linear = np.linalg.lstsq(design, y, rcond=None)[0]
     rows = []
@@ -71,8 +84,11 @@ def main() -> None:
         a, b = np.linalg.lstsq(np.c_[best[brain], np.ones(brain.sum())], truth[brain], rcond=None)[0]
         oracle = a * best + b
         rest = brain & ~tumour
+        error = np.abs(best - truth)
         rows.append([psnr((lin - truth)[brain]), psnr((best - truth)[brain]), psnr((oracle - truth)[brain]),
-                     psnr((best - truth)[rest]), psnr((oracle - truth)[rest]), a])
+                     psnr((best - truth)[rest]), psnr((oracle - truth)[rest]), a,
+                     spearmanr(spread[cell(flat)].reshape(truth.shape)[brain], error[brain]).correlation,
+                     spearmanr(local_rms_without_centre(error ** 2)[brain], error[brain]).correlation])
     r = np.array(rows)
     print(f"{args.target} from the other three, {len(heldout)} held-out cases, {len(y)} training voxels, "
           f"{n}^3 cells")
@@ -82,6 +98,17 @@ def main() -> None:
                       ("conditional mean + oracle, brain outside the tumour", 4)):
         print(f"  {name:52} {r[:, col].mean():6.2f} dB")
     print(f"  oracle slopes: {r[:, 5].min():.2f} to {r[:, 5].max():.2f}")
+    for name, col in (("conditional sd", 6), ("oracle: local RMS of the true error, centre left out", 7)):
+        print(f"  Spearman(|error|, {name}): mean {r[:, col].mean():.3f}, from {r[:, col].min():.3f} "
+              f"to {r[:, col].max():.3f}")
+
+
+def local_rms_without_centre(squared: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """sqrt of the Gaussian-weighted mean of `squared` over each voxel's neighbours, the voxel itself left out."""
+    impulse = np.zeros((9, 9, 9))
+    impulse[4, 4, 4] = 1
+    centre = gaussian_filter(impulse, sigma)[4, 4, 4]
+    return np.sqrt(np.clip((gaussian_filter(squared, sigma) - centre * squared) / (1 - centre), 0, None))
 
 
 if __name__ == "__main__":

@@ -151,9 +151,23 @@ def test_whole_volume_batches_and_sampler_timesteps(phantom_dir):
     from volgen.training.objectives import noised
 
     cases = load_cases(DataConfig(root=str(phantom_dir.parent)), multiple=16)
-    batch = sample_batch(cases, 2, [512, 512, 512], False, torch.Generator().manual_seed(0))
+    batch = sample_batch(cases, 2, [512, 512, 512], [], torch.Generator().manual_seed(0))
     assert torch.equal(batch["images"][0], cases[0].images)    # a crop larger than the volume is the volume
     backbone = Backbone(BackboneConfig(contrasts=()))
     z0 = torch.zeros(64, 8, 2, 2, 2)
     _, t, _ = noised(backbone.denoiser, z0, torch.Generator().manual_seed(0), sampler_steps=10)
     assert set(t.tolist()) <= set(backbone.denoiser.schedule.timesteps(10)) and len(set(t.tolist())) > 5
+
+
+def test_flips_mirror_only_the_axes_asked_for(phantom_dir):
+    from volgen.training.config import DataConfig
+    from volgen.training.data import load_cases, sample_batch
+
+    cases = load_cases(DataConfig(root=str(phantom_dir.parent)), multiple=16)
+    image = cases[0].images
+    seen = set()
+    for seed in range(12):
+        out = sample_batch(cases[:1], 1, [512, 512, 512], [0], torch.Generator().manual_seed(seed))["images"][0]
+        assert torch.equal(out, image) or torch.equal(out, image.flip(1))     # left-right (axis 0) or nothing
+        seen.add(torch.equal(out, image))
+    assert seen == {True, False}

@@ -12,7 +12,8 @@
    `prior_degree: 2`) from the present contrasts to the target, fitted on the training cases before training
    (`table`: the per-voxel conditional mean instead, volgen/modules/table_prior.py);
    `interpolation` (super-resolution) the thick slices interpolated by cubic splines; `fill` (inpainting) the
-   harmonic fill of the mask from its boundary (both exactly the baselines bench_quality scores):
+   harmonic fill of the mask from its boundary (both exactly the baselines bench_quality scores); `template_fill`
+   (inpainting) the training cases' mean healthy image fitted into the mask (volgen/modules/template_prior.py):
    prediction' += scale g (prior - prediction). The U-Net sees the prior too, so it learns a correction of an
    estimate that is already as good as a simple baseline.
 All heads start at zero, so an untrained VCM is the identity (the published VCM starts by perturbing the backbone).
@@ -29,8 +30,9 @@ from volgen.config import DictConfig
 from volgen.modules.base import Conditioner
 from volgen.modules.prior import FillPrior, InterpolationPrior, RegressionPrior
 from volgen.modules.table_prior import TablePrior
+from volgen.modules.template_prior import TemplateFillPrior
 
-PRIORS = ("none", "regression", "table", "interpolation", "fill")
+PRIORS = ("none", "regression", "table", "interpolation", "fill", "template_fill")
 
 # The gate's bias is stored divided by this gain: Adam moves a parameter by about lr per step whatever its
 # gradient's size, so the gate reaches 1 in tens of steps instead of 1/lr. It is a table over noise levels
@@ -52,7 +54,7 @@ class VCMConfig(DictConfig):
     head_channels: int = 32                          # U-Net output features the gamma/beta heads read
     condition_path: str = "encoder"                  # encoder (learned, strided) | codec (the backbone's codec)
     mid_attention: bool = True                       # MONAI's mid-block attention over the whole lowest grid
-    prior: str = "none"                              # none | regression | table (synthesis) | interpolation (SR) | fill
+    prior: str = "none"              # none | regression | table (synthesis) | interpolation (SR) | fill | template_fill
     prior_degree: int = 1                            # regression: 1 linear; 2 with the products of pairs
     prior_factor: int = 4                            # interpolation: thick-slice factor and model-grid axis
     prior_axis: int = 2
@@ -121,6 +123,8 @@ class VCM(Conditioner):
             self.prior = InterpolationPrior(config.prior_factor, config.prior_axis)
         elif config.prior == "fill":
             self.prior = FillPrior()
+        elif config.prior == "template_fill":
+            self.prior = TemplateFillPrior(max(net.num_class_embeds or 0, 1))
         if self.prior is not None:
             features += latent
         self.unet = DiffusionModelUNet(
@@ -156,9 +160,11 @@ class VCM(Conditioner):
         return (t.float() * n / steps).long().clamp(0, n - 1)
 
     def prepare(self, cases) -> None:
-        """Data-dependent set-up before training: fit the regression prior on the training cases."""
+        """Data-dependent set-up before training: fit the prior on the training cases (the template of healthy
+        anatomy on their healthy twins, where they have them)."""
         if self.prior is not None and not self.prior.fitted:
-            self.prior.fit([case.images for case in cases])
+            healthy = isinstance(self.prior, TemplateFillPrior) and all(c.healthy is not None for c in cases)
+            self.prior.fit([case.healthy if healthy else case.images for case in cases])
 
     def condition_features(self, conditions: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
         if self.encoder is not None:

@@ -88,10 +88,11 @@ def _crop_start(centre: int, size: int, crop: int, gen) -> int:
     return int(np.clip(centre - crop // 2 + jitter, 0, size - crop))
 
 
-def sample_batch(cases: list[CaseArrays], batch_size: int, crop, flip: bool, gen: torch.Generator,
+def sample_batch(cases: list[CaseArrays], batch_size: int, crop, flip_axes, gen: torch.Generator,
                  around_lesion: bool = False) -> dict:
     """A batch of random crops: {"images", "healthy"?, "seg"?} (B, C, *crop). Crops are centred on a random
-    foreground voxel (on the lesion when `around_lesion`), so few are empty background."""
+    foreground voxel (on the lesion when `around_lesion`), so few are empty background. Each axis in `flip_axes`
+    (model-grid axes 0-2) is mirrored with probability 1/2."""
     out: dict[str, list] = {"images": [], "healthy": [], "seg": []}
     for _ in range(batch_size):
         case = cases[_randint(len(cases), gen)]
@@ -102,7 +103,7 @@ def sample_batch(cases: list[CaseArrays], batch_size: int, crop, flip: bool, gen
         centre = voxels[_randint(len(voxels), gen)].tolist() if len(voxels) else [s // 2 for s in shape]
         starts = [_crop_start(c, s, k, gen) for c, s, k in zip(centre, shape, size)]
         window = tuple(slice(a, a + k) for a, k in zip(starts, size))
-        flips = [d for d in (1, 2, 3) if flip and _randint(2, gen)]
+        flips = [d for d in (1, 2, 3) if d - 1 in flip_axes and _randint(2, gen)]
         for key, value in (("images", case.images), ("healthy", case.healthy), ("seg", case.seg)):
             if value is None:
                 continue

@@ -130,7 +130,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     began = time.perf_counter()
     for step in bar:
         gen = step_generator(tc.seed, step, accelerator.process_index)
-        batch = sample_batch(cases, tc.batch_size, config.data.crop, config.data.flip, gen, around_lesion=inpainting)
+        batch = sample_batch(cases, tc.batch_size, config.data.crop,
+                             config.data.flip_axes if config.data.flip else [], gen, around_lesion=inpainting)
         target, cond = make_example(config.kind, config.task, batch, config.data, gen, labelled)
         target = target.to(accelerator.device)
         cond = {k: v.to(accelerator.device) for k, v in cond.items()}

@@ -1,0 +1,99 @@
+"""The template-guided fill prior: its fit against a numpy mean, its fill against scipy's harmonic fill of the
+difference, centring on other grids, saving with the module, and the module's identity at initialisation."""
+import numpy as np
+import torch
+
+from volgen import hub
+from volgen.baselines import harmonic_fill
+from volgen.modules import build_conditioner
+from volgen.modules.template_prior import TemplateFillPrior
+from volgen.training.data import CaseArrays
+
+from tests.modules.test_vcm_codec_path import SETTINGS, _backbone
+
+INPAINTING = {**SETTINGS, "conditions": ("masked", "mask", "insert_lesion"), "prior": "template_fill"}
+
+
+def _healthy(n=3, shape=(4, 16, 16, 16), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(*shape, generator=g) * 1.6 - 0.8 for _ in range(n)]
+
+
+def _numpy_template(volumes, contrast):
+    mean = np.mean([v[contrast].double().numpy() for v in volumes], axis=0)
+    small = mean.reshape(8, 2, 8, 2, 8, 2).mean(axis=(1, 3, 5))
+    return small
+
+
+def test_the_template_is_the_mean_healthy_image_at_half_resolution():
+    volumes = _healthy()
+    prior = TemplateFillPrior(4)
+    assert not prior.fitted
+    prior.fit(volumes)
+    assert prior.fitted and prior.template.shape == (4, 8, 8, 8)
+    for contrast in range(4):
+        np.testing.assert_allclose(prior.template[contrast].double().numpy(), _numpy_template(volumes, contrast),
+                                   atol=1e-6)
+
+
+def test_the_fill_is_the_template_plus_scipys_harmonic_fill_of_the_difference():
+    volumes = _healthy()
+    prior = TemplateFillPrior(4)
+    prior.fit(volumes)
+    g = torch.Generator().manual_seed(5)
+    image = torch.rand(2, 1, 16, 16, 16, generator=g) * 2 - 1
+    mask = torch.zeros_like(image)
+    mask[0, 0, 4:11, 3:9, 5:13] = 1
+    mask[1, 0, 0:5, 9:16, 6:10] = 1                          # touches the volume's edge
+    labels = torch.tensor([3, 1])
+    out = prior(torch.cat([image * (1 - mask) - mask, mask, torch.zeros_like(mask)], dim=1), None, labels)
+    assert torch.equal(out * (1 - mask), image * (1 - mask))   # known voxels untouched
+    full = prior.template_for(labels, (16, 16, 16), image)
+    # the full-grid template is the stored one, trilinearly upsampled (a constant block stays constant)
+    assert full.shape == (2, 1, 16, 16, 16)
+    for i in range(2):
+        t = full[i, 0].double().numpy()
+        expected = t + harmonic_fill(image[i, 0].double().numpy() - t, mask[i, 0].numpy() > 0)
+        np.testing.assert_allclose(out[i, 0].double().numpy(), expected, atol=1e-4)
+
+
+def test_a_background_template_gives_the_plain_harmonic_fill_and_other_grids_are_centred():
+    prior = TemplateFillPrior(1)
+    prior.fit([torch.full((1, 8, 8, 8), -1.0)])
+    image = torch.rand(1, 1, 12, 10, 14, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mask = torch.zeros_like(image)
+    mask[0, 0, 3:8, 2:7, 4:10] = 1
+    out = prior(torch.cat([image * (1 - mask) - mask, mask], dim=1), None, None)
+    expected = harmonic_fill(image[0, 0].double().numpy(), mask[0, 0].numpy() > 0)
+    np.testing.assert_allclose(out[0, 0].double().numpy(), expected, atol=1e-4)
+    # a template fitted on 8^3 placed in a 12 x 6 x 8 grid: centred, padded with background, cropped
+    marked = TemplateFillPrior(1)
+    volume = torch.full((1, 8, 8, 8), -1.0)
+    volume[0, 2:4, 2:4, 2:4] = 0.5                           # one 2^3 block: one cell of the 4^3 template
+    marked.fit([volume])
+    placed = marked.template_for(None, (12, 6, 8), torch.zeros(1))[0, 0]
+    assert placed.shape == (12, 6, 8)
+    assert torch.all(placed[:2] == -1) and torch.all(placed[-2:] == -1)       # 2 slices of padding each side
+    reference = torch.nn.functional.interpolate(marked.template[None, :1], scale_factor=2, mode="trilinear",
+                                                align_corners=False)[0, 0]
+    assert torch.allclose(placed[2:10], reference[:, 1:7, :])                # cropped by one on each side
+
+
+def test_the_module_fits_the_template_on_healthy_twins_starts_as_the_identity_and_saves_it(tmp_path):
+    backbone = _backbone()
+    module = build_conditioner("vcm", backbone, INPAINTING)
+    healthy = _healthy(2)
+    cases = [CaseArrays(f"c{i}", h + 0.1, healthy=h) for i, h in enumerate(healthy)]
+    module.prepare(cases)
+    np.testing.assert_allclose(module.prior.template[2].double().numpy(), _numpy_template(healthy, 2), atol=1e-6)
+    g = torch.Generator().manual_seed(2)
+    x_t, cond = torch.randn(1, 8, 8, 8, 8, generator=g), torch.rand(1, 3, 16, 16, 16, generator=g)
+    t, labels = torch.tensor([500]), torch.tensor([3])
+    with torch.no_grad():
+        assert torch.allclose(module(x_t, t, conditions=cond, class_labels=labels),
+                              backbone.network(x_t, t, class_labels=labels), atol=1e-6)
+    hub.save_pretrained(backbone, tmp_path / "backbone")
+    hub.save_pretrained(module, tmp_path / "m")
+    loaded = hub.from_pretrained(tmp_path / "m")
+    assert loaded.prior.fitted
+    assert torch.equal(loaded.prior.template, module.prior.template)
