@@ -21,6 +21,8 @@ brain), for the conditional mean's error:
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -48,11 +50,17 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--train", default="phantoms/train")
     parser.add_argument("--heldout", default="phantoms/heldout")
+    parser.add_argument("--reference", choices=["percentile", "median"], default="percentile",
+                        help="median: rescale every contrast so its head median sits at 0.5 on [0, 1] first (a "
+                             "lesion-robust reference instead of the preprocessing's 0.1-99.9th percentiles)")
     args = parser.parse_args()
     k = CONTRASTS.index(args.target)
     sources = [i for i in range(4) if i != k]
     train = load_cases(DataConfig(root=args.train), 8)
     heldout = load_cases(DataConfig(root=args.heldout, max_cases=args.cases), 8, with_healthy=True)
+    if args.reference == "median":
+        for case in train + heldout:
+            case.images = median_referenced(case.images)
     x, y = [], []
     for case in train:
         flat = case.images.numpy().reshape(4, -1)
@@ -98,9 +106,28 @@ def main() -> None:
                       ("conditional mean + oracle, brain outside the tumour", 4)):
         print(f"  {name:52} {r[:, col].mean():6.2f} dB")
     print(f"  oracle slopes: {r[:, 5].min():.2f} to {r[:, 5].max():.2f}")
+    gd = [phantom_info(args.heldout, case.name).get("gd_mM") for case in heldout]
+    if None not in gd:        # what sets the scale: the case's gadolinium dose, which only t1c shows
+        print(f"  Spearman(oracle slope, the phantom's gadolinium concentration): "
+              f"{spearmanr(r[:, 5], gd).correlation:.2f}")
     for name, col in (("conditional sd", 6), ("oracle: local RMS of the true error, centre left out", 7)):
         print(f"  Spearman(|error|, {name}): mean {r[:, col].mean():.3f}, from {r[:, col].min():.3f} "
               f"to {r[:, col].max():.3f}")
+
+
+def median_referenced(images):
+    """Each contrast (C, D, H, W) in [-1, 1] rescaled on [0, 1] so that its head's median is 0.5."""
+    unit_images = (images + 1) / 2
+    out = unit_images.clone()
+    for c in range(len(images)):
+        head = unit_images[c][unit_images[c] > 1e-3]
+        out[c] = unit_images[c] * (0.5 / head.median())
+    return out * 2 - 1
+
+
+def phantom_info(root: str, name: str) -> dict:
+    path = Path(root) / name / f"{name}-phantom.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def local_rms_without_centre(squared: np.ndarray, sigma: float = 1.0) -> np.ndarray:
