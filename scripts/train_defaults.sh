@@ -28,8 +28,8 @@ run controlnet_synthesis runs/controlnet-synthesis
 run concat_synthesis runs/concat-synthesis
 run vcm_super_resolution runs/vcm-super-resolution
 ship runs/vcm-super-resolution volgen-vcm-super-resolution-2mm "VCM: 4x through-plane super-resolution"
-run vcm_inpainting runs/vcm-inpainting
-ship runs/vcm-inpainting volgen-vcm-inpainting-2mm "VCM: pseudo-healthy fill or lesion growth inside a mask"
+run vcm_inpainting runs/vcm-inpainting-template
+ship runs/vcm-inpainting-template volgen-vcm-inpainting-2mm "VCM: pseudo-healthy fill or lesion growth inside a mask, from a template-guided harmonic fill"
 run autoencoder runs/autoencoder-patch
 run backbone_latent runs/backbone-latent-patch
 ship runs/backbone-latent-patch volgen-latent-brain-2mm "latent-diffusion backbone (patch autoencoder + x0 U-Net)"
