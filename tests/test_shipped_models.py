@@ -20,6 +20,10 @@ REQUIRED = {"volgen-wavelet-brain-2mm": "backbone", "volgen-latent-brain-2mm": "
 # job (without it `volgen patlak --method diffusion` cannot run) and its card shows what it buys (Ki NRMSE at 1/10
 # dose against least squares and the best smoothed least squares).
 OUTSIDE_BUDGET = {"volgen-pet-prior-2mm": 15 * 2 ** 20}
+# The MRI models' budget was 40 MB. The inpainting module trained on whole volumes (7.6 MB with its prior's template)
+# replaced a 0.95 MB one that lost to the harmonic fill by 0.25 dB; it beats it by 1.25 dB (bench_quality, 20
+# held-out cases): the exception issue 10 allows where more buys quality. The MRI models weigh 43.6 MiB.
+MRI_BUDGET_MB = 44
 
 
 def test_the_defaults_are_shipped():
@@ -42,7 +46,7 @@ def test_shipped_model_loads_by_name(name):
 
 def test_shipped_weights_fit_the_budget():
     sizes = {name: (hub.PRETRAINED_DIR / name / hub.WEIGHTS_FILE).stat().st_size for name in SHIPPED}
-    assert sum(size for name, size in sizes.items() if name not in OUTSIDE_BUDGET) <= 40 * 2 ** 20
+    assert sum(size for name, size in sizes.items() if name not in OUTSIDE_BUDGET) <= MRI_BUDGET_MB * 2 ** 20
     for name, cap in OUTSIDE_BUDGET.items():
         assert sizes.get(name, 0) <= cap, name
 
