@@ -74,9 +74,10 @@ def main() -> None:
         i = np.clip(((v + 1) / 2 * n).astype(int), 0, n - 1)
         return (i[:, 0] * n + i[:, 1]) * n + i[:, 2]
 
-    counts = np.bincount(cell(x), minlength=n ** 3)
-    table = np.where(counts > 0, np.bincount(cell(x), weights=y, minlength=n ** 3) / np.maximum(counts, 1), y.mean())
-    second = np.bincount(cell(x), weights=y * y, minlength=n ** 3) / np.maximum(counts, 1)
+    cells = cell(x)
+    counts = np.bincount(cells, minlength=n ** 3)
+    table = np.where(counts > 0, np.bincount(cells, weights=y, minlength=n ** 3) / np.maximum(counts, 1), y.mean())
+    second = np.bincount(cells, weights=y * y, minlength=n ** 3) / np.maximum(counts, 1)
     spread = np.sqrt(np.clip(second - table ** 2, 0, None))
     spread[counts < 5] = spread[counts >= 5].max()          # a cell seen too rarely: as unsure as the worst seen
     design = np.c_[x, np.ones(len(x))]
@@ -88,14 +89,15 @@ def main() -> None:
         truth = unit(images[k])
         flat = images[sources].reshape(3, -1).T
         lin = unit((np.c_[flat, np.ones(len(flat))] @ linear).reshape(truth.shape))
-        best = unit(table[cell(flat)].reshape(truth.shape))
+        where = cell(flat)
+        best = unit(table[where].reshape(truth.shape))
         a, b = np.linalg.lstsq(np.c_[best[brain], np.ones(brain.sum())], truth[brain], rcond=None)[0]
         oracle = a * best + b
         rest = brain & ~tumour
         error = np.abs(best - truth)
         rows.append([psnr((lin - truth)[brain]), psnr((best - truth)[brain]), psnr((oracle - truth)[brain]),
                      psnr((best - truth)[rest]), psnr((oracle - truth)[rest]), a,
-                     spearmanr(spread[cell(flat)].reshape(truth.shape)[brain], error[brain]).correlation,
+                     spearmanr(spread[where].reshape(truth.shape)[brain], error[brain]).correlation,
                      spearmanr(local_rms_without_centre(error ** 2)[brain], error[brain]).correlation])
     r = np.array(rows)
     print(f"{args.target} from the other three, {len(heldout)} held-out cases, {len(y)} training voxels, "

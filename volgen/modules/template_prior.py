@@ -23,6 +23,8 @@ TEMPLATE_STRIDE = 2          # the template is stored at half the model grid's r
 
 
 class TemplateFillPrior(FillPrior):
+    fits_healthy_twins = True        # VCM.prepare hands it the cases' healthy twins rather than their images
+
     def __init__(self, n_contrasts: int, tolerance: float = 1e-5, max_iterations: int = 2000):
         super().__init__(tolerance, max_iterations)
         self.register_buffer("template", torch.zeros(n_contrasts, 0, 0, 0))
@@ -43,7 +45,7 @@ class TemplateFillPrior(FillPrior):
 
     def template_for(self, labels: torch.Tensor | None, shape, like: torch.Tensor) -> torch.Tensor:
         """(B, 1, *shape): each item's contrast template on the full grid, centred in `shape`."""
-        index = torch.zeros(len(like), dtype=torch.long) if labels is None else labels.long().cpu()
+        index = torch.zeros(len(like), dtype=torch.long) if labels is None else labels.long()
         small = self.template[index.to(self.template.device)][:, None].to(like.device, like.dtype)
         full = F.interpolate(small, scale_factor=TEMPLATE_STRIDE, mode="trilinear", align_corners=False)
         return _centred(full, shape)
@@ -65,21 +67,10 @@ class TemplateFillPrior(FillPrior):
 
 
 def _centred(x: torch.Tensor, shape) -> torch.Tensor:
-    """x (..., D, H, W) cropped or padded (with background) about its centre to `shape`."""
-    for axis, size in enumerate(shape):
-        dim = x.ndim - 3 + axis
-        have = x.shape[dim]
-        if have > size:
-            start = (have - size) // 2
-            x = x.narrow(dim, start, size)
-        elif have < size:
-            before = (size - have) // 2
-            x = F.pad(x, _pad_spec(x.ndim, dim, before, size - have - before), value=BACKGROUND)
-    return x
-
-
-def _pad_spec(ndim: int, dim: int, before: int, after: int) -> list[int]:
-    """F.pad's list (last dimension first) padding only `dim`."""
-    spec = [0, 0] * (ndim - dim)
-    spec[-2:] = [before, after]
-    return spec
+    """x (..., D, H, W) cropped or padded (with background) about its centre to `shape`: one F.pad, whose negative
+    widths crop."""
+    widths = []
+    for have, size in zip(reversed(x.shape[-3:]), reversed(tuple(shape))):       # F.pad lists the last dim first
+        before = (size - have) // 2 if size >= have else -((have - size) // 2)
+        widths += [before, size - have - before]
+    return F.pad(x, widths, value=BACKGROUND)

@@ -163,7 +163,7 @@ class VCM(Conditioner):
         """Data-dependent set-up before training: fit the prior on the training cases (the template of healthy
         anatomy on their healthy twins, where they have them)."""
         if self.prior is not None and not self.prior.fitted:
-            healthy = isinstance(self.prior, TemplateFillPrior) and all(c.healthy is not None for c in cases)
+            healthy = getattr(self.prior, "fits_healthy_twins", False) and all(c.healthy is not None for c in cases)
             self.prior.fit([case.healthy if healthy else case.images for case in cases])
 
     def condition_features(self, conditions: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
