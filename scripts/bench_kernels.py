@@ -145,7 +145,7 @@ def e2e_rows(repeat: int) -> None:
 
     model = load_model("synthesis", device=DEVICE)
     steps, samples = default_steps(DEVICE), default_samples(DEVICE)
-    default = default_timesteps(model.backbone.denoiser.schedule, DEVICE, mean_of_first=True)
+    default = default_timesteps(model.backbone.denoiser.schedule, DEVICE, finished=False)
     print(f"\nend to end: volgen-vcm-synthesis-2mm, {samples} samples on {DEVICE}; the default timesteps "
           f"{[int(t) for t in default]}, and {steps} steps (MONAI's loop cannot stop early)")
     print("| case | model grid | path | seconds | peak memory |\n|---|---|---|---|---|")

@@ -39,6 +39,7 @@ from volgen.metrics import psnr, ssim
 from volgen.modules.template_prior import TemplateFillPrior
 from volgen.sampling.consistency import known_voxel_projection, thick_slice_projection, thick_slices
 from volgen.tasks import generate
+from volgen.tasks.inpainting import MEAN_OF as INPAINTING_MEAN_OF
 from volgen.tasks.models import default_samples, default_timesteps
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
@@ -238,8 +239,9 @@ def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[
             if method is None:
                 continue
             est, seconds = timed(lambda: generate(method, (1, *image.shape[2:]), contrast="t2f",
-                                                  conditions=conditions, steps=steps_for(method, args.steps), samples=args.samples,
-                                                  projection=projection, seed=args.seed + index))
+                                                  conditions=conditions, steps=steps_for(method, args.steps),
+                                                  samples=args.samples, projection=projection,
+                                                  seed=args.seed + index, mean_of=INPAINTING_MEAN_OF))
 
             def score(pred, spread):
                 extra = spearman(spread, pred, truth, inside) if spread is not None else {}
@@ -286,7 +288,7 @@ def lesion_rows(cases, model, args, montage: Path | None) -> list[dict]:
 def steps_for(model, steps):
     """The asked steps, else the jobs' default timesteps for this model on this device."""
     backbone = model if isinstance(model, Backbone) else model.backbone
-    return steps or default_timesteps(backbone.denoiser.schedule, DEVICE, mean_of_first=True)
+    return steps or default_timesteps(backbone.denoiser.schedule, DEVICE, finished=False)
 
 
 def _steps(steps) -> str:

@@ -8,6 +8,8 @@ On the held-out cases it scores, in brain PSNR on [0, 1]:
 - the same with each case's best affine rescale of the prediction (an oracle: fitted to the truth), inside the brain
   and outside the tumour.
 A large gain from the oracle means the error is the case's scale, which the other contrasts do not carry.
+`--reference percentile` loads the cases with the old intensity reference (every contrast's 0.1-99.9th head
+percentiles onto [0, 1]) instead of the preprocessing's head median (MEDIAN_LEVEL), to compare the two.
 
 It also asks how far any uncertainty map can go (issue 10's target: Spearman(uncertainty, |error|) >= 0.4 in the
 brain), for the conditional mean's error:
@@ -16,19 +18,22 @@ brain), for the conditional mean's error:
 - an oracle that knows the true error of every other voxel: the local RMS of the true error in a Gaussian window
   (sigma 1 voxel) leaving the voxel itself out. No map that is smooth at the scale of a voxel can do much better.
 
-    python scripts/bench_voxelwise_ceiling.py [--target t1c] [--bins 32] [--cases 20]
+    python scripts/bench_voxelwise_ceiling.py [--target t1c] [--bins 32] [--cases 20] [--reference percentile]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
+from volgen.io.preprocess import MEDIAN_LEVEL
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
 
@@ -50,17 +55,17 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--train", default="phantoms/train")
     parser.add_argument("--heldout", default="phantoms/heldout")
-    parser.add_argument("--reference", choices=["percentile", "median"], default="percentile",
-                        help="median: rescale every contrast so its head median sits at 0.5 on [0, 1] first (a "
-                             "lesion-robust reference instead of the preprocessing's 0.1-99.9th percentiles)")
+    parser.add_argument("--reference", choices=["median", "percentile"], default="median",
+                        help="percentile: load the cases with the old reference (0.1-99.9th head percentiles) instead "
+                             "of the preprocessing's lesion-robust head median")
     args = parser.parse_args()
     k = CONTRASTS.index(args.target)
     sources = [i for i in range(4) if i != k]
-    train = load_cases(DataConfig(root=args.train), 8)
-    heldout = load_cases(DataConfig(root=args.heldout, max_cases=args.cases), 8, with_healthy=True)
-    if args.reference == "median":
-        for case in train + heldout:
-            case.images = median_referenced(case.images)
+    # without MEDIAN_LEVEL's entries the preprocessing falls back to the percentiles
+    percentile = args.reference == "percentile"
+    with mock.patch.dict(MEDIAN_LEVEL, clear=True) if percentile else contextlib.nullcontext():
+        train = load_cases(DataConfig(root=args.train), 8)
+        heldout = load_cases(DataConfig(root=args.heldout, max_cases=args.cases), 8, with_healthy=True)
     x, y = [], []
     for case in train:
         flat = case.images.numpy().reshape(4, -1)
@@ -115,16 +120,6 @@ def main() -> None:
     for name, col in (("conditional sd", 6), ("oracle: local RMS of the true error, centre left out", 7)):
         print(f"  Spearman(|error|, {name}): mean {r[:, col].mean():.3f}, from {r[:, col].min():.3f} "
               f"to {r[:, col].max():.3f}")
-
-
-def median_referenced(images):
-    """Each contrast (C, D, H, W) in [-1, 1] rescaled on [0, 1] so that its head's median is 0.5."""
-    unit_images = (images + 1) / 2
-    out = unit_images.clone()
-    for c in range(len(images)):
-        head = unit_images[c][unit_images[c] > 1e-3]
-        out[c] = unit_images[c] * (0.5 / head.median())
-    return out * 2 - 1
 
 
 def phantom_info(root: str, name: str) -> dict:

@@ -14,7 +14,11 @@ from pathlib import Path
 import yaml
 
 from volgen import hub
+from volgen.io.preprocess import MEDIAN_LEVEL
 from volgen.training.config import config_path
+
+INTENSITY_REFERENCE = ("the head's median at a fixed level per contrast: " +
+                       ", ".join(f"{c} {v}" for c, v in MEDIAN_LEVEL.items()) + " on [0, 1]")
 
 USES = {
     "backbone": "a frozen prior for volgen's conditioning modules (synthesis, super-resolution, inpainting)",
@@ -61,7 +65,7 @@ def main() -> None:
         f"Procedural phantoms from `volgen phantom` (MNI152-based anatomy, random affine and elastic warp, a "
         f"supratentorial tumour with BraTS labels, 3 T signal equations, bias field, Rician noise): 48 training cases "
         f"(seed 100, `{data.get('root', 'phantoms/train')}`), on the 2 mm RAS grid, intensities scaled per volume to "
-        f"[-1, 1] (0.1-99.9th percentiles). Held-out evaluation cases: seed 200, never seen in training.", "",
+        f"[-1, 1] ({INTENSITY_REFERENCE}). Held-out evaluation cases: seed 200, never seen in training.", "",
         "## Recipe", "",
         f"`volgen/configs/{Path(args.config).stem}.yaml`: {saved['metadata'].get('steps')} of {train.get('steps')} planned steps "
         f"(`--resume` continues the run), batch {train.get('batch_size')}, "

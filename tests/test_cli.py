@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import save_nifti, smooth_volume
 from volgen.cli import main
+from volgen.io.preprocess import MEDIAN_LEVEL
 
 
 def test_phantom_command_writes_cases_and_keeps_existing_ones(tmp_path, capsys):
@@ -53,13 +54,22 @@ def test_help_is_complete_with_an_example(command):
 
 def test_evaluate_normalize_compares_images_in_different_units(tmp_path, capsys):
     ref = smooth_volume((20, 24, 16))
-    r = save_nifti(tmp_path / "ref.nii.gz", ref)
-    low, high = np.percentile(ref[ref > 0], (0.1, 99.9))
-    p = save_nifti(tmp_path / "pred.nii.gz", np.clip(ref / high, 0, 1))   # the reference on volgen's [0, 1] scale
+    r = save_nifti(tmp_path / "case-t1c.nii.gz", ref)
+    # the reference on volgen's [0, 1] scale by hand: background 0, the head's median at t1c's level
+    high = np.median(ref[ref > ref.min()]) / MEDIAN_LEVEL["t1c"]
+    p = save_nifti(tmp_path / "pred.nii.gz", np.clip((ref - ref.min()) / (high - ref.min()), 0, 1))
     assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--normalize", "--json", str(tmp_path / "n.json")]) == 0
     assert json.loads((tmp_path / "n.json").read_text())["regions"]["all"]["mse"] < 1e-10
     assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--json", str(tmp_path / "raw.json")]) == 0
     assert json.loads((tmp_path / "raw.json").read_text())["regions"]["all"]["psnr"] < 10
+
+
+def test_evaluate_normalize_needs_the_references_contrast(tmp_path, capsys):
+    r = save_nifti(tmp_path / "reference.nii.gz", smooth_volume((20, 24, 16)))
+    args = ["evaluate", "--pred", str(r), "--ref", str(r), "--normalize", "--json", str(tmp_path / "n.json")]
+    assert main(args) != 0 and "--contrast" in capsys.readouterr().err
+    assert not (tmp_path / "n.json").exists()
+    assert main(args + ["--contrast", "flair"]) == 0
 
 
 def test_the_command_and_its_parser_do_not_import_torch():

@@ -80,8 +80,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data-range", type=float, help="intensity range for PSNR/SSIM (default: the reference's)")
     p.add_argument("--resample", action="store_true", help="resample the prediction onto the reference grid")
     p.add_argument("--normalize", action="store_true",
-                   help="scale the reference to [0, 1] by its 0.1/99.9 percentiles first: the scale volgen writes "
-                        "synthesised contrasts in (to score one against the acquired contrast)")
+                   help="put the reference on [0, 1] first, by its head median as volgen's preprocessing does: the "
+                        "scale volgen writes synthesised contrasts in (to score one against the acquired contrast)")
+    p.add_argument("--contrast", help="the reference's MRI contrast for --normalize (default: from its file name)")
     p.add_argument("--json", type=Path, help="JSON output (default: <pred>-metrics.json beside the prediction)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing JSON output")
     p.set_defaults(run=_run_evaluate)
@@ -100,7 +101,8 @@ def _run_evaluate(args) -> int:
         masks[name or volume_name(path)] = Path(path)
     labels = [int(v) for v in args.dice.split(",")] if args.dice else None
     report = evaluate_files(args.pred, args.ref, masks, labels=labels, data_range=args.data_range,
-                            resample=args.resample, normalize=args.normalize)
+                            resample=args.resample, normalize=args.normalize,
+                            contrast=args.contrast)
     print(format_table(report))
     with atomic_path(out, overwrite=args.overwrite) as tmp:
         tmp.write_text(json.dumps(to_json_safe(report), indent=1))
@@ -158,7 +160,7 @@ def _add_synthesize(sub) -> None:
                     "for any subset. CASE is a BraTS-layout case folder (<case>/<case>-t1n.nii.gz ...), a folder "
                     "of such cases (a batch: a bad case is reported and skipped), or give the files with --t1n "
                     "--t2w ... Writes OUT/<case>/<case>-<target>.nii.gz on the source grid (affine and header kept; "
-                    "float32, percentile-normalised to [0, 1]), a PNG montage and a JSON sidecar (model, sha256, "
+                    "float32 on [0, 1], the head's median at a fixed level per contrast), a PNG montage and a JSON sidecar (model, sha256, "
                     "sampler, steps, seed, timings).",
         epilog="examples:\n"
                "  volgen synthesize --cond t1,t2,flair data/BraTS-GLI-00001-000 -o out\n"

@@ -6,18 +6,20 @@ from pathlib import Path
 import numpy as np
 
 from volgen.errors import InputError
-from volgen.io.preprocess import IntensityScale
+from volgen.io.contrasts import contrast_of_input
+from volgen.io.preprocess import MEDIAN_LEVEL, IntensityScale
 from volgen.io.nifti import read_volume
 from volgen.io.resample import align_grids
 from volgen.metrics import dice_per_label, image_metrics
 
 
 def evaluate_files(pred_path, ref_path, masks: dict[str, Path] | None = None, *, labels=None, data_range=None,
-                   resample: bool = False, normalize: bool = False) -> dict:
+                   resample: bool = False, normalize: bool = False, contrast: str | None = None) -> dict:
     """{'pred', 'ref', 'data_range', 'regions': {name: metrics}, 'dice': {label: value}} for two NIfTI files.
-    `normalize` puts the reference on [0, 1] by its 0.1/99.9 percentiles, the scale volgen writes synthesised
-    contrasts in (the scale its models learnt each contrast in), to score a synthesised volume against the acquired
-    one; the prediction is taken as it is."""
+    `normalize` puts the reference on [0, 1] the way volgen's preprocessing does (the scale its models learnt each
+    contrast in and write synthesised contrasts in), to score a synthesised volume against the acquired one; the
+    prediction is taken as it is. The reference's MRI contrast (`contrast`, else its file name's) picks its
+    head-median level."""
     volumes = {"ref": read_volume(ref_path, allow_constant=labels is not None),
                "pred": read_volume(pred_path, allow_constant=True)}
     for name, path in (masks or {}).items():
@@ -32,7 +34,8 @@ def evaluate_files(pred_path, ref_path, masks: dict[str, Path] | None = None, *,
         regions[key[5:]] = mask
     pred, ref = volumes["pred"].array, volumes["ref"].array
     if normalize:
-        ref = IntensityScale.fit(ref).forward(ref)
+        level = MEDIAN_LEVEL[contrast_of_input(ref_path, contrast)]
+        ref = IntensityScale.fit(ref, median_level=level).forward(ref)
         data_range = 1.0 if data_range is None else data_range
     report = {"pred": str(pred_path), "ref": str(ref_path),
               "data_range": float(data_range if data_range is not None else np.ptp(ref.astype(np.float64))),

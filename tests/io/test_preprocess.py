@@ -4,7 +4,8 @@ import pytest
 
 from tests.conftest import smooth_volume
 from tests.io.test_nifti import _affine
-from volgen.io import GridMap, GridSpec, Volume, preprocess
+from volgen.io import GridMap, GridSpec, IntensityScale, Volume, preprocess
+from volgen.io.preprocess import MEDIAN_LEVEL
 
 
 def _volume(orientation, dtype=np.float32, shape=(20, 24, 16)):
@@ -89,3 +90,37 @@ def test_fixed_shape_crops_around_the_foreground():
 def test_plan_is_pure_geometry():
     grid = GridMap.plan((10, 12, 14), np.diag([-2.0, 2.0, 2.0, 1.0]), GridSpec(spacing=None, multiple=16))
     assert grid.model_shape == (16, 16, 16) and grid.offset == (-3, -2, -1)
+
+
+def _head_with_lesion(rim_brightness: float):
+    """A head of tissue around 300-500 on a 0 background, with a small rim (1% of the head) at `rim_brightness`."""
+    rng = np.random.default_rng(1)
+    array = np.zeros((24, 24, 24), np.float32)
+    array[2:-2, 2:-2, 2:-2] = rng.uniform(300, 500, (20, 20, 20))
+    array[10:12, 10:12, 2:22] = rim_brightness
+    return array
+
+
+def test_the_median_reference_puts_the_heads_median_at_the_contrasts_level():
+    array = _head_with_lesion(700.0)
+    pre = preprocess(Volume(array, np.eye(4)), GridSpec(spacing=None, multiple=8), contrast="t1c")
+    head = array > 0
+    assert pre.array[~head].max() == 0.0                     # the background maps to the bottom exactly
+    assert np.median(pre.array[head]) == pytest.approx(MEDIAN_LEVEL["t1c"], abs=1e-6)
+    unclipped = pre.array < 1
+    assert np.allclose(pre.scale.inverse(pre.array)[unclipped], array[unclipped], atol=1e-3)
+
+
+def test_a_brighter_lesion_moves_the_percentile_scale_but_not_the_median_one():
+    """The reason for the median: a t1c's enhancing rim (the contrast agent's dose) must not rescale healthy tissue."""
+    def healthy_voxel(rim, contrast):
+        pre = preprocess(Volume(_head_with_lesion(rim), np.eye(4)), GridSpec(spacing=None, multiple=8),
+                         contrast=contrast)
+        return pre.array[5, 5, 5]
+    assert healthy_voxel(2000.0, "t1c") == pytest.approx(healthy_voxel(700.0, "t1c"), rel=1e-6)
+    assert healthy_voxel(2000.0, None) < 0.5 * healthy_voxel(700.0, None)      # the percentile reference
+
+
+def test_median_levels_must_lie_inside_the_range():
+    with pytest.raises(ValueError, match="median_level"):
+        IntensityScale.fit(_head_with_lesion(700.0), median_level=1.2)

@@ -1,4 +1,5 @@
 """The shared sampling path: conditions reach the module, projections hold exactly on the decoded image."""
+import pytest
 import torch
 
 from volgen.backbones import Backbone, BackboneConfig, UNetConfig
@@ -70,6 +71,10 @@ def test_the_mean_is_the_average_first_step_prediction_and_the_spread_is_over_th
     assert torch.allclose(out.spread[0].double(), ((draws - draws.mean(0)) ** 2).mean(0).sqrt(), atol=1e-5)
     final = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=4, samples=3, seed=7, mean_of="final")
     assert torch.allclose(final.image, out.draws.mean(0, keepdim=True), atol=1e-5)   # values in tens: float32
+    draws_mean = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=4, samples=3, seed=7, mean_of="draws")
+    assert torch.equal(draws_mean.image, final.image)
+    with pytest.raises(ValueError, match="mean_of"):
+        generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=4, mean_of="last")
 
 
 def test_one_sample_is_the_first_draw_and_has_no_spread():
@@ -83,8 +88,6 @@ def test_one_sample_is_the_first_draw_and_has_no_spread():
 
 
 def test_bf16_autocast_stays_close_to_fp32_and_precision_is_checked():
-    import pytest
-
     from volgen.tasks.generate import resolve_precision
 
     backbone = _backbone()
@@ -105,9 +108,11 @@ def test_the_cpu_default_stops_after_two_of_the_five_step_timesteps_and_keeps_th
 
     backbone = _backbone()
     cpu = torch.device("cpu")
-    assert default_timesteps(backbone.denoiser.schedule, cpu, mean_of_first=True) == [800, 400]
-    assert default_timesteps(backbone.denoiser.schedule, cpu, mean_of_first=False) == [800, 600, 400, 200, 0]
+    assert default_timesteps(backbone.denoiser.schedule, cpu, finished=False) == [800, 400]
+    assert default_timesteps(backbone.denoiser.schedule, cpu, finished=True) == [800, 600, 400, 200, 0]
     assert Sampling(model=backbone).timesteps(backbone, "final") == [800, 600, 400, 200, 0]   # Patlak: finished
+    assert Sampling(model=backbone).timesteps(backbone, "draws") == [800, 400]             # inpainting
+    assert Sampling(model=backbone, estimate="sample").timesteps(backbone) == [800, 600, 400, 200, 0]
     assert Sampling(model=backbone, steps=3).timesteps(backbone) == backbone.denoiser.schedule.timesteps(3)
     short = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=[800, 400], samples=2, seed=5)
     full = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=5, samples=2, seed=5)

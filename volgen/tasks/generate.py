@@ -9,7 +9,10 @@ The posterior mean is the average over the K samples of the x0 prediction at the
 with MSE outputs E[x0 | x_t, conditions]; at the first step x_t is almost pure noise, so each of those predictions
 is already the conditional mean E[x0 | conditions], and averaging K of them only removes what little x_T adds. The
 average of the K finished samples estimates the same mean with K times less variance than one sample, which is
-still worse (scripts/bench_estimate.py measures both; `mean_of="final"` gives the latter).
+still worse (scripts/bench_estimate.py measures both; `mean_of="final"` gives the latter). `mean_of="draws"` is
+the same average of the samples as the sampler leaves them: on the CPU, whose default stops at the middle noise
+level, that is each sample's x0 prediction there, after a data-consistency projection has acted once (inpainting's
+estimate: it lets the known voxels inform the fill).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ def default_sampler(backbone: Backbone) -> str:
 
 
 ESTIMATES = ("mean", "sample")
+MEAN_OF = ("first", "draws", "final")     # the posterior mean from: the first step's x0, the draws as they end
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -75,6 +79,8 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     or the descending timesteps themselves."""
     if estimate not in ESTIMATES:
         raise ValueError(f"estimate must be one of {', '.join(ESTIMATES)}, got '{estimate}'")
+    if mean_of not in MEAN_OF:
+        raise ValueError(f"mean_of must be one of {', '.join(MEAN_OF)}, got '{mean_of}'")
     if samples < 1 or group < 1:
         raise ValueError(f"samples and group must be at least 1, got {samples} and {group}")
     batch = samples * group
@@ -116,7 +122,7 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
         final_mean, spread = mean_spread(per_sample) if samples > 1 else (per_sample[0], None)
         if estimate == "sample":
             image = per_sample[0]
-        elif mean_of == "final":
+        elif mean_of != "first":          # the draws: finished ("final") or where the timesteps end ("draws")
             image = final_mean
         else:
             first_mean = first[0].view(samples, group, *first[0].shape[1:]).mean(0)

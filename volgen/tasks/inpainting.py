@@ -15,6 +15,10 @@ from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacin
 from volgen.tasks.models import backbone_of
 
 MODES = ("healthy", "lesion")
+# The posterior mean of the draws as the sampler leaves them, not of the first step's x0: the first step sees the
+# masked image only through the module, while each draw's last x0 has had the known voxels projected in once.
+# Measured on the 20 held-out cases with the shipped module: 20.73 dB inside the mask against 20.47 (issue 10).
+MEAN_OF = "draws"
 
 
 def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None, sampling: Sampling | None = None,
@@ -38,7 +42,7 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         model = sampling.load("inpainting")
     with timer("preprocess"):
         spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone_of(model).image_multiple)
-        pre = preprocess(source, spec, out_range=(-1.0, 1.0))
+        pre = preprocess(source, spec, contrast=contrast, out_range=(-1.0, 1.0))
         # linear interpolation then > 0: a model voxel touched by the mask at all is re-synthesised
         grid_mask = pre.grid.forward(inside.astype(np.float32), order=1, fill=0.0) > 1e-3
         image = torch.from_numpy(pre.array)[None, None]
@@ -49,14 +53,15 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
     with timer("sample"):
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
                                      conditions=torch.cat([masked, keep, insert], dim=1),
-                                     projection=known_voxel_projection(image.to(device), keep.to(device)))
+                                     projection=known_voxel_projection(image.to(device), keep.to(device)),
+                                     mean_of=MEAN_OF)
     with timer("restore"):
         restored = pre.restore(array).array
         output = source.array.copy()
         output[inside] = restored[inside]
     name = f"{source.name}-{'healthy' if mode == 'healthy' else 'lesion'}"
     info = {"job": "inpainting", "input": volume_path(source), "mask": volume_path(mask_volume), "mode": mode,
-            "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model),
+            "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model, MEAN_OF),
             "model_grid": list(pre.grid.model_shape), "seconds": timer.seconds}
     uncertainty = {}
     if spread is not None:            # outside the mask nothing was synthesised: no uncertainty there

@@ -75,12 +75,13 @@ class Sampling:
         return device, self.steps or default_steps(device)
 
     def timesteps(self, model, mean_of: str = "first") -> list:
-        """The timesteps to sample at: the asked number of steps' sampler, else the device's default."""
+        """The timesteps to sample at: the asked number of steps' sampler, else the device's default. `mean_of` is
+        the job's rule for its posterior mean (generate's: "first", "draws" or "final")."""
         device, steps = self.device_and_steps(model)
         schedule = backbone_of(model).denoiser.schedule
         if self.steps:
             return schedule.timesteps(steps)
-        return default_timesteps(schedule, device, mean_of_first=mean_of == "first" and self.estimate == "mean")
+        return default_timesteps(schedule, device, finished=mean_of == "final" or self.estimate == "sample")
 
     def sample_count(self, model) -> int:
         return self.samples or default_samples(next(backbone_of(model).parameters()).device)
@@ -128,7 +129,7 @@ class Sampling:
         timesteps = [round(float(t), 3) for t in self.timesteps(model, mean_of)]
         return {**describe(model), "sampler": self.sampler or default_sampler(backbone_of(model)),
                 "steps": len(timesteps), "timesteps": timesteps, "samples": self.sample_count(model),
-                "estimate": self.estimate,
+                "estimate": self.estimate, **({"mean_of": mean_of} if self.estimate == "mean" else {}),
                 "uncertainty": "per-voxel standard deviation over the samples" if self.sample_count(model) > 1
                 else "none (one sample)", "precision": resolve_precision(self.precision, device), "seed": self.seed,
                 "guidance": self.guidance, "device": str(device)}

@@ -48,14 +48,14 @@ def default_steps(device: torch.device) -> int:
     return 10 if device.type == "cuda" else 5
 
 
-def default_timesteps(schedule, device: torch.device, mean_of_first: bool) -> list:
-    """The timesteps a job samples at when none are asked for: the default steps' sampler, except on the CPU for an
-    estimate taken at the first step, where it stops after two of the 5-step sampler's timesteps (800 and 400 on
-    volgen's backbones). The posterior mean is then the 5-step sampler's exactly (the same first step); each sample
-    ends as its own x0 prediction at the middle noise level, which is what the uncertainty map is the spread of.
-    Two network calls instead of five: the 2 mm case in about 10 s on 2 CPU cores (scripts/bench_cli.py)."""
+def default_timesteps(schedule, device: torch.device, finished: bool) -> list:
+    """The timesteps a job samples at when none are asked for: the default steps' sampler, except on the CPU for a
+    posterior mean that does not need `finished` samples, where it stops after two of the 5-step sampler's timesteps
+    (800 and 400 on volgen's backbones). A mean taken at the first step is then the 5-step sampler's exactly; each
+    sample ends as its own x0 prediction at the middle noise level, which is what the uncertainty map is the spread
+    of. Two network calls instead of five: the 2 mm case in about 10 s on 2 CPU cores (scripts/bench_cli.py)."""
     steps = schedule.timesteps(default_steps(device))
-    return steps[0:3:2] if device.type == "cpu" and mean_of_first else steps
+    return steps if device.type != "cpu" or finished else steps[0:3:2]
 
 
 def default_samples(device: torch.device) -> int:

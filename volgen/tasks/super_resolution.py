@@ -80,7 +80,7 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
         align = [1, 1, 1]
         align[ras_axis] = factor
         spec = GridSpec(spacing=(thin,) * 3, multiple=backbone_of(model).image_multiple, align=tuple(align))
-        pre = preprocess(repeated, spec, out_range=(-1.0, 1.0))
+        pre = preprocess(repeated, spec, contrast=contrast, out_range=(-1.0, 1.0))
         grid_in = torch.from_numpy(pre.array)[None, None]
         dim = 2 + ras_axis
         if grid_in.shape[dim] % factor:

@@ -3,7 +3,8 @@
 synthesize(case, cond=..., target=...) reads the case (a BraTS-layout folder, a {contrast: path or Volume} dict, or
 a `Case`), puts the conditions on the model grid, samples each target with the synthesis module, and returns them
 on the source grid (the first condition's affine and header). Synthesised volumes are float32 in [0, 1] (the
-model's percentile-normalised intensity, 0 outside the head); segmentation pipelines normalise per contrast anyway.
+model's intensity scale: 0 outside the head, the head's median at the contrast's MEDIAN_LEVEL); segmentation
+pipelines normalise per contrast anyway.
 """
 from __future__ import annotations
 
@@ -81,9 +82,10 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
     targets = pick_targets(list(volumes), target, module_contrasts)
     with timer("preprocess"):
         spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone_of(model).image_multiple)
-        reference = next(iter(volumes.values()))
-        first = preprocess(reference, spec, out_range=(-1.0, 1.0))
-        prepared = {c: (first if v is reference else preprocess(v, spec, grid=first.grid, out_range=(-1.0, 1.0)))
+        (reference_contrast, reference), *_ = volumes.items()
+        first = preprocess(reference, spec, contrast=reference_contrast, out_range=(-1.0, 1.0))
+        prepared = {c: (first if v is reference else
+                        preprocess(v, spec, grid=first.grid, contrast=c, out_range=(-1.0, 1.0)))
                     for c, v in volumes.items()}
         conditions = torch.zeros(1, len(module_contrasts), *first.grid.model_shape)
         present = torch.zeros(1, len(module_contrasts))

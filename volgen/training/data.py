@@ -54,9 +54,10 @@ def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArra
 
 def _load_case(case, folder: Path, data, multiple: int, healthy_paths) -> CaseArrays:
     spec = GridSpec(spacing=(data.spacing,) * 3, multiple=multiple)
-    first = preprocess(read_volume(case.paths[data.contrasts[0]]), spec, out_range=(-1.0, 1.0))
-    prepared = [first] + [preprocess(read_volume(case.paths[c]), spec, grid=first.grid, out_range=(-1.0, 1.0))
-                          for c in data.contrasts[1:]]
+    first = preprocess(read_volume(case.paths[data.contrasts[0]]), spec, contrast=data.contrasts[0],
+                       out_range=(-1.0, 1.0))
+    prepared = [first] + [preprocess(read_volume(case.paths[c]), spec, grid=first.grid, contrast=c,
+                                     out_range=(-1.0, 1.0)) for c in data.contrasts[1:]]
     images = torch.from_numpy(np.stack([p.array for p in prepared]))
     healthy = seg = None
     if healthy_paths is not None:
