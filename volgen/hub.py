@@ -130,9 +130,9 @@ def resolve(name_or_folder) -> tuple[Path, str | None]:
     return folder, None
 
 
-def from_pretrained(name_or_folder, *, device=None, dtype: torch.dtype | None = torch.float32,
-                    expected_type: str | None = None) -> torch.nn.Module:
-    """The model saved in a folder or registered under a name, verified, in eval mode."""
+def saved_state(name_or_folder, *, expected_type: str | None = None) -> tuple[dict, dict, str]:
+    """(config, state dict, sha256) of the model saved in a folder or under a name, verified but not built: what
+    fine-tuning a changed architecture copies from."""
     folder, registered_sha = resolve(name_or_folder)
     config = read_config(folder)
     weights = folder / WEIGHTS_FILE
@@ -145,16 +145,25 @@ def from_pretrained(name_or_folder, *, device=None, dtype: torch.dtype | None = 
                                       "the file is corrupt or was modified")
     if expected_type is not None and config["model_type"] != expected_type:
         raise InputError(folder / CONFIG_FILE, f"is a '{config['model_type']}', expected a '{expected_type}'")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise InputError(weights, f"unreadable safetensors file ({exc})") from None
+    return config, state, digest
+
+
+def from_pretrained(name_or_folder, *, device=None, dtype: torch.dtype | None = torch.float32,
+                    expected_type: str | None = None) -> torch.nn.Module:
+    """The model saved in a folder or registered under a name, verified, in eval mode."""
+    config, state, digest = saved_state(name_or_folder, expected_type=expected_type)
+    folder, _ = resolve(name_or_folder)
+    weights = folder / WEIGHTS_FILE
     module_name, class_name = MODEL_TYPES[config["model_type"]].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
     try:
         model = cls.from_config(config["config"])
     except (ValueError, TypeError, KeyError) as exc:
         raise InputError(folder / CONFIG_FILE, f"invalid model config ({exc})") from None
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as exc:
-        raise InputError(weights, f"unreadable safetensors file ({exc})") from None
     expected_keys = model.state_dict()
     state = {k: v.to(expected_keys[k].dtype) if k in expected_keys else v for k, v in state.items()}
     try:

@@ -6,6 +6,7 @@ import torch
 from volgen import hub
 from volgen.baselines import harmonic_fill
 from volgen.modules import build_conditioner
+from volgen.modules.lesion_profile import depth_bins
 from volgen.modules.template_prior import TemplateFillPrior
 from volgen.training.data import CaseArrays
 
@@ -83,9 +84,16 @@ def test_the_module_fits_the_template_on_healthy_twins_starts_as_the_identity_an
     backbone = _backbone()
     module = build_conditioner("vcm", backbone, INPAINTING)
     healthy = _healthy(2)
-    cases = [CaseArrays(f"c{i}", h + 0.1, healthy=h) for i, h in enumerate(healthy)]
+    seg = torch.zeros(16, 16, 16, dtype=torch.int64)
+    seg[5:10, 5:10, 5:10] = 2
+    cases = [CaseArrays(f"c{i}", h + 0.1, healthy=h, seg=seg) for i, h in enumerate(healthy)]
     module.prepare(cases)
     np.testing.assert_allclose(module.prior.template[2].double().numpy(), _numpy_template(healthy, 2), atol=1e-6)
+    # the lesion profile: every case's images are its twins + 0.1, so at every depth the tumour adds 0.1
+    grown = np.zeros((16, 16, 16), bool)
+    grown[4:11, 4:11, 4:11] = True                     # the tumour dilated by one voxel, as the profile is fitted
+    seen = np.unique(depth_bins(grown)[grown])
+    assert torch.allclose(module.prior.lesion.profile[:, seen], torch.full((4, len(seen)), 0.1))
     g = torch.Generator().manual_seed(2)
     x_t, cond = torch.randn(1, 8, 8, 8, 8, generator=g), torch.rand(1, 3, 16, 16, 16, generator=g)
     t, labels = torch.tensor([500]), torch.tensor([3])
@@ -97,3 +105,4 @@ def test_the_module_fits_the_template_on_healthy_twins_starts_as_the_identity_an
     loaded = hub.from_pretrained(tmp_path / "m")
     assert loaded.prior.fitted
     assert torch.equal(loaded.prior.template, module.prior.template)
+    assert torch.equal(loaded.prior.lesion.profile, module.prior.lesion.profile)

@@ -114,6 +114,16 @@ def test_the_fitted_prior_is_saved_with_the_module(tmp_path):
     assert torch.equal(again.prior.coef, module.prior.coef) and again.prior.fitted
 
 
+
+def test_prepare_refits_a_prior_copied_from_another_run():
+    """init_from copies a fitted prior; the run's own data (another intensity scale) must replace it."""
+    module = build_conditioner("vcm", _backbone(), {**SETTINGS, "prior": "table"})
+    module.prepare([type("Case", (), {"images": v})() for v in _volumes(seed=0)])
+    first = module.prior.table.clone()
+    rescaled = [v * 0.5 for v in _volumes(seed=0)]
+    module.prepare([type("Case", (), {"images": v})() for v in rescaled])
+    assert module.prior.fitted and not torch.allclose(module.prior.table, first)
+
 def test_the_interpolation_prior_is_the_cubic_baseline():
     from volgen.baselines import cubic_upsample
     from volgen.modules.prior import InterpolationPrior

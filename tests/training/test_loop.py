@@ -1,4 +1,5 @@
 """The training loop: a few real steps of every kind of run on a phantom case, resume equality, bad configs."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,28 @@ def test_flips_mirror_only_the_axes_asked_for(phantom_dir):
         assert torch.equal(out, image) or torch.equal(out, image.flip(1))     # left-right (axis 0) or nothing
         seen.add(torch.equal(out, image))
     assert seen == {True, False}
+
+
+def test_init_from_copies_what_fits_from_a_model_saved_before_a_tensor_was_added(tmp_path, phantom_dir,
+                                                                                  trained_backbone, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from volgen.training.loop import _init_from, build_model
+    older = tmp_path / "older"                           # the same backbone saved without one of its tensors
+    older.mkdir()
+    state = load_file(str(trained_backbone / hub.WEIGHTS_FILE))
+    dropped = sorted(state)[0]
+    del state[dropped]
+    save_file(state, str(older / hub.WEIGHTS_FILE))
+    config = hub.read_config(trained_backbone)
+    config["sha256"] = hub.sha256_of(older / hub.WEIGHTS_FILE)
+    (older / hub.CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(InputError, match="weights do not fit"):
+        hub.from_pretrained(older)                       # strict loading refuses it ...
+    model = build_model(load_config(_config(tmp_path, phantom_dir.parent)))[0]
+    before = model.state_dict()[dropped].clone()
+    _init_from(model, str(older))                        # ... fine-tuning copies the rest
+    assert "1 kept their initialisation" in capsys.readouterr().out
+    mine = model.state_dict()
+    assert torch.equal(mine[dropped], before)
+    assert all(torch.equal(mine[k], v.to(mine[k].dtype)) for k, v in state.items())

@@ -11,24 +11,35 @@ of a module that has it).
 The template is a position prior: it helps where the brain sits in the model grid as the training brains did (the
 phantoms, or data registered to an atlas as BraTS is). On another grid size it is centred, cropped or padded with
 background; where it is background the result is exactly the harmonic fill (a constant passes through the fill).
+
+In lesion mode (the conditions' third channel set) the fill also gets the training tumours' mean profile by depth
+in the mask (volgen/modules/lesion_profile.py), so that the module corrects a lesion rather than healthy tissue.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from volgen.modules.lesion_profile import LesionProfile
 from volgen.modules.prior import BACKGROUND, FillPrior
 
 TEMPLATE_STRIDE = 2          # the template is stored at half the model grid's resolution
 
 
 class TemplateFillPrior(FillPrior):
-    fits_healthy_twins = True        # VCM.prepare hands it the cases' healthy twins rather than their images
-
     def __init__(self, n_contrasts: int, tolerance: float = 1e-5, max_iterations: int = 2000):
         super().__init__(tolerance, max_iterations)
         self.register_buffer("template", torch.zeros(n_contrasts, 0, 0, 0))
         self.register_buffer("done", torch.tensor(False))
+        self.lesion = LesionProfile(n_contrasts)
+
+    def fit_cases(self, cases) -> None:
+        """VCM.prepare's way in: the template from the cases' healthy twins, the lesion profile from their images,
+        twins and segmentations."""
+        if any(case.healthy is None or case.seg is None for case in cases):
+            raise ValueError("the template prior needs healthy twins and segmentations (load_cases(with_healthy=True))")
+        self.fit([case.healthy for case in cases])
+        self.lesion.fit(cases)
 
     @property
     def fitted(self) -> bool:
@@ -56,6 +67,11 @@ class TemplateFillPrior(FillPrior):
         image, rest = conditions[:, :1], conditions[:, 1:]
         template = self.template_for(target, image.shape[2:], image)
         filled = template + super().forward(torch.cat([image - template, rest], dim=1))
+        if rest.shape[1] > 1:                                           # lesion mode where the flag is set
+            insert = rest[:, 1:2].flatten(1).amax(1) > 0.5
+            if insert.any():
+                grown = filled + self.lesion(rest[:, :1], target)
+                filled = torch.where(insert.view(-1, 1, 1, 1, 1), grown.clamp(BACKGROUND, 1.0), filled)
         return torch.where(rest[:, :1] > 0.5, filled, image)          # known voxels exactly as they were
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -160,11 +160,14 @@ class VCM(Conditioner):
         return (t.float() * n / steps).long().clamp(0, n - 1)
 
     def prepare(self, cases) -> None:
-        """Data-dependent set-up before training: fit the prior on the training cases (the template of healthy
-        anatomy on their healthy twins, where they have them)."""
-        if self.prior is not None and not self.prior.fitted:
-            healthy = getattr(self.prior, "fits_healthy_twins", False) and all(c.healthy is not None for c in cases)
-            self.prior.fit([case.healthy if healthy else case.images for case in cases])
+        """Data-dependent set-up before training: fit the prior on the training cases (a prior that needs more of
+        them than their images, such as the inpainting template's healthy twins, takes the cases themselves). It
+        refits a prior copied by init_from: the prior belongs to this run's data and intensity scale."""
+        if self.prior is not None:
+            if hasattr(self.prior, "fit_cases"):
+                self.prior.fit_cases(cases)
+            else:
+                self.prior.fit([case.images for case in cases])
 
     def condition_features(self, conditions: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
         if self.encoder is not None:
