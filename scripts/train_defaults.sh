@@ -29,7 +29,7 @@ run concat_synthesis runs/concat-synthesis
 run vcm_super_resolution runs/vcm-super-resolution
 ship runs/vcm-super-resolution volgen-vcm-super-resolution-2mm "VCM: 4x through-plane super-resolution"
 run vcm_inpainting runs/vcm-inpainting-template
-ship runs/vcm-inpainting-template volgen-vcm-inpainting-2mm "VCM: pseudo-healthy fill or lesion growth inside a mask, from a template-guided harmonic fill"
+ship runs/vcm-inpainting-template volgen-vcm-inpainting-2mm "VCM: pseudo-healthy fill or lesion growth inside a mask, from a template-guided harmonic fill (plus the training tumours' depth profile in lesion mode)"
 run autoencoder runs/autoencoder-patch
 run backbone_latent runs/backbone-latent-patch
 ship runs/backbone-latent-patch volgen-latent-brain-2mm "latent-diffusion backbone (patch autoencoder + x0 U-Net)"

@@ -246,6 +246,7 @@ class _MetricsLog:
         self.writer = csv.DictWriter(self.file, fieldnames=["step", "loss", "lr", "seconds"])
         self.writer.writeheader()
         self.writer.writerows(rows)
+        self.file.flush()                               # a run killed before its next log keeps its history
         self.offset = float(rows[-1]["seconds"]) if rows else 0.0     # wall time accumulates across resumes
         try:
             from torch.utils.tensorboard import SummaryWriter
