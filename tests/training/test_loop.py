@@ -197,3 +197,11 @@ def test_init_from_copies_what_fits_from_a_model_saved_before_a_tensor_was_added
     mine = model.state_dict()
     assert torch.equal(mine[dropped], before)
     assert all(torch.equal(mine[k], v.to(mine[k].dtype)) for k, v in state.items())
+
+
+def test_a_resumed_log_keeps_its_history_on_disk_before_the_next_row(tmp_path):
+    from volgen.training.loop import _MetricsLog
+    (tmp_path / "metrics.csv").write_text("step,loss,lr,seconds\n1,0.5,0.001,1.0\n2,0.4,0.001,2.0\n3,0.3,0.001,3.0\n")
+    log = _MetricsLog(tmp_path, 2)                       # resumed at step 2: row 3 is dropped, rows 1-2 are kept
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]   # on disk before anything new is logged
+    log.file.close()
