@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -130,9 +131,16 @@ def resolve(name_or_folder) -> tuple[Path, str | None]:
     return folder, None
 
 
-def saved_state(name_or_folder, *, expected_type: str | None = None) -> tuple[dict, dict, str]:
-    """(config, state dict, sha256) of the model saved in a folder or under a name, verified but not built: what
-    fine-tuning a changed architecture copies from."""
+class Saved(NamedTuple):
+    folder: Path
+    config: dict
+    state: dict
+    sha256: str
+
+
+def saved_state(name_or_folder, *, expected_type: str | None = None) -> Saved:
+    """The model saved in a folder or under a name, verified but not built: what fine-tuning a changed architecture
+    copies from, and what from_pretrained builds."""
     folder, registered_sha = resolve(name_or_folder)
     config = read_config(folder)
     weights = folder / WEIGHTS_FILE
@@ -149,14 +157,13 @@ def saved_state(name_or_folder, *, expected_type: str | None = None) -> tuple[di
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise InputError(weights, f"unreadable safetensors file ({exc})") from None
-    return config, state, digest
+    return Saved(folder, config, state, digest)
 
 
 def from_pretrained(name_or_folder, *, device=None, dtype: torch.dtype | None = torch.float32,
                     expected_type: str | None = None) -> torch.nn.Module:
     """The model saved in a folder or registered under a name, verified, in eval mode."""
-    config, state, digest = saved_state(name_or_folder, expected_type=expected_type)
-    folder, _ = resolve(name_or_folder)
+    folder, config, state, digest = saved_state(name_or_folder, expected_type=expected_type)
     weights = folder / WEIGHTS_FILE
     module_name, class_name = MODEL_TYPES[config["model_type"]].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)

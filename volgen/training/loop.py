@@ -166,7 +166,7 @@ def _init_from(model, source: str) -> None:
     """Copy a saved model's weights into `model` before training (fine-tuning, or continuing with a changed
     architecture): tensors with the same name and a shape that broadcasts to this model's are copied, the others
     keep their initialisation; what was not copied is printed."""
-    _, theirs, _ = hub.saved_state(source)              # not built: the saved architecture may differ from ours
+    theirs = hub.saved_state(source).state              # not built: the saved architecture may differ from ours
     own = model.hub_state_dict() if hasattr(model, "hub_state_dict") else model.state_dict()
     copied, skipped = {}, []
     for name, tensor in own.items():
