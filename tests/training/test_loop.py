@@ -60,6 +60,13 @@ def test_resumed_loss_curve_equals_the_uninterrupted_one(tmp_path, phantom_dir):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_a_cosine_schedule_sets_the_rate_of_every_step(tmp_path, phantom_dir):
+    run = train(load_config(_config(tmp_path, phantom_dir.parent, train={"lr_schedule": "cosine", "lr": 1e-3})),
+                progress=False)
+    # over 4 steps the rate used in step s (logged after it, at s + 1) is 1e-3 * (1 + cos(pi s / 4)) / 2
+    assert [r["lr"] for r in read_metrics(run)] == pytest.approx([1e-3, 0.85355e-3, 0.5e-3, 0.14645e-3], rel=1e-4)
+
+
 @pytest.mark.parametrize("module, task", [("vcm", "synthesis"), ("vcm", "super_resolution"),
                                           ("vcm", "inpainting"), ("controlnet", "synthesis"),
                                           ("concat", "synthesis")])
@@ -93,6 +100,7 @@ def test_autoencoder_run(tmp_path, phantom_dir, model, kind, latent):
     ("train.steps=many", "train.steps: expected int"),
     ("data.root=/no/such/folder", "data.root: folder /no/such/folder not found"),
     ("kind=painting", "kind: 'painting' is not one of"),
+    ("train.lr_schedule=steps", "train.lr_schedule: 'steps' (constant, cosine)"),
 ])
 def test_bad_configs_fail_in_one_line_before_training(tmp_path, phantom_dir, override, message):
     config = _config(tmp_path, phantom_dir.parent)

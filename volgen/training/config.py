@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from volgen.errors import InputError
+from volgen.training.schedule import SCHEDULES
 
 KINDS = ("autoencoder", "backbone", "module")
 TASKS = ("synthesis", "super_resolution", "inpainting")
@@ -39,6 +40,7 @@ class TrainLoopConfig:
     steps: int = 1000
     batch_size: int = 2
     lr: float = 1e-3
+    lr_schedule: str = "constant"        # constant | cosine (from lr down to 0 over `steps`)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -200,6 +202,8 @@ def check(config: TrainConfig) -> None:
             raise ValueError("backbone: a module run needs the frozen backbone (registered name or folder)")
     if config.train.mixed_precision not in ("auto", "no", "bf16", "fp16"):
         raise ValueError(f"train.mixed_precision: '{config.train.mixed_precision}' (auto, no, bf16, fp16)")
+    if config.train.lr_schedule not in SCHEDULES:
+        raise ValueError(f"train.lr_schedule: '{config.train.lr_schedule}' ({', '.join(SCHEDULES)})")
     for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ValueError(f"train.{key}: must be at least 1")

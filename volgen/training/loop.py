@@ -28,6 +28,7 @@ from volgen.training.checkpointing import enable_gradient_checkpointing
 from volgen.training.config import TrainConfig
 from volgen.training.data import load_cases, sample_batch, step_generator
 from volgen.training.ema import EMA
+from volgen.training.schedule import learning_rate
 from volgen.training.examples import make_example, task_conditions
 from volgen.training.objectives import diffusion_loss
 
@@ -129,6 +130,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                desc=f"train {config.kind}", dynamic_ncols=True)
     began = time.perf_counter()
     for step in bar:
+        lr = learning_rate(tc.lr, tc.lr_schedule, step, tc.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         gen = step_generator(tc.seed, step, accelerator.process_index)
         batch = sample_batch(cases, tc.batch_size, config.data.crop,
                              config.data.flip_axes if config.data.flip else [], gen, around_lesion=inpainting)
@@ -147,7 +151,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         if done % tc.log_every == 0 or done == tc.steps:     # the gather syncs every process: only when logging
             loss_value = accelerator.gather(loss.detach().reshape(1)).mean().item()
             if main:
-                log.write(done, loss_value, tc.lr, time.perf_counter() - began)
+                log.write(done, loss_value, lr, time.perf_counter() - began)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
         if done % tc.checkpoint_every == 0 or done == tc.steps:
             _save_checkpoint(accelerator, ema, run_dir, done)
@@ -268,5 +272,6 @@ class _MetricsLog:
 
 def read_metrics(run_dir) -> list[dict]:
     with open(Path(run_dir) / "metrics.csv") as f:
-        return [{"step": int(r["step"]), "loss": float(r["loss"]), "seconds": float(r["seconds"])}
+        return [{"step": int(r["step"]), "loss": float(r["loss"]), "lr": float(r["lr"]),
+                 "seconds": float(r["seconds"])}
                 for r in csv.DictReader(f)]
