@@ -46,7 +46,10 @@ def main() -> None:
     entry = json.loads(hub.REGISTRY_FILE.read_text())[args.name]
     model = hub.from_pretrained(args.name)
     saved = hub.read_config(hub.PRETRAINED_DIR / args.name)
-    run_config = yaml.safe_load(config_path(args.config).read_text())
+    # The run's own config records its overrides (lr, steps, data options); the packaged one is the fallback.
+    recorded = Path(args.run) / "run-config.json"
+    run_config = json.loads(recorded.read_text()) if recorded.exists() else \
+        yaml.safe_load(config_path(args.config).read_text())
     with open(Path(args.run) / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     task = run_config.get("task") if run_config["kind"] == "module" else "backbone"
@@ -69,7 +72,9 @@ def main() -> None:
         "## Recipe", "",
         f"`volgen/configs/{Path(args.config).stem}.yaml`: {saved['metadata'].get('steps')} of {train.get('steps')} planned steps "
         f"(`--resume` continues the run), batch {train.get('batch_size')}, "
-        f"{_crops(data.get('crop', []))} with flips, AdamW lr {train.get('lr')}, EMA "
+        f"{_crops(data.get('crop', []))} with flips, AdamW lr {train.get('lr')}"
+        + (f" with a {train['lr_schedule']} decay" if train.get("lr_schedule", "constant") != "constant" else "")
+        + f", EMA "
         f"{train.get('ema_decay', 0.999)}"
         + (f", timesteps of the {train['sampler_steps']}-step sampler only" if train.get("sampler_steps") else "")
         + f"; last logged loss {float(rows[-1]['loss']):.4f}. Wall time "
@@ -90,6 +95,11 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def _steps(steps) -> str:
+    """The bench records a number, or a phrase when it used the jobs' default timesteps."""
+    return f"{steps} sampling steps" if isinstance(steps, int) else str(steps)
 
 
 def _crops(crop) -> str:
@@ -115,7 +125,7 @@ def measured(task: str, results_path: str, rows_tasks: list[str] | None) -> list
                             "brain_psnr_t2w",
                             "brain_psnr_t2f", "seconds") if any(k in r for r in rows)]
         lines += [f"`scripts/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, "
-                  f"{rows[0].get('steps', '?')} sampling steps, {rows[0].get('samples', 1)} samples per estimate "
+                  f"{_steps(rows[0].get('steps', '?'))}, {rows[0].get('samples', 1)} samples per estimate "
                   f"({rows_task}; PSNR in dB on [0, 1], seconds per case):", "",
                   "| method | params | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
         for r in rows:
