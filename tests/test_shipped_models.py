@@ -21,9 +21,11 @@ REQUIRED = {"volgen-wavelet-brain-2mm": "backbone", "volgen-latent-brain-2mm": "
 # dose against least squares and the best smoothed least squares).
 OUTSIDE_BUDGET = {"volgen-pet-prior-2mm": 15 * 2 ** 20}
 # The MRI models' budget was 40 MB. The inpainting module trained on whole volumes (7.6 MB with its prior's template)
-# replaced a 0.95 MB one that lost to the harmonic fill by 0.25 dB; it beats it by 1.25 dB (bench_quality, 20
-# held-out cases): the exception issue 10 allows where more buys quality. The MRI models weigh 43.6 MiB.
-MRI_BUDGET_MB = 44
+# replaced a 0.95 MB one that lost to the harmonic fill; then its prior got a per-case template (the training twins'
+# mean + 16 principal components at 4 mm, 16.5 MB in float16), which took it from harmonic + 1.55 dB to + 2.22 dB
+# (bench_quality, 20 held-out cases); an 8 mm basis of 2 MB bought less than half of the prior's gain on validation
+# cases. That is the exception issue 10 allows where more buys quality. The MRI models weigh 59.3 MiB.
+MRI_BUDGET_MB = 60
 
 
 def test_the_defaults_are_shipped():

@@ -106,3 +106,53 @@ def test_the_module_fits_the_template_on_healthy_twins_starts_as_the_identity_an
     assert loaded.prior.fitted
     assert torch.equal(loaded.prior.template, module.prior.template)
     assert torch.equal(loaded.prior.lesion.profile, module.prior.lesion.profile)
+
+
+def test_the_basis_spans_the_training_twins_with_unit_variance_scores():
+    volumes = _healthy(4)
+    prior = TemplateFillPrior(4, components=3)                # n - 1 components span every centred twin
+    prior.fit(volumes)
+    assert prior.basis.shape == (4, 3, 8, 8, 8)
+    for contrast in range(4):
+        basis = prior.basis[contrast].double().flatten(1).numpy()                     # (3, 512)
+        centred = np.stack([v[contrast].double().numpy().reshape(8, 2, 8, 2, 8, 2).mean(axis=(1, 3, 5)).ravel()
+                            for v in volumes]) - _numpy_template(volumes, contrast).ravel()
+        scores, *_ = np.linalg.lstsq(basis.T, centred.T, rcond=None)                   # (3, 4)
+        np.testing.assert_allclose(basis.T @ scores, centred.T, atol=1e-5)            # in the span
+        np.testing.assert_allclose((scores ** 2).mean(axis=1), 1.0, rtol=1e-4)        # unit variance each
+
+
+def test_a_case_in_the_span_of_the_basis_is_filled_exactly_and_the_mean_template_is_not():
+    prior = TemplateFillPrior(4, components=2, shell=2, ridge=0.0)
+    prior.fit(_healthy(3))
+    labels = torch.tensor([2])
+    mean = prior.template_for(labels, (16, 16, 16), torch.zeros(1))
+    basis = torch.nn.functional.interpolate(prior.basis[2][None], scale_factor=2, mode="trilinear",
+                                            align_corners=False)[0]
+    case = mean + (0.7 * basis[0] - 1.3 * basis[1])[None, None]
+    mask = torch.zeros_like(case)
+    mask[0, 0, 4:12, 5:11, 3:12] = 1
+    conditions = torch.cat([case * (1 - mask) - mask, mask, torch.zeros_like(mask)], dim=1)
+    assert torch.allclose(prior(conditions, None, labels), case, atol=1e-4)
+    prior.components = 0                                      # the mean template alone misses the case's own part
+    assert (prior(conditions, None, labels) - case).abs().max() > 0.05
+
+
+def test_a_module_with_components_saves_its_basis_in_half_precision_and_one_without_saves_none(tmp_path):
+    backbone = _backbone()
+    hub.save_pretrained(backbone, tmp_path / "backbone")
+    healthy = _healthy(2)
+    seg = torch.zeros(16, 16, 16, dtype=torch.int64)
+    seg[5:10, 5:10, 5:10] = 2
+    cases = [CaseArrays(f"c{i}", h + 0.1, healthy=h, seg=seg) for i, h in enumerate(healthy)]
+    for components in (1, 0):
+        module = build_conditioner("vcm", backbone, {**INPAINTING, "prior_components": components})
+        module.prepare(cases)
+        state = module.state_dict()
+        assert ("prior.basis" in state) == (components > 0)
+        if components:
+            assert state["prior.basis"].dtype == torch.float16
+        hub.save_pretrained(module, tmp_path / f"m{components}")
+        loaded = hub.from_pretrained(tmp_path / f"m{components}")
+        assert loaded.prior.basis.shape == module.prior.basis.shape
+        assert torch.equal(loaded.prior.basis, module.prior.basis.half().float())

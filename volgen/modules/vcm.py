@@ -13,7 +13,8 @@
    (`table`: the per-voxel conditional mean instead, volgen/modules/table_prior.py);
    `interpolation` (super-resolution) the thick slices interpolated by cubic splines; `fill` (inpainting) the
    harmonic fill of the mask from its boundary (both exactly the baselines bench_quality scores); `template_fill`
-   (inpainting) the training cases' mean healthy image fitted into the mask (volgen/modules/template_prior.py):
+   (inpainting) the training cases' mean healthy image, with `prior_components` also their principal components
+   combined per case, fitted into the mask (volgen/modules/template_prior.py):
    prediction' += scale g (prior - prediction). The U-Net sees the prior too, so it learns a correction of an
    estimate that is already as good as a simple baseline.
 All heads start at zero, so an untrained VCM is the identity (the published VCM starts by perturbing the backbone).
@@ -58,6 +59,7 @@ class VCMConfig(DictConfig):
     prior_degree: int = 1                            # regression: 1 linear; 2 with the products of pairs
     prior_factor: int = 4                            # interpolation: thick-slice factor and model-grid axis
     prior_axis: int = 2
+    prior_components: int = 0                        # template_fill: principal components fitted per case (0: mean)
     gate_buckets: int = 1                            # the gate's bias: one per bin of timesteps
 
     def __post_init__(self):
@@ -124,7 +126,7 @@ class VCM(Conditioner):
         elif config.prior == "fill":
             self.prior = FillPrior()
         elif config.prior == "template_fill":
-            self.prior = TemplateFillPrior(max(net.num_class_embeds or 0, 1))
+            self.prior = TemplateFillPrior(max(net.num_class_embeds or 0, 1), config.prior_components)
         if self.prior is not None:
             features += latent
         self.unet = DiffusionModelUNet(
