@@ -17,7 +17,7 @@ principal components of the training twins (4 mm), and each case gets its own co
 squares to its known voxels in a thin shell around the mask (`shell` voxels wide). The shell is what the Poisson
 step has to meet anyway; the components carry how the training brains' shapes and intensities vary, so the fitted
 template follows this case's anatomy into the mask instead of the population's blur. On 12 validation phantoms
-(seed 300), pseudo-healthy t2f inside the mask: mean template 20.95 dB, K = 16 at 4 mm 21.60 dB (scripts/
+(seed 300), pseudo-healthy t2f inside the mask: mean template 20.95 dB, K = 16 at 4 mm 21.58 dB (scripts/
 bench_quality.py reports the held-out figure). The basis is K x 4 contrasts at 4 mm: 16.5 MB in float16 at K = 16.
 
 In lesion mode (the conditions' third channel set) the fill also gets the training tumours' mean profile by depth
@@ -59,7 +59,8 @@ class TemplateFillPrior(FillPrior):
 
     @torch.no_grad()
     def fit(self, volumes) -> None:
-        """The mean of healthy volumes (C, D, H, W) in [-1, 1], centred on the first one's grid, at half resolution."""
+        """The mean of healthy volumes (C, D, H, W) in [-1, 1], centred on the first one's grid, at half resolution,
+        and with `components` the leading principal components of each contrast about it."""
         shape = volumes[0].shape[1:]
         small = torch.stack([F.avg_pool3d(_centred(v.double(), shape)[None], TEMPLATE_STRIDE, ceil_mode=True)[0]
                              for v in volumes])                                   # (N, C, d, h, w)
@@ -80,28 +81,24 @@ class TemplateFillPrior(FillPrior):
 
     def template_for(self, labels: torch.Tensor | None, shape, like: torch.Tensor) -> torch.Tensor:
         """(B, 1, *shape): each item's contrast template on the full grid, centred in `shape`."""
-        index = torch.zeros(len(like), dtype=torch.long) if labels is None else labels.long()
-        small = self.template[index.to(self.template.device)][:, None].to(like.device, like.dtype)
-        full = F.interpolate(small, scale_factor=TEMPLATE_STRIDE, mode="trilinear", align_corners=False)
-        return _centred(full, shape)
+        small = self.template[_contrasts(labels, len(like)).to(self.template.device)][:, None]
+        return _on_grid(small.to(like.device, like.dtype), shape)
 
-    def case_offset(self, image: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def case_offset(self, image: torch.Tensor, mask: torch.Tensor, template: torch.Tensor,
+                    labels: torch.Tensor | None) -> torch.Tensor:
         """(B, 1, *shape): each item's combination of the basis, fitted by ridge least squares to image - template
         on the known voxels within `shell` voxels of its mask (zero where there is no such voxel)."""
-        shape = image.shape[2:]
-        index = torch.zeros(len(image), dtype=torch.long) if labels is None else labels.long().reshape(-1)
-        mean = self.template_for(labels, shape, image)
+        contrasts = _contrasts(labels, len(image))
         shell = (F.max_pool3d(mask.float(), 2 * self.shell + 1, 1, self.shell) > 0.5) & (mask < 0.5)
         out = torch.zeros_like(image)
         for i in range(len(image)):
             where = shell[i, 0]
             if not where.any():
                 continue
-            small = self.basis[index[i].to(self.basis.device)].to(image.device, image.dtype)
-            basis = _centred(F.interpolate(small[None], scale_factor=TEMPLATE_STRIDE, mode="trilinear",
-                                           align_corners=False), shape)[0]          # (K, *shape)
+            small = self.basis[contrasts[i].to(self.basis.device)].to(image.device, image.dtype)
+            basis = _on_grid(small[None], image.shape[2:])[0]                       # (K, *shape)
             a = basis[:, where].T.double()                                         # (voxels, K)
-            y = (image[i, 0] - mean[i, 0])[where].double()
+            y = (image[i, 0] - template[i, 0])[where].double()
             penalty = self.ridge * len(y) * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
             coefficients = torch.linalg.solve(a.T @ a + penalty, a.T @ y).to(image.dtype)
             out[i, 0] = torch.einsum("k,k...->...", coefficients, basis)
@@ -113,7 +110,7 @@ class TemplateFillPrior(FillPrior):
         image, rest = conditions[:, :1], conditions[:, 1:]
         template = self.template_for(target, image.shape[2:], image)
         if self.components:
-            template = template + self.case_offset(image, rest[:, :1], target)
+            template = template + self.case_offset(image, rest[:, :1], template, target)
         filled = template + super().forward(torch.cat([image - template, rest], dim=1))
         if rest.shape[1] > 1:                                           # lesion mode where the flag is set
             insert = rest[:, 1:2].flatten(1).amax(1) > 0.5
@@ -137,6 +134,16 @@ class TemplateFillPrior(FillPrior):
                 mine = getattr(self, name)
                 setattr(self, name, torch.zeros_like(saved, device=mine.device, dtype=mine.dtype))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _contrasts(labels: torch.Tensor | None, batch: int) -> torch.Tensor:
+    """(B,) each item's contrast index (0 for a prior without labels)."""
+    return torch.zeros(batch, dtype=torch.long) if labels is None else labels.long().reshape(-1)
+
+
+def _on_grid(small: torch.Tensor, shape) -> torch.Tensor:
+    """(B, C, d, h, w) stored at half resolution -> (B, C, *shape): trilinear upsampling, then centred in `shape`."""
+    return _centred(F.interpolate(small, scale_factor=TEMPLATE_STRIDE, mode="trilinear", align_corners=False), shape)
 
 
 def _centred(x: torch.Tensor, shape) -> torch.Tensor:
