@@ -213,3 +213,30 @@ def test_a_resumed_log_keeps_its_history_on_disk_before_the_next_row(tmp_path):
     log = _MetricsLog(tmp_path, 2)                       # resumed at step 2: row 3 is dropped, rows 1-2 are kept
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]   # on disk before anything new is logged
     log.file.close()
+
+
+def test_init_from_a_backbone_keeps_the_pretrained_codec_of_the_new_one(tmp_path, phantom_dir):
+    """A backbone retrained on a new autoencoder with init_from the old backbone: the denoiser starts from the old
+    one, the codec stays the new autoencoder (the old codec's tensors have the same shapes and must not leak in)."""
+    codecs = []
+    for seed in (0, 1):                                  # two autoencoders of one shape, different weights
+        config = _config(tmp_path, phantom_dir.parent, name=f"ae{seed}", kind="autoencoder",
+                         model={"type": "patch_autoencoder", "factor": 2, "latent_channels": 8, "width": 8,
+                                "depth": 1}, train={"steps": 2, "lr": 1e-2, "seed": seed})
+        codecs.append(train(load_config(config), progress=False) / "model")
+    network = {**TINY_NETWORK, "in_channels": 8, "out_channels": 8}
+    old = train(load_config(_config(tmp_path, phantom_dir.parent, name="old", train={"steps": 2},
+                                    model={"codec": {"pretrained": str(codecs[0])}, "network": network,
+                                           "parameterization": "x0", "contrasts": ["t1n", "t1c", "t2w", "t2f"]})),
+                progress=False) / "model"
+    new = train(load_config(_config(tmp_path, phantom_dir.parent, name="new", init_from=str(old),
+                                    train={"steps": 2, "lr": 0.0},
+                                    model={"codec": {"pretrained": str(codecs[1])}, "network": network,
+                                           "parameterization": "x0", "contrasts": ["t1n", "t1c", "t2w", "t2f"]})),
+                progress=False) / "model"
+    wanted, old_backbone = hub.from_pretrained(codecs[1]).state_dict(), hub.from_pretrained(old)
+    got = hub.from_pretrained(new)
+    assert any(not torch.equal(v, old_backbone.codec.state_dict()[k]) for k, v in wanted.items())
+    assert all(torch.equal(v, wanted[k]) for k, v in got.codec.state_dict().items())
+    old_denoiser = old_backbone.denoiser.state_dict()
+    assert all(torch.equal(v, old_denoiser[k]) for k, v in got.denoiser.state_dict().items())   # lr 0: as copied

@@ -109,7 +109,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     inpainting = config.kind == "module" and config.task == "inpainting"
     cases = load_cases(config.data, multiple, with_healthy=inpainting)
     if checkpoint is None and config.init_from:
-        _init_from(model, config.init_from)
+        # a backbone's codec comes from its own pretrained source (frozen): init_from must not overwrite it with the
+        # old backbone's codec wherever their shapes happen to agree
+        keep = ("codec.",) if config.kind == "backbone" and dict(config.model).get("codec", {}).get("pretrained") \
+            else ()
+        _init_from(model, config.init_from, keep=keep)
     if checkpoint is None and hasattr(model, "prepare"):
         model.prepare(cases)                            # data-dependent set-up (a module's regression prior)
     step_module = TrainingStep(config, model)
@@ -166,12 +170,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     return run_dir
 
 
-def _init_from(model, source: str) -> None:
+def _init_from(model, source: str, keep: tuple[str, ...] = ()) -> None:
     """Copy a saved model's weights into `model` before training (fine-tuning, or continuing with a changed
     architecture): tensors with the same name and a shape that broadcasts to this model's are copied, the others
-    keep their initialisation; what was not copied is printed."""
+    keep their initialisation; what was not copied is printed. Names starting with a prefix in `keep` are left as
+    they are."""
     theirs = hub.saved_state(source).state              # not built: the saved architecture may differ from ours
     own = model.hub_state_dict() if hasattr(model, "hub_state_dict") else model.state_dict()
+    own = {name: tensor for name, tensor in own.items() if not name.startswith(keep)}
     copied, skipped = {}, []
     for name, tensor in own.items():
         other = theirs.get(name)
