@@ -56,3 +56,17 @@ def test_a_subset_uses_only_the_present_contrasts_and_empty_cells_fall_back_to_r
     flat = flat[:, (flat > -1 + 1e-3).any(0)]
     slope, intercept = np.polyfit(flat[1], flat[0], 1)
     assert float(fine.table[0, 0b0010, 0]) == pytest.approx(slope * -0.95 + intercept, abs=1e-4)
+
+
+def test_the_table_saves_in_half_precision_and_loads_back_within_its_rounding():
+    prior = TablePrior(4, 4, bins=6)
+    prior.fit(_volumes())
+    state = prior.state_dict()
+    assert state["table"].dtype == torch.float16
+    loaded = TablePrior(4, 4, bins=6)
+    loaded.load_state_dict(state)
+    assert loaded.table.dtype == torch.float32 and loaded.fitted
+    assert torch.equal(loaded.table, prior.table.half().float())
+    # float16 keeps 11 significant bits: rounding moves no cell by more than 2^-11 of its value (empty cells hold
+    # the regression's extrapolation, which may lie outside [-1, 1])
+    assert ((loaded.table - prior.table).abs() <= prior.table.abs() * 2 ** -11 + 2 ** -24).all()   # + subnormals

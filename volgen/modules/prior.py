@@ -15,6 +15,20 @@ import torch
 BACKGROUND = -1.0          # model range [-1, 1]: background is the minimum
 
 
+class HalfPrecisionBuffers:
+    """Mixin for a prior whose large fitted buffers (`half_buffers`) are estimates, not precise quantities: they are
+    saved in float16 (half the megabytes of the shipped weights; hub.save_pretrained keeps other buffers as they
+    are) and load back into the float32 buffer."""
+
+    half_buffers: tuple[str, ...] = ()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        for name in self.half_buffers:
+            if prefix + name in destination:
+                destination[prefix + name] = destination[prefix + name].half()
+
+
 class RegressionPrior(torch.nn.Module):
     def __init__(self, n_conditions: int, n_targets: int, degree: int = 1):
         super().__init__()

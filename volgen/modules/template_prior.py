@@ -29,12 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from volgen.modules.lesion_profile import LesionProfile
-from volgen.modules.prior import BACKGROUND, FillPrior
+from volgen.modules.prior import BACKGROUND, FillPrior, HalfPrecisionBuffers
 
 TEMPLATE_STRIDE = 2          # the template is stored at half the model grid's resolution
 
 
-class TemplateFillPrior(FillPrior):
+class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
+    half_buffers = ("basis",)        # 16.5 MB at K = 16 in float16, twice that in float32
+
     def __init__(self, n_contrasts: int, components: int = 0, shell: int = 2, ridge: float = 1e-3,
                  tolerance: float = 1e-5, max_iterations: int = 2000):
         super().__init__(tolerance, max_iterations)
@@ -118,13 +120,6 @@ class TemplateFillPrior(FillPrior):
                 grown = filled + self.lesion(rest[:, :1], target)
                 filled = torch.where(insert.view(-1, 1, 1, 1, 1), grown.clamp(BACKGROUND, 1.0), filled)
         return torch.where(rest[:, :1] > 0.5, filled, image)          # known voxels exactly as they were
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        # The basis is 16.5 MB at K = 16 in float16 (twice that in float32) and a prior, not a precise quantity:
-        # it is saved in half precision, unlike the other buffers hub.save_pretrained keeps as they are.
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        if prefix + "basis" in destination:
-            destination[prefix + "basis"] = destination[prefix + "basis"].half()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the template's size is known only once fitted: take the saved one's shape before loading it
