@@ -33,6 +33,15 @@ TASK_ROWS = {"synthesis": ["t1n synthesis", "t1c synthesis", "t2w synthesis", "t
              "inpainting": ["pseudo-healthy inpainting (t2f)", "lesion inpainting (t2f)"]}
 
 
+def _corpus(root: str) -> str:
+    """"N training cases (seeds ..., `root`)", counted from the case folders under root (phantom-s<seed>-<index>)."""
+    folders = [p.name for p in Path(root).iterdir() if p.is_dir()] if Path(root).is_dir() else []
+    seeds = sorted({int(m.group(1)) for name in folders if (m := re.match(r"phantom-s(\d+)-\d+$", name))})
+    if not seeds:
+        return f"the training cases under `{root}`"
+    return f"{len(folders)} training cases (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, `{root}`)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
@@ -66,8 +75,8 @@ def main() -> None:
         f"- load: `volgen.hub.from_pretrained(\"{args.name}\")`", "",
         "## Data", "",
         f"Procedural phantoms from `volgen phantom` (MNI152-based anatomy, random affine and elastic warp, a "
-        f"supratentorial tumour with BraTS labels, 3 T signal equations, bias field, Rician noise): 48 training cases "
-        f"(seed 100, `{data.get('root', 'phantoms/train')}`), on the 2 mm RAS grid, intensities scaled per volume to "
+        f"supratentorial tumour with BraTS labels, 3 T signal equations, bias field, Rician noise): "
+        f"{_corpus(data.get('root', 'phantoms/train'))}, on the 2 mm RAS grid, intensities scaled per volume to "
         f"[-1, 1] ({INTENSITY_REFERENCE}). Held-out evaluation cases: seed 200, never seen in training.", "",
         "## Recipe", "",
         f"`volgen/configs/{Path(args.config).stem}.yaml`: {saved['metadata'].get('steps')} of {train.get('steps')} planned steps "
