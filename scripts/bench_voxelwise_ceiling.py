@@ -30,10 +30,10 @@ from unittest import mock
 
 import numpy as np
 
-from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
 from volgen.io.preprocess import MEDIAN_LEVEL
+from volgen.metrics import local_rms_without_centre
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
 
@@ -125,14 +125,6 @@ def main() -> None:
 def phantom_info(root: str, name: str) -> dict:
     path = Path(root) / name / f"{name}-phantom.json"
     return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def local_rms_without_centre(squared: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """sqrt of the Gaussian-weighted mean of `squared` over each voxel's neighbours, the voxel itself left out."""
-    impulse = np.zeros((9, 9, 9))
-    impulse[4, 4, 4] = 1
-    centre = gaussian_filter(impulse, sigma)[4, 4, 4]
-    return np.sqrt(np.clip((gaussian_filter(squared, sigma) - centre * squared) / (1 - centre), 0, None))
 
 
 if __name__ == "__main__":

@@ -57,3 +57,15 @@ def test_dice_by_hand():
     assert metrics.dice(np.zeros(3), np.zeros(3)) == 1.0
     labels = a + 2 * (b > 0) * (a == 0)
     assert metrics.dice_per_label(labels, labels, (1, 2, 3)) == {1: 1.0, 2: 1.0, 3: 1.0}
+
+
+def test_local_rms_leaves_the_voxel_itself_out():
+    # sigma 1, truncated at 4 sigma: the 1D weights exp(-x^2 / 2), x = -4..4, normalised; the 3D kernel is their product
+    k = np.exp(-np.arange(-4, 5) ** 2 / 2.0)
+    k0, k1 = k[4] / k.sum(), k[5] / k.sum()
+    spike = np.zeros((11, 11, 11))
+    spike[5, 5, 5] = 2.0
+    out = metrics.local_rms_without_centre(spike)
+    assert out[5, 5, 5] == pytest.approx(0.0, abs=1e-12)                  # only the voxel's own error is there
+    assert out[6, 5, 5] == pytest.approx(np.sqrt(2.0 * k1 * k0 ** 2 / (1 - k0 ** 3)), rel=1e-6)
+    assert np.allclose(metrics.local_rms_without_centre(np.full((8, 8, 8), 0.09)), 0.3)
