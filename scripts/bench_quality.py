@@ -102,7 +102,8 @@ def spearman(spread: torch.Tensor, pred: np.ndarray, truth: np.ndarray, region: 
     """Rank correlation of the uncertainty (spread over samples, [0, 1] units) with the absolute error, voxel by voxel
     (the issue's target), and region by region: both smoothed by a 4 mm Gaussian first. Beside them, the oracle's:
     the local RMS of the true error around each voxel, the voxel itself left out, ranks the error as well as a map
-    smooth at the voxel's scale could; a map far below it is missing structure the error has."""
+    smooth at the voxel's scale could; a map far below it is missing structure the error has, or the structure is the
+    case's own draw, which no spread over samples can know (synthesis: scripts/bench_uncertainty_ceiling.py)."""
     s, error = spread[0, 0].cpu().numpy() / 2, np.abs(pred - truth)
     oracle = local_rms_without_centre(error ** 2)
     return {"spearman": float(spearmanr(s[region], error[region]).correlation),
