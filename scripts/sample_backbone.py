@@ -1,8 +1,10 @@
 """Unconditional samples of a backbone, one per contrast, as the montage its card shows (does it draw a brain?).
 
-    python scripts/sample_backbone.py volgen-latent-brain-2mm [--steps 25] [--out PNG]
+    python scripts/sample_backbone.py volgen-latent-brain-2mm [--steps 25] [--out PNG] [--reference phantoms/val]
 A backbone alone knows nothing of a case, so each row is one random draw of that contrast on the 2 mm grid; the
-sampler is the backbone's default (DDIM for a VP schedule, Euler for a flow).
+sampler is the backbone's default (DDIM for a VP schedule, Euler for a flow). With --reference, each sample's head
+(voxels above the background) is scored by its Dice with where the reference cases' heads usually are (in at least
+half of them): a number for "does it draw a whole brain where a brain sits", beside the picture.
 """
 from __future__ import annotations
 
@@ -15,8 +17,28 @@ from volgen import hub
 from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
 from volgen.tasks import generate
+from volgen.training.config import DataConfig
+from volgen.training.data import load_cases
 
 SHAPE = (96, 112, 96)             # the 2 mm grid every phantom fits
+HEAD_LEVEL = -0.75                # on [-1, 1] the background is exactly -1; the head lies well above this
+
+
+def usual_head(root: str, contrasts) -> torch.Tensor:
+    """(D, H, W) bool: the voxels inside the head in at least half of the cases under `root`; prints the cases' own
+    mean Dice with it, what a sample that draws a real head scores."""
+    cases = load_cases(DataConfig(root=root, contrasts=list(contrasts)), multiple=16)
+    heads = torch.stack([(case.images > HEAD_LEVEL).any(0) for case in cases])
+    inside = heads.float().mean(0) >= 0.5
+    if tuple(inside.shape) != SHAPE:
+        raise SystemExit(f"{root}: cases on a {tuple(inside.shape)} grid, not the 2 mm {SHAPE} one")
+    print(f"{root}: its {len(cases)} cases' own head Dice with their usual head "
+          f"{sum(dice(h, inside) for h in heads) / len(heads):.3f}")
+    return inside
+
+
+def dice(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()).clamp(min=1))
 
 
 def main() -> None:
@@ -25,8 +47,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="PNG path (default: beside the shipped model, <name>-samples.png)")
+    parser.add_argument("--reference", help="a case folder (e.g. phantoms/val): print each sample's head Dice")
     args = parser.parse_args()
     backbone = hub.from_pretrained(args.backbone, expected_type="backbone").eval()
+    head = usual_head(args.reference, backbone.config.contrasts) if args.reference else None
     out = args.out or hub.PRETRAINED_DIR / args.backbone / f"{args.backbone}-samples.png"
     rows = {}
     for contrast in backbone.config.contrasts:
@@ -34,6 +58,8 @@ def main() -> None:
                        estimate="sample", progress=True)
         image = ((est.image[0, 0].numpy() + 1) / 2).clip(0, 1).astype(np.float32)
         rows[f"{contrast} sample"] = Volume(image, np.diag([2.0, 2.0, 2.0, 1.0]))
+        if head is not None:
+            print(f"{contrast}: head Dice with {args.reference}'s usual head {dice(est.image[0, 0] > HEAD_LEVEL, head):.3f}")
     save_montage(rows, out, overwrite=True, title=f"{args.backbone}: unconditional samples, {args.steps} steps")
     print(f"wrote {out}")
 
