@@ -16,6 +16,7 @@ import torch
 from volgen import hub
 from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
+from volgen.metrics import dice
 from volgen.tasks import generate
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
@@ -24,21 +25,17 @@ SHAPE = (96, 112, 96)             # the 2 mm grid every phantom fits
 HEAD_LEVEL = -0.75                # on [-1, 1] the background is exactly -1; the head lies well above this
 
 
-def usual_head(root: str, contrasts) -> torch.Tensor:
+def usual_head(root: str, contrasts) -> np.ndarray:
     """(D, H, W) bool: the voxels inside the head in at least half of the cases under `root`; prints the cases' own
     mean Dice with it, what a sample that draws a real head scores."""
     cases = load_cases(DataConfig(root=root, contrasts=list(contrasts)), multiple=16)
     heads = torch.stack([(case.images > HEAD_LEVEL).any(0) for case in cases])
-    inside = heads.float().mean(0) >= 0.5
+    inside = (heads.float().mean(0) >= 0.5).numpy()
     if tuple(inside.shape) != SHAPE:
         raise SystemExit(f"{root}: cases on a {tuple(inside.shape)} grid, not the 2 mm {SHAPE} one")
     print(f"{root}: its {len(cases)} cases' own head Dice with their usual head "
-          f"{sum(dice(h, inside) for h in heads) / len(heads):.3f}")
+          f"{sum(dice(h.numpy(), inside) for h in heads) / len(heads):.3f}")
     return inside
-
-
-def dice(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(2 * (a & b).sum() / (a.sum() + b.sum()).clamp(min=1))
 
 
 def main() -> None:
@@ -56,10 +53,11 @@ def main() -> None:
     for contrast in backbone.config.contrasts:
         est = generate(backbone, (1, *SHAPE), contrast=contrast, steps=args.steps, seed=args.seed,
                        estimate="sample", progress=True)
-        image = ((est.image[0, 0].numpy() + 1) / 2).clip(0, 1).astype(np.float32)
-        rows[f"{contrast} sample"] = Volume(image, np.diag([2.0, 2.0, 2.0, 1.0]))
+        sample = est.image[0, 0].numpy()
+        rows[f"{contrast} sample"] = Volume(((sample + 1) / 2).clip(0, 1).astype(np.float32),
+                                            np.diag([2.0, 2.0, 2.0, 1.0]))
         if head is not None:
-            print(f"{contrast}: head Dice with {args.reference}'s usual head {dice(est.image[0, 0] > HEAD_LEVEL, head):.3f}")
+            print(f"{contrast}: head Dice with {args.reference}'s usual head {dice(sample > HEAD_LEVEL, head):.3f}")
     save_montage(rows, out, overwrite=True, title=f"{args.backbone}: unconditional samples, {args.steps} steps")
     print(f"wrote {out}")
 
