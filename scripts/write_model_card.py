@@ -81,7 +81,7 @@ def main() -> None:
         "## Recipe", "",
         f"`volgen/configs/{Path(args.config).stem}.yaml`: {saved['metadata'].get('steps')} of {train.get('steps')} planned steps "
         f"(`--resume` continues the run), batch {train.get('batch_size')}, "
-        f"{_crops(data.get('crop', []))} with flips, AdamW lr {train.get('lr')}"
+        f"{_crops(data.get('crop', []))} {_flips(data)}, AdamW lr {train.get('lr')}"
         + (f" with a {train['lr_schedule']} decay" if train.get("lr_schedule", "constant") != "constant" else "")
         + f", EMA "
         f"{train.get('ema_decay', 0.999)}"
@@ -114,6 +114,14 @@ def _steps(steps) -> str:
 def _crops(crop) -> str:
     size = "x".join(str(c) for c in crop)
     return "whole 2 mm volumes" if crop and min(crop) >= 96 else f"random {size} crops"
+
+
+def _flips(data: dict) -> str:
+    """Which mirrors the run drew: older runs mirrored every axis (the config's default before left-right only)."""
+    axes = data.get("flip_axes", [0, 1, 2]) if data.get("flip", True) else []
+    if not axes:
+        return "without flips"
+    return "with left-right flips" if list(axes) == [0] else f"with flips along model-grid axes {list(axes)}"
 
 
 def measured(task: str, results_path: str, rows_tasks: list[str] | None) -> list[str]:

@@ -172,11 +172,14 @@ def test_flips_mirror_only_the_axes_asked_for(phantom_dir):
     from volgen.training.config import DataConfig
     from volgen.training.data import load_cases, sample_batch
 
-    cases = load_cases(DataConfig(root=str(phantom_dir.parent)), multiple=16)
+    config = DataConfig(root=str(phantom_dir.parent))
+    cases = load_cases(config, multiple=16)
     image = cases[0].images
     seen = set()
     for seed in range(12):
-        out = sample_batch(cases[:1], 1, [512, 512, 512], [0], torch.Generator().manual_seed(seed))["images"][0]
+        # the default: left-right only (the backbones must never see a brain upside down or back to front)
+        out = sample_batch(cases[:1], 1, [512, 512, 512], config.flip_axes,
+                           torch.Generator().manual_seed(seed))["images"][0]
         assert torch.equal(out, image) or torch.equal(out, image.flip(1))     # left-right (axis 0) or nothing
         seen.add(torch.equal(out, image))
     assert seen == {True, False}

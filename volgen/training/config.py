@@ -27,7 +27,9 @@ class DataConfig:
     spacing: float = 2.0
     crop: list[int] = field(default_factory=lambda: [32, 32, 32])   # random crops on the model grid
     flip: bool = True
-    flip_axes: list[int] = field(default_factory=lambda: [0, 1, 2])   # which model-grid axes a flip may mirror
+    # Which model-grid axes a flip may mirror. Left-right only: on the RAS grid a brain is never upside down or back to
+    # front, and mirroring those axes taught the backbones an 8-orientation mixture whose mean is an ellipsoid.
+    flip_axes: list[int] = field(default_factory=lambda: [0])
     contrast_dropout: float = 0.5        # synthesis: chance each source contrast is hidden (one always stays)
     sr_factor: int = 4                    # super-resolution: thick-slice factor
     sr_axis: int = 2                      # along this model-grid axis (RAS: 2 = inferior-superior)
