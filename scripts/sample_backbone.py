@@ -62,6 +62,8 @@ def main() -> None:
     backbone = hub.from_pretrained(args.backbone, expected_type="backbone").eval()
     head, mean = reference(args.reference, backbone.config.contrasts) if args.reference else (None, None)
     out = args.out or hub.PRETRAINED_DIR / args.backbone / f"{args.backbone}-samples.png"
+    schedule = backbone.denoiser.schedule
+    noisiest = schedule.timesteps(schedule.num_train_timesteps)[:1]       # one network call from pure noise
     rows = {}
     for contrast in backbone.config.contrasts:
         est = generate(backbone, (1, *SHAPE), contrast=contrast, steps=args.steps, seed=args.seed,
@@ -70,8 +72,6 @@ def main() -> None:
         rows[f"{contrast} sample"] = Volume(((sample + 1) / 2).clip(0, 1).astype(np.float32),
                                             np.diag([2.0, 2.0, 2.0, 1.0]))
         if head is not None:
-            schedule = backbone.denoiser.schedule
-            noisiest = schedule.timesteps(schedule.num_train_timesteps)[:1]
             from_noise = generate(backbone, (1, *SHAPE), contrast=contrast, steps=noisiest, seed=args.seed).image[0, 0]
             index = backbone.config.contrasts.index(contrast)
             print(f"{contrast}: head Dice with {args.reference}'s usual head {dice(sample > HEAD_LEVEL, head):.3f}; "
