@@ -1,7 +1,11 @@
-"""Replace a trained synthesis VCM's regression prior by the per-voxel conditional-mean table, fitted on the
-training cases, and save the result (how the shipped volgen-vcm-synthesis-2mm was made from its training run).
+"""Replace a trained synthesis VCM's prior by the per-voxel conditional-mean table and its context stage, fitted on the
+training cases, and save the result (how the shipped volgen-vcm-synthesis-2mm was made from its training run, and
+how a module fitted before the context stage existed gains one).
 
     python scripts/swap_table_prior.py runs/vcm-synthesis/model OUT_FOLDER [--train phantoms/train]
+    python scripts/swap_table_prior.py runs/vcm-synthesis-latent/model OUT_FOLDER --prior-from OTHER_MODULE
+(--prior-from copies the fitted table of another module fitted on the same cases: the table depends only on the
+cases' voxels, not on the backbone, so this skips the minutes of fitting.)
 Measure the result with scripts/bench_quality.py --vcm OUT_FOLDER before shipping it.
 """
 from __future__ import annotations
@@ -22,17 +26,26 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--train", default="phantoms/train")
     parser.add_argument("--bins", type=int, default=24)
+    parser.add_argument("--prior-from", help="a synthesis VCM whose fitted table to copy instead of fitting one")
     args = parser.parse_args()
     vcm = hub.from_pretrained(args.model, expected_type="vcm")
     if vcm.prior is None or vcm.config.prior not in ("regression", "table"):
         raise SystemExit(f"{args.model}: not a synthesis VCM with a per-voxel prior")
-    cases = load_cases(DataConfig(root=args.train), vcm.backbone.image_multiple)
-    table = TablePrior(vcm.prior.n_conditions, vcm.backbone.network.config.num_class_embeds, args.bins)
-    table.fit([case.images for case in cases])
-    vcm.prior, vcm.config.prior = table, "table"
     metadata = dict(hub.read_config(hub.resolve(args.model)[0]).get("metadata", {}))
-    metadata["prior"] = (f"table ({args.bins} bins, fitted on {len(cases)} cases of {args.train} after training; "
-                         "swapped in for the prior it was trained with)")
+    if args.prior_from:
+        donor = hub.from_pretrained(args.prior_from, expected_type="vcm")
+        if not isinstance(donor.prior, TablePrior) or not donor.prior.context_done:
+            raise SystemExit(f"{args.prior_from}: has no fitted table with a context stage to copy")
+        table = donor.prior
+        source = hub.read_config(hub.resolve(args.prior_from)[0]).get("metadata", {}).get("prior", "")
+        metadata["prior"] = f"copied from {args.prior_from}: {source}"
+    else:
+        cases = load_cases(DataConfig(root=args.train), vcm.backbone.image_multiple)
+        table = TablePrior(vcm.prior.n_conditions, vcm.backbone.network.config.num_class_embeds, args.bins)
+        table.fit([case.images for case in cases])
+        metadata["prior"] = (f"table ({args.bins} bins) and its context stage, fitted on {len(cases)} cases of "
+                             f"{args.train} after training; swapped in for the prior it was trained with")
+    vcm.prior, vcm.config.prior = table, "table"
     hub.save_pretrained(vcm, args.out, dtype=torch.float16, metadata=metadata, overwrite=True)
     print(f"wrote {args.out}")
 

@@ -79,12 +79,13 @@ class Conditioner(torch.nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
     def hub_load_state_dict(self, state: dict) -> None:
-        own = self.hub_state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        # the submodules' own loaders decide what is missing: a prior may stand in for a buffer older saves lack
+        result = self.load_state_dict(state, strict=False)
+        missing = sorted(k for k in result.missing_keys if not k.startswith("backbone."))
+        unexpected = sorted(result.unexpected_keys)
         if missing or unexpected:
             raise RuntimeError(f"{len(missing)} missing and {len(unexpected)} unexpected tensors "
                                f"(e.g. {(missing or unexpected)[0]})")
-        self.load_state_dict(state, strict=False)
 
     def backbone_reference(self) -> dict:
         source = getattr(self.backbone, "hub_source", None)

@@ -7,6 +7,13 @@ that fall in it; a cell no training voxel reached holds the subset's linear regr
 phantoms it beats the quadratic regression by 0.5-1 dB for t1n, t2w and t2f (brain PSNR t1n 24.85, t1c 21.80, t2w
 24.03, t2f 22.85 dB with 32 bins and all three others present), which the shipped synthesis VCM (trained on the
 regression) does not reach. One table of bins^(C-1) cells per (target, subset): 4 x 16 x 24^3 values for BraTS.
+
+A second, context stage corrects the first by its neighbourhood: a table indexed by (the first stage's estimate at the
+voxel, the mean of that estimate over the 26 neighbours inside the head) holding the mean target there. A voxel whose
+noisy intensities land in a cell of mostly enhancing tumour shows as an isolated bright speckle in an otherwise normal
+neighbourhood; the context stage learns that such voxels are rarely what the cell says. On the 12 validation phantoms
+(all three others present, head PSNR) it adds t1n +0.15, t1c +0.67, t2w +0.43, t2f +0.38 dB and removes two thirds
+of the t1c voxels the table overestimates by more than 0.4.
 """
 from __future__ import annotations
 
@@ -15,14 +22,34 @@ import torch
 from volgen.modules.prior import BACKGROUND, HalfPrecisionBuffers
 
 
-class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
-    half_buffers = ("table",)       # 1.7 MB in float16 for BraTS at 24 bins; float16 keeps 11 significant bits
+def _neighbour_sum(volumes: torch.Tensor) -> torch.Tensor:
+    """The sum over each voxel's 26 neighbours of (B, D, H, W), zero outside: a separable 3^3 box sum (ten times
+    faster than conv3d on a CPU) less the voxel itself."""
+    total = volumes
+    for axis in (1, 2, 3):
+        padded = torch.nn.functional.pad(total, [0, 0] * (3 - axis) + [1, 1])
+        size = total.shape[axis]
+        total = padded.narrow(axis, 0, size) + padded.narrow(axis, 1, size) + padded.narrow(axis, 2, size)
+    return total - volumes
 
-    def __init__(self, n_conditions: int, n_targets: int, bins: int = 24):
+
+class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
+    half_buffers = ("table", "context")  # 1.7 + 0.3 MB in float16 for BraTS; float16 keeps 11 significant bits
+
+    def __init__(self, n_conditions: int, n_targets: int, bins: int = 24, context_bins: int = 48):
         super().__init__()
-        self.n_conditions, self.bins = n_conditions, bins
+        self.n_conditions, self.bins, self.context_bins = n_conditions, bins, context_bins
         self.register_buffer("table", torch.zeros(n_targets, 2 ** n_conditions, bins ** (n_conditions - 1)))
+        self.register_buffer("context", torch.zeros(n_targets, 2 ** n_conditions, context_bins ** 2))
         self.register_buffer("done", torch.tensor(False))
+        self.register_buffer("context_done", torch.tensor(False))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a module saved before the context stage existed loads, and estimates exactly as it did, without one
+        if prefix + "table" in state_dict and prefix + "context" not in state_dict:
+            state_dict[prefix + "context"] = torch.zeros_like(self.context)
+            state_dict[prefix + "context_done"] = torch.tensor(False)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def fitted(self) -> bool:
@@ -37,10 +64,33 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
         powers = self.bins ** torch.arange(len(values), device=values.device)
         return (index * powers[:, None]).sum(0)
 
+    def _context_cells(self, estimate: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """Context-table cell of every voxel of first-stage estimates (B, D, H, W) inside heads (B, D, H, W)."""
+        n = self.context_bins
+        inside = head.to(estimate.dtype)
+        around = _neighbour_sum(estimate * inside) / _neighbour_sum(inside).clamp_min(1)
+
+        def index(v):
+            return ((v + 1) / 2 * n).long().clamp(0, n - 1)
+        return index(estimate) * n + index(around)
+
+    def _first_stage(self, image: torch.Tensor, subset: int, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conditional-mean table's estimate (D, H, W) from one case's conditions (C, D, H, W), and the head
+        (the voxels where a source contrast is above the background)."""
+        sources = self._sources(subset, target)
+        cells = self._cells(image[sources].reshape(len(sources), -1).float())
+        estimate = self.table[target, subset].to(image.dtype)[cells].view(image.shape[1:])
+        return estimate, (image[sources] > BACKGROUND + 1e-3).any(0)
+
     @torch.no_grad()
     def fit(self, volumes, ridge: float = 1e-3) -> None:
         """Fill every table from volumes (C, D, H, W) in [-1, 1], each holding all C contrasts, on the voxels inside
-        the head (any contrast above the background)."""
+        the head (any contrast above the background), then the context tables from the first stage's estimates."""
+        self._fit_first_stage(volumes, ridge)
+        self._fit_context(volumes)
+        self.done.fill_(True)
+
+    def _fit_first_stage(self, volumes, ridge: float) -> None:
         flats = []
         for images in volumes:
             flat = images.reshape(self.n_conditions, -1).double()
@@ -68,7 +118,28 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
                 fallback = coef[:-1] @ grid + coef[-1]
                 table[target, subset, :size] = torch.where(counts > 0, sums / counts.clamp_min(1), fallback)
         self.table.copy_(table.to(self.table.dtype))
-        self.done.fill_(True)
+
+    def _fit_context(self, volumes) -> None:
+        n = self.context_bins
+        # a subset with the target's own bit set has the same sources as the one without: fit once, store in both
+        pairs = [(t, s) for t in range(self.table.shape[0]) for s in range(1, 2 ** self.n_conditions)
+                 if self._sources(s, t) and not s >> t & 1]
+        sums = torch.zeros(len(pairs), n * n, dtype=torch.float64)
+        counts = torch.zeros_like(sums)
+        for images in volumes:
+            images = images.float()
+            estimates, heads = zip(*(self._first_stage(images, s, t) for t, s in pairs))
+            cells = self._context_cells(torch.stack(estimates), torch.stack(heads))
+            for k, (t, _) in enumerate(pairs):
+                inside = heads[k]
+                sums[k] += torch.bincount(cells[k][inside], weights=images[t][inside].double(), minlength=n * n)
+                counts[k] += torch.bincount(cells[k][inside], minlength=n * n).double()
+        # a cell no voxel reached keeps the first stage's estimate: the centre of its estimate bin
+        centres = ((torch.arange(n * n) // n + 0.5) / n * 2 - 1).double()
+        for k, (t, s) in enumerate(pairs):
+            self.context[t, s] = self.context[t, s | 1 << t] = torch.where(
+                counts[k] > 0, sums[k] / counts[k].clamp_min(1), centres).float()
+        self.context_done.fill_(True)
 
     def forward(self, conditions: torch.Tensor, present: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B, 1, D, H, W): the table's estimate of contrast `target` (B,) from the present conditions (B, C, D, H,
@@ -83,8 +154,9 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
             if not sources:
                 out.append(torch.full_like(image[:1], BACKGROUND))
                 continue
-            cells = self._cells(image[sources].reshape(len(sources), -1).float())
-            estimate = self.table[t, subset].to(image.dtype)[cells].view(1, *image.shape[1:])
-            head = (image[sources] > BACKGROUND + 1e-3).any(0, keepdim=True)
-            out.append(torch.where(head, estimate, torch.full_like(estimate, BACKGROUND)))
+            estimate, head = self._first_stage(image, subset, t)
+            if self.context_done:
+                cells = self._context_cells(estimate[None], head[None])[0]
+                estimate = self.context[t, subset].to(image.dtype)[cells]
+            out.append(torch.where(head, estimate, torch.full_like(estimate, BACKGROUND))[None])
         return torch.stack(out)
