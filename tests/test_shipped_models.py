@@ -24,9 +24,11 @@ OUTSIDE_BUDGET = {"volgen-pet-prior-2mm": 15 * 2 ** 20}
 # replaced a 0.95 MB one that lost to the harmonic fill; then its prior got a per-case template (the training twins'
 # mean + 16 principal components at 4 mm, 16.5 MB in float16), which took it from harmonic + 1.55 dB to + 2.22 dB
 # (bench_quality, 20 held-out cases); an 8 mm basis of 2 MB bought less than half of the prior's gain on validation
-# cases. That is the exception issue 10 allows where more buys quality. The MRI models weigh 59.5 MiB (the synthesis tables now in float16; the latent codec has 24 channels).
-# The synthesis tables' context stage adds 0.3 MB to each synthesis module (60.0 MiB in all); it took held-out t1c
-# from +2.25 to +2.68 dB over regression (with 300 steps of re-training) (latent: 26.47 to 27.00 dB) and removed the false-enhancement speckles.
+# cases. That is the exception issue 10 allows where more buys quality. The MRI models weighed 59.5 MiB (the
+# synthesis tables in float16; the latent codec has 24 channels).
+# The synthesis tables' context stage adds 0.3 MB to each synthesis module (60.0 MiB in all); with 300 steps of
+# re-training it took held-out t1c from +2.25 to +2.68 dB over regression (latent module: 26.47 to 27.00 dB) and
+# removed the false-enhancement speckles.
 MRI_BUDGET_MB = 61
 
 

@@ -22,9 +22,14 @@ import torch
 from volgen.modules.prior import BACKGROUND, HalfPrecisionBuffers
 
 
+def _bin(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """The bin of each intensity in [-1, 1] among `bins` equal bins (values outside go to the end bins)."""
+    return ((values + 1) / 2 * bins).long().clamp(0, bins - 1)
+
+
 def _neighbour_sum(volumes: torch.Tensor) -> torch.Tensor:
-    """The sum over each voxel's 26 neighbours of (B, D, H, W), zero outside: a separable 3^3 box sum (ten times
-    faster than conv3d on a CPU) less the voxel itself."""
+    """The sum over each voxel's 26 neighbours of (B, D, H, W), zero outside: a separable 3^3 box sum (the context
+    fit ran 3x faster overall than with conv3d on a CPU) less the voxel itself."""
     total = volumes
     for axis in (1, 2, 3):
         padded = torch.nn.functional.pad(total, [0, 0] * (3 - axis) + [1, 1])
@@ -60,7 +65,7 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
 
     def _cells(self, values: torch.Tensor) -> torch.Tensor:
         """Flat cell index of (K, N) intensities in [-1, 1] (K <= C - 1 contrasts)."""
-        index = ((values + 1) / 2 * self.bins).long().clamp(0, self.bins - 1)
+        index = _bin(values, self.bins)
         powers = self.bins ** torch.arange(len(values), device=values.device)
         return (index * powers[:, None]).sum(0)
 
@@ -69,10 +74,7 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
         n = self.context_bins
         inside = head.to(estimate.dtype)
         around = _neighbour_sum(estimate * inside) / _neighbour_sum(inside).clamp_min(1)
-
-        def index(v):
-            return ((v + 1) / 2 * n).long().clamp(0, n - 1)
-        return index(estimate) * n + index(around)
+        return _bin(estimate, n) * n + _bin(around, n)
 
     def _first_stage(self, image: torch.Tensor, subset: int, target: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The conditional-mean table's estimate (D, H, W) from one case's conditions (C, D, H, W), and the head
@@ -132,8 +134,9 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
             cells = self._context_cells(torch.stack(estimates), torch.stack(heads))
             for k, (t, _) in enumerate(pairs):
                 inside = heads[k]
-                sums[k] += torch.bincount(cells[k][inside], weights=images[t][inside].double(), minlength=n * n)
-                counts[k] += torch.bincount(cells[k][inside], minlength=n * n).double()
+                reached = cells[k][inside]
+                sums[k] += torch.bincount(reached, weights=images[t][inside].double(), minlength=n * n)
+                counts[k] += torch.bincount(reached, minlength=n * n).double()
         # a cell no voxel reached keeps the first stage's estimate: the centre of its estimate bin
         centres = ((torch.arange(n * n) // n + 0.5) / n * 2 - 1).double()
         for k, (t, s) in enumerate(pairs):
