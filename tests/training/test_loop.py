@@ -243,3 +243,70 @@ def test_init_from_a_backbone_keeps_the_pretrained_codec_of_the_new_one(tmp_path
     assert all(torch.equal(v, wanted[k]) for k, v in got.codec.state_dict().items())
     old_denoiser = old_backbone.denoiser.state_dict()
     assert all(torch.equal(v, old_denoiser[k]) for k, v in got.denoiser.state_dict().items())   # lr 0: as copied
+
+
+def test_a_module_keeps_the_prior_init_from_copied_when_told_not_to_refit(tmp_path, phantom_dir, trained_backbone):
+    from volgen.phantom import generate_case, write_case
+
+    other = tmp_path / "other"                          # a different case: a refit prior would change
+    write_case(generate_case(seed=8, index=0), other)
+    model = {"condition_path": "codec", "prior": "regression", "prior_degree": 2, "mid_attention": False,
+             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
+    runs = {}
+    for name, root, train_section in (("first", phantom_dir.parent, {}),
+                                      ("kept", other, {"refit_prior": False}), ("refit", other, {})):
+        init = {"init_from": str(runs["first"])} if runs else {}
+        config = load_config(_config(tmp_path, root, name=name, kind="module", module="vcm", task="synthesis",
+                                     backbone=str(trained_backbone), model=model, **init,
+                                     data={"crop": [512, 512, 512]},
+                                     train={"steps": 1, "checkpoint_every": 1, "sampler_steps": 10, **train_section}))
+        runs[name] = train(config, progress=False) / "model"
+    prior = {name: {k: v for k, v in hub.from_pretrained(path).hub_state_dict().items() if k.startswith("prior.")}
+             for name, path in runs.items()}
+    assert prior["first"] and all(torch.equal(prior["first"][k], prior["kept"][k]) for k in prior["first"])
+    assert any(not torch.equal(prior["first"][k], prior["refit"][k]) for k in prior["first"])
+
+
+def test_cases_load_in_parallel_exactly_as_one_by_one(tmp_path, phantom_dir, monkeypatch):
+    import os
+
+    from volgen.phantom import generate_case, write_case
+    from volgen.training.config import DataConfig
+    from volgen.training.data import load_cases
+
+    for index in range(2):
+        write_case(generate_case(seed=9, index=index), tmp_path)
+    config = DataConfig(root=str(tmp_path))
+    parallel = load_cases(config, multiple=16, with_healthy=True)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    serial = load_cases(config, multiple=16, with_healthy=True)
+    assert [c.name for c in parallel] == [c.name for c in serial] == sorted(c.name for c in serial)
+    for a, b in zip(parallel, serial):
+        assert all(torch.equal(getattr(a, key), getattr(b, key)) for key in ("images", "healthy", "seg", "brain"))
+
+
+def test_training_noise_is_the_step_generators_stream():
+    """Training seeds a CPU generator per step (what makes a resumed run equal the uninterrupted one); the noise is
+    drawn from it on its own device and only then moved to the volumes' (on a GPU, drawing there with a CPU
+    generator is an error)."""
+    from volgen.backbones import Backbone, BackboneConfig
+    from volgen.training.objectives import noised
+
+    denoiser = Backbone(BackboneConfig(contrasts=())).denoiser
+    _, _, eps = noised(denoiser, torch.zeros(2, 8, 2, 2, 2), torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    denoiser.schedule.training_timesteps(2, gen)       # the same stream: timesteps first, then the noise
+    assert torch.equal(eps, torch.randn(2, 8, 2, 2, 2, generator=gen))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_module_run_trains_and_checkpoints_on_a_gpu(tmp_path, phantom_dir, trained_backbone):
+    """The two errors the first GPU run hit: noise drawn on the GPU from a CPU generator, and the EMA kept on the
+    CPU while the weights moved to the GPU."""
+    model = {"condition_path": "codec", "prior": "regression", "prior_degree": 2, "mid_attention": False,
+             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
+    config = load_config(_config(tmp_path, phantom_dir.parent, kind="module", module="vcm", task="synthesis",
+                                 backbone=str(trained_backbone), model=model, data={"crop": [512, 512, 512]},
+                                 train={"steps": 2, "checkpoint_every": 1, "sampler_steps": 10}))
+    run = train(config, progress=False)
+    assert read_metrics(run)[-1]["step"] == 2 and hub.from_pretrained(run / "model").prior.fitted

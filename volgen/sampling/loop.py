@@ -23,4 +23,6 @@ def denoise_loop(denoiser, x_T: torch.Tensor, timesteps, update, *, cond=None, c
 
 
 def gaussian_like(x: torch.Tensor, generator) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    """Standard normal noise shaped like `x`, drawn on the generator's own device (training draws from a CPU
+    generator, seeded per step, also when `x` is on a GPU) and moved to `x`'s."""
+    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)

@@ -53,6 +53,9 @@ class TrainLoopConfig:
     log_every: int = 10
     kl_weight: float = 1e-6               # autoencoder: weight of the KL term
     sampler_steps: int = 0                # diffusion: train only the timesteps an N-step sampler visits (0: all)
+    # a module's data-fitted prior is refitted on this run's cases; false keeps the one init_from copied (fine-tuning
+    # on the same kind of data: the synthesis table takes minutes to fit)
+    refit_prior: bool = True
 
 
 @dataclass

@@ -24,7 +24,7 @@ class EMA:
             p.copy_(self.shadow[name].to(p.dtype))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {**self.shadow, "__updates__": torch.tensor(self.updates)}
+        return {**{name: t.cpu() for name, t in self.shadow.items()}, "__updates__": torch.tensor(self.updates)}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates = int(state["__updates__"])

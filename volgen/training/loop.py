@@ -114,13 +114,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         keep = ("codec.",) if config.kind == "backbone" and dict(config.model).get("codec", {}).get("pretrained") \
             else ()
         _init_from(model, config.init_from, keep=keep)
-    if checkpoint is None and hasattr(model, "prepare"):
+    if checkpoint is None and hasattr(model, "prepare") and (tc.refit_prior or not config.init_from):
         model.prepare(cases)                            # data-dependent set-up (a module's regression prior)
     step_module = TrainingStep(config, model)
     params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    ema = EMA(named, tc.ema_decay)
     step_module, optimizer = accelerator.prepare(step_module, optimizer)
+    ema = EMA(named, tc.ema_decay)                      # after prepare: the averages live where the weights do
     start = 0
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from volgen.backbones.denoiser import prediction_target
+from volgen.sampling.loop import gaussian_like
 
 
 def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None, sampler_steps: int = 0):
@@ -17,8 +18,7 @@ def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
         t = denoiser.schedule.training_timesteps(z0.shape[0], generator)
     t = t.to(z0.device)
     t = t.to(denoiser.schedule.timestep_dtype)
-    eps = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype) if generator is not None \
-        else torch.randn_like(z0)
+    eps = gaussian_like(z0, generator) if generator is not None else torch.randn_like(z0)
     alpha, sigma = denoiser.alpha_sigma(t, z0)
     return alpha * z0 + sigma * eps, t, eps
 
