@@ -87,8 +87,7 @@ def main() -> None:
         f"{train.get('ema_decay', 0.999)}"
         + (f", timesteps of the {train['sampler_steps']}-step sampler only" if train.get("sampler_steps") else "")
         + f"; last logged loss {float(rows[-1]['loss']):.4f}. Wall time "
-        f"{float(rows[-1]['seconds']) / 60:.1f} min on {saved['metadata'].get('device', 'cpu')} "
-        "(this repository's machine: 2 CPU cores, no GPU). On a GPU, train the same config larger and longer.", "",
+        f"{float(rows[-1]['seconds']) / 60:.1f} min on {_machine(saved['metadata'].get('device', 'cpu'))}.", "",
         f"Reproduce: `volgen train {Path(args.config).stem}` (then `--resume` until done, or `--export` for the "
         "newest checkpoint); fine-tune on your own cases with `data.root=YOUR_CASES init_from=" + args.name + "`.",
         "",
@@ -104,6 +103,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def _machine(device: str) -> str:
+    if device == "cpu":
+        return "cpu (this repository's machine: 2 CPU cores, no GPU). On a GPU, train the same config larger and longer"
+    return f"one {device} (lent for a session)"
 
 
 def _steps(steps) -> str:
