@@ -138,7 +138,7 @@ def test_a_case_in_the_span_of_the_basis_is_filled_exactly_and_the_mean_template
     assert (prior(conditions, None, labels) - case).abs().max() > 0.05
 
 
-def test_a_module_with_components_saves_its_basis_in_half_precision_and_one_without_saves_none(tmp_path):
+def test_a_module_with_components_saves_its_basis_sparse_in_half_precision_and_one_without_saves_none(tmp_path):
     backbone = _backbone()
     hub.save_pretrained(backbone, tmp_path / "backbone")
     healthy = _healthy(2)
@@ -149,10 +149,27 @@ def test_a_module_with_components_saves_its_basis_in_half_precision_and_one_with
         module = build_conditioner("vcm", backbone, {**INPAINTING, "prior_components": components})
         module.prepare(cases)
         state = module.state_dict()
-        assert ("prior.basis" in state) == (components > 0)
+        assert "prior.basis" not in state and ("prior.basis_values" in state) == (components > 0)
         if components:
-            assert state["prior.basis"].dtype == torch.float16
+            assert state["prior.basis_values"].dtype == torch.float16
         hub.save_pretrained(module, tmp_path / f"m{components}")
         loaded = hub.from_pretrained(tmp_path / f"m{components}")
         assert loaded.prior.basis.shape == module.prior.basis.shape
         assert torch.equal(loaded.prior.basis, module.prior.basis.half().float())
+
+
+def test_the_basis_is_saved_as_its_nonzero_voxels_and_a_dense_save_still_loads():
+    volumes = _healthy(4)
+    for v in volumes:
+        v[:, :4] = -1.0                                       # background in every twin: zero in every component
+    prior = TemplateFillPrior(4, components=3)
+    prior.fit(volumes)
+    state = prior.state_dict()
+    support = state["basis_support"].bool()
+    assert support.shape == (8, 8, 8) and not support[:2].any() and support[2:].all()
+    assert state["basis_values"].shape == (4, 3, 6 * 8 * 8)
+    for saved in (state, {**{k: v for k, v in state.items() if not k.startswith("basis_")},
+                          "basis": prior.basis.half()}):          # the sparse form, and the dense one of older saves
+        loaded = TemplateFillPrior(4, components=3)
+        loaded.load_state_dict(dict(saved))
+        assert torch.equal(loaded.basis, prior.basis.half().float())
