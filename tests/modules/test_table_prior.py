@@ -121,12 +121,15 @@ def test_the_table_saves_in_half_precision_and_loads_back_within_its_rounding():
     prior = TablePrior(4, 4, bins=6)
     prior.fit(_volumes())
     state = prior.state_dict()
-    assert state["table"].dtype == torch.float16
+    assert state["table_cells"].dtype == state["context_cells"].dtype == torch.float16
+    # packed: per target, the cells of 1 subset of 3 sources, 3 of 2 and 3 of 1; each context table once
+    assert state["table_cells"].numel() == 4 * (6 ** 3 + 3 * 6 ** 2 + 3 * 6) < prior.table.numel() / 10
+    assert state["context_cells"].numel() == 4 * 7 * prior.context.shape[2]
     loaded = TablePrior(4, 4, bins=6)
     loaded.load_state_dict(state)
     assert loaded.table.dtype == torch.float32 and loaded.fitted
-    assert torch.equal(loaded.table, prior.table.half().float())
-    assert state["context"].dtype == torch.float16 and torch.equal(loaded.context, prior.context.half().float())
+    assert torch.equal(loaded.table, prior.table.half().float())       # the whole dense table, copies and zeros too
+    assert torch.equal(loaded.context, prior.context.half().float())
     # float16 keeps 11 significant bits: rounding moves no cell by more than 2^-11 of its value (empty cells hold
     # the regression's extrapolation, which may lie outside [-1, 1])
     assert ((loaded.table - prior.table).abs() <= prior.table.abs() * 2 ** -11 + 2 ** -24).all()   # + subnormals
@@ -136,7 +139,7 @@ def test_a_table_saved_before_the_context_stage_loads_and_estimates_as_before():
     vols = _volumes()
     prior = TablePrior(4, 4, bins=6)
     prior.fit(vols)
-    old = {k: v for k, v in prior.state_dict().items() if not k.startswith("context")}
+    old = {"table": prior.table.half(), "done": prior.done}              # the dense form, no context stage
     loaded = TablePrior(4, 4, bins=6)
     loaded.load_state_dict(old, strict=True)
     assert not loaded.context_done

@@ -310,3 +310,32 @@ def test_a_module_run_trains_and_checkpoints_on_a_gpu(tmp_path, phantom_dir, tra
                                  train={"steps": 2, "checkpoint_every": 1, "sampler_steps": 10}))
     run = train(config, progress=False)
     assert read_metrics(run)[-1]["step"] == 2 and hub.from_pretrained(run / "model").prior.fitted
+
+
+def test_init_from_copies_a_prior_whole_or_not_at_all(tmp_path, phantom_dir, trained_backbone):
+    """A saved prior missing one of its tensors (another format, say) must not arrive as 'fitted' without its
+    values: then nothing of it is copied and the run fits its own."""
+    from safetensors.torch import load_file, save_file
+
+    from volgen.training.loop import _init_from
+    model = {"condition_path": "codec", "prior": "table", "mid_attention": False,
+             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
+    config = load_config(_config(tmp_path, phantom_dir.parent, kind="module", module="vcm", task="synthesis",
+                                 backbone=str(trained_backbone), model=model, data={"crop": [512, 512, 512]},
+                                 train={"steps": 1, "checkpoint_every": 1, "sampler_steps": 10}))
+    run = train(config, progress=False) / "model"
+    state = load_file(str(run / hub.WEIGHTS_FILE))
+    del state["prior.table_cells"]                          # the flag "prior.done" stays, and says fitted
+    assert bool(state["prior.done"])
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    save_file(state, str(partial / hub.WEIGHTS_FILE))
+    saved = hub.read_config(run)
+    saved["sha256"] = hub.sha256_of(partial / hub.WEIGHTS_FILE)
+    (partial / hub.CONFIG_FILE).write_text(json.dumps(saved))
+    from volgen.training.loop import build_model
+    fresh, *_ = build_model(config)
+    _init_from(fresh, str(partial))
+    assert not fresh.prior.fitted
+    _init_from(fresh, str(run))
+    assert fresh.prior.fitted

@@ -39,7 +39,7 @@ def _neighbour_sum(volumes: torch.Tensor) -> torch.Tensor:
 
 
 class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
-    half_buffers = ("table", "context")  # 1.7 + 0.3 MB in float16 for BraTS; float16 keeps 11 significant bits
+    half_buffers = ("table", "context")  # float16 keeps 11 significant bits; 0.14 MB saved packed for BraTS
 
     def __init__(self, n_conditions: int, n_targets: int, bins: int = 24, context_bins: int = 48):
         super().__init__()
@@ -49,7 +49,33 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
         self.register_buffer("done", torch.tensor(False))
         self.register_buffer("context_done", torch.tensor(False))
 
+    def _used(self) -> list[tuple[int, int, int]]:
+        """(target, subset, cells) of every table a lookup can reach: a subset never holds the target's own bit
+        (`forward` clears it), and one with k sources uses only the first bins^k cells of its row."""
+        return [(t, s, self.bins ** len(self._sources(s, t))) for t in range(self.table.shape[0])
+                for s in range(1, self.table.shape[1]) if self._sources(s, t) and not s >> t & 1]
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        # Saved as the cells a lookup can reach, one after another: 7% of the dense tables for BraTS (1.8 MB less
+        # per module). The rest of the dense buffers is zero or a copy, rebuilt on loading.
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        used = self._used()
+        table, context = destination.pop(prefix + "table"), destination.pop(prefix + "context")
+        destination[prefix + "table_cells"] = torch.cat([table[t, s, :n] for t, s, n in used])
+        destination[prefix + "context_cells"] = torch.cat([context[t, s] for t, s, _ in used])
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "table_cells" in state_dict:             # the packed form: back to the dense tables
+            cells, context = state_dict.pop(prefix + "table_cells"), state_dict.pop(prefix + "context_cells")
+            table = cells.new_zeros(self.table.shape)
+            dense_context = context.new_zeros(self.context.shape)
+            start, width = 0, self.context.shape[2]
+            for k, (t, s, n) in enumerate(self._used()):
+                # the fit stores the same row under the subset with and without the target's bit: so does this
+                table[t, s, :n] = table[t, s | 1 << t, :n] = cells[start:start + n]
+                dense_context[t, s] = dense_context[t, s | 1 << t] = context[k * width:(k + 1) * width]
+                start += n
+            state_dict[prefix + "table"], state_dict[prefix + "context"] = table, dense_context
         # a module saved before the context stage existed loads, and estimates exactly as it did, without one
         if prefix + "table" in state_dict and prefix + "context" not in state_dict:
             state_dict[prefix + "context"] = torch.zeros_like(self.context)

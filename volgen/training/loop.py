@@ -114,7 +114,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         keep = ("codec.",) if config.kind == "backbone" and dict(config.model).get("codec", {}).get("pretrained") \
             else ()
         _init_from(model, config.init_from, keep=keep)
-    if checkpoint is None and hasattr(model, "prepare") and (tc.refit_prior or not config.init_from):
+    kept_prior = getattr(getattr(model, "prior", None), "fitted", False) and not tc.refit_prior
+    if checkpoint is None and hasattr(model, "prepare") and not kept_prior:
         model.prepare(cases)                            # data-dependent set-up (a module's regression prior)
     step_module = TrainingStep(config, model)
     params = [p for _, p in named]
@@ -188,6 +189,8 @@ def _init_from(model, source: str, keep: tuple[str, ...] = ()) -> None:
         if copied[name] is None:
             skipped.append(name)
             del copied[name]
+    if any(name.startswith("prior.") for name in skipped):      # a prior comes whole or not at all (its flags
+        copied = {k: v for k, v in copied.items() if not k.startswith("prior.")}  # must not say fitted alone)
     model.load_state_dict(copied, strict=False)
     print(f"init_from {source}: {len(copied)} tensors copied" + (f", {len(skipped)} kept their initialisation "
                                                                  f"({', '.join(skipped[:4])}...)" if skipped else ""))
