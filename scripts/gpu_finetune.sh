@@ -59,6 +59,6 @@ for n in syn inp sr; do
   fi
 done
 wait $pids          # not the detached training runs
-tar cf /tmp/back.tar runs/gpu-*/model runs/gpu-*/metrics.csv runs/gpu-*.log 2>/dev/null
+tar cf /tmp/back.tar runs/gpu-*/model runs/gpu-*/metrics.csv runs/gpu-*/run-config.json runs/gpu-*.log 2>/dev/null
 split -b 15M -d /tmp/back.tar "$OUT/back.tar."
 ls -la "$OUT"; echo "done after $(( $(date +%s) - T0 )) s"

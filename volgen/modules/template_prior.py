@@ -127,7 +127,7 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
         # the phantoms): it is saved as the voxels some component uses and their values (10 MB less at K = 16).
         super()._save_to_state_dict(destination, prefix, keep_vars)
         basis = destination.get(prefix + "basis")
-        if basis is not None and basis.numel():
+        if basis is not None:                   # unfitted too: a built model names the tensors its save will have
             support = basis.detach().flatten(0, 1).ne(0).any(0)                        # (d, h, w)
             del destination[prefix + "basis"]
             destination[prefix + "basis_support"] = support.to(torch.uint8)
