@@ -33,6 +33,17 @@ def _config(tmp_path, data_root, name="run", **sections) -> Path:
     return path
 
 
+def _module_config(tmp_path, root, backbone, name="run", prior="regression", steps=2, checkpoint_every=2, **extra):
+    """A tiny codec-path synthesis VCM on whole volumes, trained at the 10-step sampler's timesteps."""
+    model = {"condition_path": "codec", "prior": prior, "prior_degree": 2, "mid_attention": False,
+             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
+    train_section = {"steps": steps, "checkpoint_every": checkpoint_every, "sampler_steps": 10,
+                     **extra.pop("train", {})}
+    return load_config(_config(tmp_path, root, name=name, kind="module", module="vcm", task="synthesis",
+                               backbone=str(backbone), model=model, data={"crop": [512, 512, 512]},
+                               train=train_section, **extra))
+
+
 @pytest.fixture(scope="module")
 def trained_backbone(tmp_path_factory, phantom_dir):
     tmp = tmp_path_factory.mktemp("backbone")
@@ -137,11 +148,7 @@ def test_a_codec_path_vcm_with_its_prior_trains_on_whole_volumes_and_exports_fro
         tmp_path, phantom_dir, trained_backbone):
     from volgen.training.loop import export_checkpoint
 
-    model = {"condition_path": "codec", "prior": "regression", "prior_degree": 2, "mid_attention": False,
-             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
-    config = load_config(_config(tmp_path, phantom_dir.parent, kind="module", module="vcm", task="synthesis",
-                                 backbone=str(trained_backbone), model=model, data={"crop": [512, 512, 512]},
-                                 train={"steps": 2, "checkpoint_every": 2, "sampler_steps": 10}))
+    config = _module_config(tmp_path, phantom_dir.parent, trained_backbone)
     run = train(config, progress=False)
     trained = hub.from_pretrained(run / "model")
     assert trained.prior.fitted and trained.encoder is None
@@ -250,16 +257,12 @@ def test_a_module_keeps_the_prior_init_from_copied_when_told_not_to_refit(tmp_pa
 
     other = tmp_path / "other"                          # a different case: a refit prior would change
     write_case(generate_case(seed=8, index=0), other)
-    model = {"condition_path": "codec", "prior": "regression", "prior_degree": 2, "mid_attention": False,
-             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
     runs = {}
     for name, root, train_section in (("first", phantom_dir.parent, {}),
                                       ("kept", other, {"refit_prior": False}), ("refit", other, {})):
         init = {"init_from": str(runs["first"])} if runs else {}
-        config = load_config(_config(tmp_path, root, name=name, kind="module", module="vcm", task="synthesis",
-                                     backbone=str(trained_backbone), model=model, **init,
-                                     data={"crop": [512, 512, 512]},
-                                     train={"steps": 1, "checkpoint_every": 1, "sampler_steps": 10, **train_section}))
+        config = _module_config(tmp_path, root, trained_backbone, name=name, steps=1, checkpoint_every=1,
+                                train=train_section, **init)
         runs[name] = train(config, progress=False) / "model"
     prior = {name: {k: v for k, v in hub.from_pretrained(path).hub_state_dict().items() if k.startswith("prior.")}
              for name, path in runs.items()}
@@ -303,11 +306,7 @@ def test_training_noise_is_the_step_generators_stream():
 def test_a_module_run_trains_and_checkpoints_on_a_gpu(tmp_path, phantom_dir, trained_backbone):
     """The two errors the first GPU run hit: noise drawn on the GPU from a CPU generator, and the EMA kept on the
     CPU while the weights moved to the GPU."""
-    model = {"condition_path": "codec", "prior": "regression", "prior_degree": 2, "mid_attention": False,
-             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
-    config = load_config(_config(tmp_path, phantom_dir.parent, kind="module", module="vcm", task="synthesis",
-                                 backbone=str(trained_backbone), model=model, data={"crop": [512, 512, 512]},
-                                 train={"steps": 2, "checkpoint_every": 1, "sampler_steps": 10}))
+    config = _module_config(tmp_path, phantom_dir.parent, trained_backbone, checkpoint_every=1)
     run = train(config, progress=False)
     assert read_metrics(run)[-1]["step"] == 2 and hub.from_pretrained(run / "model").prior.fitted
 
@@ -318,11 +317,8 @@ def test_init_from_copies_a_prior_whole_or_not_at_all(tmp_path, phantom_dir, tra
     from safetensors.torch import load_file, save_file
 
     from volgen.training.loop import _init_from
-    model = {"condition_path": "codec", "prior": "table", "mid_attention": False,
-             "channels": [8, 16], "head_channels": 8, "num_head_channels": 8, "norm_num_groups": 8}
-    config = load_config(_config(tmp_path, phantom_dir.parent, kind="module", module="vcm", task="synthesis",
-                                 backbone=str(trained_backbone), model=model, data={"crop": [512, 512, 512]},
-                                 train={"steps": 1, "checkpoint_every": 1, "sampler_steps": 10}))
+    config = _module_config(tmp_path, phantom_dir.parent, trained_backbone, prior="table", steps=1,
+                            checkpoint_every=1)
     run = train(config, progress=False) / "model"
     state = load_file(str(run / hub.WEIGHTS_FILE))
     del state["prior.table_cells"]                          # the flag "prior.done" stays, and says fitted
