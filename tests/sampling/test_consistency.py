@@ -35,3 +35,18 @@ def test_known_voxels_survive_the_round_trip_through_haar():
     image = codec.decode(projection(codec.encode(estimate), 500))
     assert torch.allclose(image * (1 - mask), known * (1 - mask), atol=1e-6)
     assert torch.allclose(image * mask, estimate * mask, atol=1e-6)
+
+
+def test_sampler_noise_is_drawn_with_or_without_a_generator():
+    """A seeded generator gives its own stream; none gives torch's default one (the samplers' default)."""
+    import torch
+
+    from volgen.sampling.loop import gaussian_like
+
+    x = torch.zeros(2, 3)
+    assert torch.equal(gaussian_like(x, torch.Generator().manual_seed(1)),
+                       torch.randn(2, 3, generator=torch.Generator().manual_seed(1)))
+    torch.manual_seed(2)
+    drawn = gaussian_like(x, None)
+    torch.manual_seed(2)
+    assert torch.equal(drawn, torch.randn(2, 3))

@@ -150,8 +150,7 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
     def _fit_context(self, volumes) -> None:
         n = self.context_bins
         # a subset with the target's own bit set has the same sources as the one without: fit once, store in both
-        pairs = [(t, s) for t in range(self.table.shape[0]) for s in range(1, 2 ** self.n_conditions)
-                 if self._sources(s, t) and not s >> t & 1]
+        pairs = [(t, s) for t, s, _ in self._used()]
         sums = torch.zeros(len(pairs), n * n, dtype=torch.float64)
         counts = torch.zeros_like(sums)
         for images in volumes:

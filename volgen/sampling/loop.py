@@ -24,5 +24,6 @@ def denoise_loop(denoiser, x_T: torch.Tensor, timesteps, update, *, cond=None, c
 
 def gaussian_like(x: torch.Tensor, generator) -> torch.Tensor:
     """Standard normal noise shaped like `x`, drawn on the generator's own device (training draws from a CPU
-    generator, seeded per step, also when `x` is on a GPU) and moved to `x`'s."""
-    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+    generator, seeded per step, also when `x` is on a GPU) and moved to `x`'s; torch's default stream without one."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)

@@ -18,7 +18,7 @@ def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
         t = denoiser.schedule.training_timesteps(z0.shape[0], generator)
     t = t.to(z0.device)
     t = t.to(denoiser.schedule.timestep_dtype)
-    eps = gaussian_like(z0, generator) if generator is not None else torch.randn_like(z0)
+    eps = gaussian_like(z0, generator)
     alpha, sigma = denoiser.alpha_sigma(t, z0)
     return alpha * z0 + sigma * eps, t, eps
 
