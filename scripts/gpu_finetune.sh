@@ -7,12 +7,13 @@
 #
 # Prepare DEPS_DIR (default .gpu, git-ignored, carried) here first: DEPS_DIR/whl holds the wheels of monai, nibabel
 # and importlib_metadata (see ../shared/gpu/wheels.sh), DEPS_DIR/site/nilearn/datasets/data the three MNI152 maps
-# the phantoms read (the whole nilearn wheel is 11 MB of the 64 MB that may travel), DEPS_DIR/steps.sh the run
-# lengths, e.g. `declare -A STEPS=([syn]=2500 [inp]=2500 [sr]=5000)` (a changed length restarts that run with --resume).
+# the phantoms read (the whole nilearn wheel is 11 MB of the 64 MB that may travel), DEPS_DIR/steps.sh the runs and
+# their lengths, e.g. `declare -A STEPS=([syn]=2500 [sr]=5000 [cn]=1700)` (a changed length restarts that run with
+# --resume), optionally `declare -A EXTRA=([syn]="train.lr=2e-4")` for overrides on top of the ones below.
 T0=$(date +%s); LIMIT=${1:-560}; DEPS=${2:-.gpu}
 [ -d /tmp/site/monai ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site "$DEPS"/whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD/$DEPS/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=5
+export PYTHONPATH=/tmp/site:$PWD/$DEPS/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-3}
 nvidia-smi -L
 if [ ! -f phantoms/train-288/.done ]; then
   gen() { python3 -m volgen phantom --n 12 --seed "$1" --start "$2" --no-pet --no-montage --out "phantoms/s$1" > /dev/null 2>&1; }
@@ -26,34 +27,41 @@ if [ ! -f phantoms/train-288/.done ]; then
   touch phantoms/train-288/.done
 fi
 COMMON="data.root=phantoms/train-288 train.lr_schedule=cosine train.mixed_precision=bf16"
-declare -A CFG=([syn]=vcm_synthesis [inp]=vcm_inpainting [sr]=vcm_super_resolution)
+declare -A CFG=([syn]=vcm_synthesis [inp]=vcm_inpainting [sr]=vcm_super_resolution
+                [cn]=controlnet_synthesis [cc]=concat_synthesis)
+# The shipped module to fine-tune; the ControlNet and Concat baselines start from the backbone, as their configs do.
 declare -A INIT=([syn]=volgen-vcm-synthesis-2mm [inp]=volgen-vcm-inpainting-2mm [sr]=volgen-vcm-super-resolution-2mm)
 declare -A ARGS=(   # the synthesis table takes 5 minutes to refit on 288 cases: keep the shipped one
   [syn]="train.refit_prior=false data.contrast_dropout=0.2 train.batch_size=4 train.lr=3e-4 train.checkpoint_every=200 train.log_every=50"
   [inp]="train.batch_size=4 train.lr=3e-4 train.checkpoint_every=50 train.log_every=10"
-  [sr]="data.crop=[64,64,64] train.batch_size=8 train.lr=2e-4 train.checkpoint_every=500 train.log_every=100")
+  [sr]="data.crop=[64,64,64] train.batch_size=8 train.lr=2e-4 train.checkpoint_every=500 train.log_every=100"
+  [cn]="data.contrast_dropout=0.2 train.batch_size=8 train.checkpoint_every=100 train.log_every=50"
+  [cc]="data.contrast_dropout=0.2 train.batch_size=8 train.checkpoint_every=100 train.log_every=50")
+declare -A EXTRA=()
 source "$DEPS/steps.sh"
-for n in syn inp sr; do
+RUNS="${!STEPS[*]}"
+for n in $RUNS; do
   dir=runs/gpu-$n; steps=${STEPS[$n]}
   if pgrep -f "output.dir=$dir " > /dev/null; then
     [ "$(cat $dir/steps.txt)" = "$steps" ] && continue
     pkill -f "output.dir=$dir "; sleep 8
   fi
-  init=${INIT[$n]}; [ -d "$DEPS/back/$n/model" ] && init=$DEPS/back/$n/model    # a fresh machine: the last model back
+  init=${INIT[$n]:+init_from=${INIT[$n]}}
+  [ -d "$DEPS/back/$n/model" ] && init=init_from=$DEPS/back/$n/model   # a fresh machine: the last model brought back
   resume=""; ls -d $dir/checkpoints/step-* > /dev/null 2>&1 && resume=--resume
   mkdir -p $dir; echo "$steps" > $dir/steps.txt
   echo "launch $n: steps $steps init $init $resume"
-  setsid nohup python3 -m volgen train ${CFG[$n]} init_from="$init" $COMMON ${ARGS[$n]} train.steps="$steps" \
+  setsid nohup python3 -m volgen train ${CFG[$n]} $init $COMMON ${ARGS[$n]} ${EXTRA[$n]} train.steps="$steps" \
     output.dir=$dir --no-progress $resume >> $dir.log 2>&1 < /dev/null &
 done
 while [ $(( $(date +%s) - T0 )) -lt $(( LIMIT - 75 )) ]; do
   sleep 30
   pgrep -f "volgen train" > /dev/null || { echo "no training runs alive"; break; }
-  echo "--- $(( $(date +%s) - T0 )) s  gpu $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)"
-  for n in syn inp sr; do echo "$n: $(tail -1 runs/gpu-$n/metrics.csv 2>/dev/null) | $(tail -c 300 runs/gpu-$n.log | tr '\n\r' '  ')"; done
+  echo "--- $(( $(date +%s) - T0 )) s  gpu $(nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader)  free $(free -g | awk '/Mem/ {print $7}') GiB"
+  for n in $RUNS; do echo "$n: $(tail -1 runs/gpu-$n/metrics.csv 2>/dev/null) | $(tail -c 300 runs/gpu-$n.log | tr '\n\r' '  ')"; done
 done
 pids=""
-for n in syn inp sr; do
+for n in $RUNS; do
   if ls -d runs/gpu-$n/checkpoints/step-* > /dev/null 2>&1; then
     python3 -m volgen train runs/gpu-$n/run-config.json --export > runs/gpu-$n-export.log 2>&1 & pids="$pids $!"
   fi
