@@ -173,3 +173,27 @@ def test_the_basis_is_saved_as_its_nonzero_voxels_and_a_dense_save_still_loads()
         loaded = TemplateFillPrior(4, components=3)
         loaded.load_state_dict(dict(saved))
         assert torch.equal(loaded.basis, prior.basis.half().float())
+
+
+def test_filling_the_whole_batch_at_once_equals_filling_item_by_item(monkeypatch):
+    """A GPU fills and fits every item in one box around all the masks (no per-item waits for the device); the CPU
+    goes item by item. Both must give the same fill, with an item without a mask in the batch."""
+    import volgen.modules.prior as prior_module
+    import volgen.modules.template_prior as template_module
+
+    prior = TemplateFillPrior(4, components=2, shell=2)
+    prior.fit(_healthy(3))
+    image = torch.stack(_healthy(3, seed=1))[:, :1]
+    mask = torch.zeros_like(image)
+    mask[0, 0, 2:7, 3:9, 4:8] = 1
+    mask[1, 0, 9:15, 10:16, 1:6] = 1                          # far from the first: the shared box spans both
+    conditions = torch.cat([image * (1 - mask) - mask, mask, torch.zeros_like(mask)], dim=1)
+    labels = torch.tensor([0, 3, 1])
+    one_by_one = prior(conditions, None, labels)
+    for module in (prior_module, template_module):
+        monkeypatch.setattr(module, "item_groups", lambda batch: [slice(None)])
+    at_once = prior(conditions, None, labels)
+    assert torch.allclose(at_once, one_by_one, atol=1e-5)
+    box = (slice(None), slice(0, 1))                          # and testing for convergence only every 16 iterations
+    every = [prior_module.harmonic_fill(image[box], mask[box] > 0.5, 1e-5, 2000, check_every=n) for n in (1, 16)]
+    assert torch.allclose(every[0], every[1], atol=1e-5)

@@ -139,17 +139,33 @@ class FillPrior(torch.nn.Module):
     def forward(self, conditions: torch.Tensor, present=None, target=None) -> torch.Tensor:
         image, mask = conditions[:, :1], conditions[:, 1:2]
         out = image * (1 - mask)
-        for i in range(len(image)):
-            inside = (mask[i, 0] > 0.5).nonzero()
-            if len(inside) == 0:
-                continue
-            lo = (inside.min(0).values - 1).clamp_min(0)
-            hi = inside.max(0).values + 2
-            box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-            out[(i, slice(0, 1), *box)] = harmonic_fill(image[(i, slice(0, 1), *box)].float(),
-                                                        mask[(i, slice(0, 1), *box)].float() > 0.5,
-                                                        self.tolerance, self.max_iterations).to(out.dtype)
+        for items in item_groups(image):
+            box = bounding_box(mask[items] > 0.5, margin=1)
+            if box is not None:
+                box = (items, slice(0, 1), *box)
+                out[box] = harmonic_fill(image[box].float(), mask[box].float() > 0.5, self.tolerance,
+                                         self.max_iterations).to(out.dtype)
         return out
+
+
+def item_groups(batch: torch.Tensor) -> list[slice]:
+    """How to split a batch for the fills and fits that work on a box around each mask: item by item on the CPU,
+    where each item's own box is the least work; all at once elsewhere, where the work is cheap and each wait for the
+    device (a box's size, a convergence test) is not."""
+    if batch.device.type == "cpu":
+        return [slice(i, i + 1) for i in range(len(batch))]
+    return [slice(None)]
+
+
+def bounding_box(where: torch.Tensor, margin: int) -> tuple[slice, ...] | None:
+    """The slices of the last three dims holding every True voxel of `where` (..., D, H, W) in any item, widened by
+    `margin` voxels inside the volume; None when there is none."""
+    inside = where.reshape(-1, *where.shape[-3:]).any(0).nonzero()
+    if len(inside) == 0:
+        return None
+    lo = (inside.min(0).values - margin).clamp_min(0)
+    hi = inside.max(0).values + margin + 1
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
 _NEIGHBOURS = torch.zeros(1, 1, 3, 3, 3)
@@ -165,30 +181,39 @@ def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.conv3d(x, _NEIGHBOURS.to(x.device, x.dtype), padding=1)
 
 
-def harmonic_fill(image: torch.Tensor, mask: torch.Tensor, tolerance: float, max_iterations: int) -> torch.Tensor:
-    """(1, 1, D, H, W): `image` with the voxels of the bool `mask` solved from deg u_i - sum_unknown u_j =
-    sum_known image_j by conjugate gradients (the system is symmetric positive definite on the mask)."""
+def harmonic_fill(image: torch.Tensor, mask: torch.Tensor, tolerance: float, max_iterations: int,
+                  check_every: int | None = None) -> torch.Tensor:
+    """(B, 1, D, H, W): `image` with the voxels of the bool `mask` solved from deg u_i - sum_unknown u_j =
+    sum_known image_j by conjugate gradients (the system is symmetric positive definite on the mask), every item at
+    once. An item stops moving once its residual is below `tolerance`. Off the CPU the loop asks whether all have
+    stopped only every 16 iterations (`check_every`), since each question waits for the device."""
+    check_every = check_every or (1 if image.device.type == "cpu" else 16)
     m = mask.to(image.dtype)
     known = image * (1 - m)
-    degree = _neighbour_sum(torch.ones_like(image))
+    degree = _neighbour_sum(torch.ones_like(image[:1]))
 
     def apply(u):
         return m * (degree * u - _neighbour_sum(u * m))
 
+    def total(x):                                               # per item, shaped to broadcast
+        return x.sum(dim=(1, 2, 3, 4), keepdim=True)
+
+    tiny = torch.finfo(image.dtype).tiny
     rhs = m * _neighbour_sum(known)
-    x = m * (known.sum() / (1 - m).sum().clamp_min(1))          # start from the mean known value
+    x = m * (total(known) / total(1 - m).clamp_min(1))          # start from the mean known value
     r = rhs - apply(x)
     p = r.clone()
-    rr = (r * r).sum()
-    stop = tolerance ** 2 * (rhs * rhs).sum().clamp_min(1e-20)
-    for _ in range(max_iterations):
-        if rr <= stop:
+    rr = total(r * r)
+    stop = tolerance ** 2 * total(rhs * rhs).clamp_min(1e-20)
+    for iteration in range(max_iterations):
+        active = rr > stop
+        if iteration % check_every == 0 and not active.any():
             break
         ap = apply(p)
-        alpha = rr / (p * ap).sum()
+        alpha = torch.where(active, rr / total(p * ap).clamp_min(tiny), 0.0)
         x = x + alpha * p
         r = r - alpha * ap
-        rr_new = (r * r).sum()
-        p = r + (rr_new / rr) * p
-        rr = rr_new
+        rr_new = total(r * r)
+        p = torch.where(active, r + (rr_new / rr.clamp_min(tiny)) * p, p)
+        rr = torch.where(active, rr_new, rr)
     return known + m * x

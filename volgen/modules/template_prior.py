@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from volgen.modules.lesion_profile import LesionProfile
-from volgen.modules.prior import BACKGROUND, FillPrior, HalfPrecisionBuffers
+from volgen.modules.prior import BACKGROUND, FillPrior, HalfPrecisionBuffers, bounding_box, item_groups
 
 TEMPLATE_STRIDE = 2          # the template is stored at half the model grid's resolution
 
@@ -91,20 +91,27 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
                     labels: torch.Tensor | None) -> torch.Tensor:
         """(B, 1, *shape): each item's combination of the basis, fitted by ridge least squares to image - template
         on the known voxels within `shell` voxels of its mask (zero where there is no such voxel)."""
-        contrasts = _contrasts(labels, len(image))
+        contrasts = _contrasts(labels, len(image)).to(self.basis.device)
         shell = (F.max_pool3d(mask.float(), 2 * self.shell + 1, 1, self.shell) > 0.5) & (mask < 0.5)
         out = torch.zeros_like(image)
-        for i in range(len(image)):
-            where = shell[i, 0]
-            if not where.any():
+        for items in item_groups(image):
+            box = bounding_box(shell[items], margin=0)
+            if box is None:
                 continue
-            small = self.basis[contrasts[i].to(self.basis.device)].to(image.device, image.dtype)
-            basis = _on_grid(small[None], image.shape[2:])[0]                       # (K, *shape)
-            a = basis[:, where].T.double()                                         # (voxels, K)
-            y = (image[i, 0] - template[i, 0])[where].double()
-            penalty = self.ridge * len(y) * torch.eye(a.shape[1], dtype=a.dtype, device=a.device)
-            coefficients = torch.linalg.solve(a.T @ a + penalty, a.T @ y).to(image.dtype)
-            out[i, 0] = torch.einsum("k,k...->...", coefficients, basis)
+            small = self.basis[contrasts[items]].to(image.device, image.dtype)
+            basis = _on_grid(small, image.shape[2:])                                # (b, K, *shape)
+            # The normal equations weighted by the shell over its box: no indexing by the shell, which would wait
+            # for the device.
+            a = basis[(slice(None), slice(None), *box)].flatten(2).double()          # (b, K, voxels)
+            w = shell[(items, slice(None), *box)].flatten(2).double()                # (b, 1, voxels)
+            y = (image - template)[(items, slice(None), *box)].flatten(2).double()
+            count = w.sum(dim=(1, 2))                                                 # (b,) shell voxels
+            # ridge scaled by each item's voxel count; an item without shell voxels gets a zero offset
+            penalty = torch.where(count > 0, self.ridge * count, 1.0)[:, None, None] * torch.eye(
+                a.shape[1], dtype=a.dtype, device=a.device)
+            coefficients = torch.linalg.solve((a * w) @ a.transpose(1, 2) + penalty,
+                                              (a * w) @ y.transpose(1, 2))[..., 0] * (count > 0)[:, None]
+            out[items] = torch.einsum("bk,bk...->b...", coefficients.to(image.dtype), basis)[:, None]
         return out
 
     def forward(self, conditions: torch.Tensor, present=None, target=None) -> torch.Tensor:
