@@ -71,8 +71,8 @@ phantoms/val/.done: | $(STAMP)
 	$(PY) -m volgen phantom --n 12 --seed 300 --no-pet --out phantoms/val --overwrite
 	touch $@
 
-# The ControlNet and Concat baselines of bench_quality.py are trained here, with VCM's budget (not shipped);
-# an interrupted run resumes from its checkpoints.
+# The ControlNet and Concat baselines of bench_quality.py (not shipped), as CPU-sized runs of their configs; the
+# bench figures in the notes come from the GPU recipe in the configs' headers. An interrupted run resumes.
 baselines: runs/controlnet-synthesis/model/config.json runs/concat-synthesis/model/config.json
 runs/%-synthesis/model/config.json: volgen/configs/%_synthesis.yaml phantoms/train/.done
 	$(PY) -m volgen train $< --no-progress $(if $(wildcard runs/$*-synthesis/checkpoints),--resume)
