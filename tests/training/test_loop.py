@@ -112,6 +112,7 @@ def test_autoencoder_run(tmp_path, phantom_dir, model, kind, latent):
     ("data.root=/no/such/folder", "data.root: folder /no/such/folder not found"),
     ("kind=painting", "kind: 'painting' is not one of"),
     ("train.lr_schedule=steps", "train.lr_schedule: 'steps' (constant, cosine)"),
+    ("train.loss_space=pixels", "train.loss_space: 'pixels' (latent, image)"),
 ])
 def test_bad_configs_fail_in_one_line_before_training(tmp_path, phantom_dir, override, message):
     config = _config(tmp_path, phantom_dir.parent)

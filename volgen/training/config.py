@@ -18,6 +18,7 @@ from volgen.training.schedule import SCHEDULES
 
 KINDS = ("autoencoder", "backbone", "module")
 TASKS = ("synthesis", "super_resolution", "inpainting")
+LOSS_SPACES = ("latent", "image")
 
 
 @dataclass
@@ -53,6 +54,11 @@ class TrainLoopConfig:
     log_every: int = 10
     kl_weight: float = 1e-6               # autoencoder: weight of the KL term
     sampler_steps: int = 0                # diffusion: train only the timesteps an N-step sampler visits (0: all)
+    # diffusion: where the loss is measured. "latent": the network's target in the codec's space. "image": the x0
+    # prediction decoded, against the image, which is what PSNR measures: a latent whose channels carry the image
+    # unequally (the patch autoencoder's unit-variance PCA channels: the first carries 93% of the variance)
+    # otherwise spends the network on the channels that matter least
+    loss_space: str = "latent"
     # a module's data-fitted prior is refitted on this run's cases; false keeps the one init_from copied (fine-tuning
     # on the same kind of data: the synthesis table takes minutes to fit)
     refit_prior: bool = True
@@ -209,6 +215,8 @@ def check(config: TrainConfig) -> None:
         raise ValueError(f"train.mixed_precision: '{config.train.mixed_precision}' (auto, no, bf16, fp16)")
     if config.train.lr_schedule not in SCHEDULES:
         raise ValueError(f"train.lr_schedule: '{config.train.lr_schedule}' ({', '.join(SCHEDULES)})")
+    if config.train.loss_space not in LOSS_SPACES:
+        raise ValueError(f"train.loss_space: '{config.train.loss_space}' ({', '.join(LOSS_SPACES)})")
     for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ValueError(f"train.{key}: must be at least 1")

@@ -42,6 +42,7 @@ class TrainingStep(torch.nn.Module):
         super().__init__()
         self.kind, self.model, self.kl_weight = config.kind, model, config.train.kl_weight
         self.sampler_steps = config.train.sampler_steps
+        self.image_loss = config.train.loss_space == "image"
 
     def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator) -> torch.Tensor:
         if self.kind == "autoencoder":
@@ -50,8 +51,9 @@ class TrainingStep(torch.nn.Module):
         with torch.no_grad():
             z0 = backbone.codec.encode(target)
         network = None if self.kind == "backbone" else self.model
+        decode = backbone.codec.decode if self.image_loss else None
         return diffusion_loss(backbone.denoiser, z0, cond=cond, generator=gen, network=network,
-                              sampler_steps=self.sampler_steps)
+                              sampler_steps=self.sampler_steps, decode=decode, image=target)
 
 
 def build_model(config: TrainConfig) -> tuple[torch.nn.Module, list[tuple[str, torch.nn.Parameter]], int, bool]:

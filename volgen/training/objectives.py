@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from volgen.backbones.denoiser import prediction_target
+from volgen.backbones.denoiser import prediction_target, x0_eps_from
 from volgen.sampling.loop import gaussian_like
 
 
@@ -24,11 +24,17 @@ def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
 
 
 def diffusion_loss(denoiser, z0: torch.Tensor, *, cond: dict | None = None,
-                   generator: torch.Generator | None = None, network=None, sampler_steps: int = 0) -> torch.Tensor:
+                   generator: torch.Generator | None = None, network=None, sampler_steps: int = 0,
+                   decode=None, image: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the network's prediction and its parameterization's target. `network` replaces the
-    denoiser's own network in the forward pass (a conditioned wrapper around the frozen backbone)."""
+    denoiser's own network in the forward pass (a conditioned wrapper around the frozen backbone). With `decode`
+    (the codec's, differentiable) the loss is instead the MSE between the decoded x0 prediction and `image`, the
+    volume z0 encodes: training.config's loss_space "image"."""
     x_t, t, eps = noised(denoiser, z0, generator, sampler_steps)
     prediction = (network or denoiser)(x_t, t, **(cond or {}))
     alpha, sigma = denoiser.alpha_sigma(t, z0)
+    if decode is not None:
+        x0, _ = x0_eps_from(prediction.float(), x_t.float(), alpha, sigma, denoiser.parameterization)
+        return F.mse_loss(decode(x0).float(), image.float())
     target = prediction_target(z0, eps, alpha, sigma, denoiser.parameterization)
     return F.mse_loss(prediction.float(), target.float())
