@@ -10,9 +10,9 @@ from volgen.sampling.schedules import make_schedule
 from volgen.training.objectives import diffusion_loss, noised
 
 
-def _losses(codec, parameterization="x0"):
+def _losses(codec):
     """(latent-space loss, image-space loss) of one toy network on one volume, with the same noise and timesteps."""
-    denoiser = Denoiser(torch.nn.Identity(), make_schedule("linear"), parameterization)
+    denoiser = Denoiser(torch.nn.Identity(), make_schedule("linear"), "x0")
     network = lambda x_t, t: torch.tanh(x_t) * 0.5 + 0.1        # any fixed prediction will do
     image = torch.rand(3, 1, 8, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
     z0 = codec.encode(image)
