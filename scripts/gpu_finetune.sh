@@ -27,14 +27,16 @@ if [ ! -f phantoms/train-288/.done ]; then
   touch phantoms/train-288/.done
 fi
 COMMON="data.root=phantoms/train-288 train.lr_schedule=cosine train.mixed_precision=bf16"
-declare -A CFG=([syn]=vcm_synthesis [inp]=vcm_inpainting [sr]=vcm_super_resolution
+declare -A CFG=([syn]=vcm_synthesis [inp]=vcm_inpainting [sr]=vcm_super_resolution [lat]=vcm_synthesis_latent
                 [cn]=controlnet_synthesis [cc]=concat_synthesis)
 # The shipped module to fine-tune; the ControlNet and Concat baselines start from the backbone, as their configs do.
-declare -A INIT=([syn]=volgen-vcm-synthesis-2mm [inp]=volgen-vcm-inpainting-2mm [sr]=volgen-vcm-super-resolution-2mm)
+declare -A INIT=([syn]=volgen-vcm-synthesis-2mm [inp]=volgen-vcm-inpainting-2mm [sr]=volgen-vcm-super-resolution-2mm
+                 [lat]=volgen-vcm-synthesis-latent-2mm)
 declare -A ARGS=(   # the synthesis table takes 5 minutes to refit on 288 cases: keep the shipped one
   [syn]="train.refit_prior=false data.contrast_dropout=0.2 train.batch_size=4 train.lr=3e-4 train.checkpoint_every=200 train.log_every=50"
   [inp]="train.batch_size=4 train.lr=3e-4 train.checkpoint_every=50 train.log_every=10"
   [sr]="data.crop=[64,64,64] train.batch_size=8 train.lr=2e-4 train.checkpoint_every=500 train.log_every=100"
+  [lat]="train.refit_prior=false train.batch_size=4 train.lr=2e-4 train.checkpoint_every=200 train.log_every=50"
   [cn]="data.contrast_dropout=0.2 train.batch_size=8 train.checkpoint_every=100 train.log_every=50"
   [cc]="data.contrast_dropout=0.2 train.batch_size=8 train.checkpoint_every=100 train.log_every=50")
 declare -A EXTRA=()

@@ -113,10 +113,13 @@ def test_autoencoder_run(tmp_path, phantom_dir, model, kind, latent):
     ("kind=painting", "kind: 'painting' is not one of"),
     ("train.lr_schedule=steps", "train.lr_schedule: 'steps' (constant, cosine)"),
     ("train.loss_space=pixels", "train.loss_space: 'pixels' (latent, image)"),
+    ("train.timestep_weights=[1,1]", "train.timestep_weights: weights the train.sampler_steps timesteps"),
+    ("train.sampler_steps=10 train.timestep_weights=[1,1]", "train.timestep_weights: expected 10 non-negative"),
+    ("train.sampler_steps=2 train.timestep_weights=[1,-1]", "train.timestep_weights: expected 2 non-negative"),
 ])
 def test_bad_configs_fail_in_one_line_before_training(tmp_path, phantom_dir, override, message):
     config = _config(tmp_path, phantom_dir.parent)
-    result = subprocess.run([sys.executable, "-m", "volgen", "train", str(config), override],
+    result = subprocess.run([sys.executable, "-m", "volgen", "train", str(config), *override.split()],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -174,6 +177,23 @@ def test_whole_volume_batches_and_sampler_timesteps(phantom_dir):
     z0 = torch.zeros(64, 8, 2, 2, 2)
     _, t, _ = noised(backbone.denoiser, z0, torch.Generator().manual_seed(0), sampler_steps=10)
     assert set(t.tolist()) <= set(backbone.denoiser.schedule.timesteps(10)) and len(set(t.tolist())) > 5
+
+
+def test_timestep_weights_choose_how_often_each_visited_timestep_is_trained():
+    from volgen.backbones import Backbone, BackboneConfig
+    from volgen.training.objectives import noised
+
+    denoiser = Backbone(BackboneConfig(contrasts=())).denoiser
+    visited = denoiser.schedule.timesteps(10)                     # noisiest first
+    z0 = torch.zeros(4000, 1, 1, 1, 1)
+    only_first = [1] + [0] * 9
+    _, t, _ = noised(denoiser, z0[:64], torch.Generator().manual_seed(0), 10, only_first)
+    assert set(t.tolist()) == {visited[0]}
+    # the two noisiest at weight 4 and eight more at weight 1: half the draws at the first two timesteps
+    _, t, _ = noised(denoiser, z0, torch.Generator().manual_seed(0), 10, [4, 4] + [1] * 8)
+    first_two = sum(t == visited[i] for i in range(2)).sum().item() / len(t)
+    assert abs(first_two - 0.5) < 0.03
+    assert set(t.tolist()) == set(visited)
 
 
 def test_flips_mirror_only_the_axes_asked_for(phantom_dir):

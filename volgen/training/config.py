@@ -54,6 +54,10 @@ class TrainLoopConfig:
     log_every: int = 10
     kl_weight: float = 1e-6               # autoencoder: weight of the KL term
     sampler_steps: int = 0                # diffusion: train only the timesteps an N-step sampler visits (0: all)
+    # with sampler_steps: relative weights of those timesteps, noisiest first (empty: uniform). The jobs read their
+    # posterior mean at the first step (the 10-step sampler's 900 on a GPU, the 5-step's 800 on the CPU), so weighting
+    # those trains the estimate users get more often than the steps that only refine samples
+    timestep_weights: list[float] = field(default_factory=list)
     # diffusion: where the loss is measured. "latent": the network's target in the codec's space. "image": the x0
     # prediction decoded, against the image, which is what PSNR measures: a latent whose channels carry the image
     # unequally (the patch autoencoder's unit-variance PCA channels: the first carries 93% of the variance)
@@ -217,6 +221,12 @@ def check(config: TrainConfig) -> None:
         raise ValueError(f"train.lr_schedule: '{config.train.lr_schedule}' ({', '.join(SCHEDULES)})")
     if config.train.loss_space not in LOSS_SPACES:
         raise ValueError(f"train.loss_space: '{config.train.loss_space}' ({', '.join(LOSS_SPACES)})")
+    weights, steps = config.train.timestep_weights, config.train.sampler_steps
+    if weights and not steps:
+        raise ValueError("train.timestep_weights: weights the train.sampler_steps timesteps; set that too")
+    if weights and (len(weights) != steps or min(weights) < 0 or sum(weights) <= 0):
+        raise ValueError(f"train.timestep_weights: expected {steps} non-negative weights (one per train.sampler_steps "
+                         f"timestep) with a positive sum, got {weights}")
     for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ValueError(f"train.{key}: must be at least 1")

@@ -41,7 +41,7 @@ class TrainingStep(torch.nn.Module):
     def __init__(self, config: TrainConfig, model: torch.nn.Module):
         super().__init__()
         self.kind, self.model, self.kl_weight = config.kind, model, config.train.kl_weight
-        self.sampler_steps = config.train.sampler_steps
+        self.sampler_steps, self.timestep_weights = config.train.sampler_steps, config.train.timestep_weights
         self.image_loss = config.train.loss_space == "image"
 
     def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator) -> torch.Tensor:
@@ -53,7 +53,8 @@ class TrainingStep(torch.nn.Module):
         network = None if self.kind == "backbone" else self.model
         decode = backbone.codec.decode if self.image_loss else None
         return diffusion_loss(backbone.denoiser, z0, cond=cond, generator=gen, network=network,
-                              sampler_steps=self.sampler_steps, decode=decode, image=target)
+                              sampler_steps=self.sampler_steps, timestep_weights=self.timestep_weights,
+                              decode=decode, image=target)
 
 
 def build_model(config: TrainConfig) -> tuple[torch.nn.Module, list[tuple[str, torch.nn.Parameter]], int, bool]:

@@ -8,12 +8,18 @@ from volgen.backbones.denoiser import prediction_target, x0_eps_from
 from volgen.sampling.loop import gaussian_like
 
 
-def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None, sampler_steps: int = 0):
+def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None, sampler_steps: int = 0,
+           timestep_weights=None):
     """(x_t, t, eps): z0 noised at timesteps drawn from the denoiser's schedule, one per batch item; with
-    `sampler_steps`, drawn from the timesteps an N-step sampler visits (a module trained for the steps it runs)."""
+    `sampler_steps`, drawn from the timesteps an N-step sampler visits (a module trained for the steps it runs),
+    uniformly or in proportion to `timestep_weights` (one per visited timestep, noisiest first)."""
     if sampler_steps:
         visited = torch.as_tensor(denoiser.schedule.timesteps(sampler_steps))
-        t = visited[torch.randint(0, len(visited), (z0.shape[0],), generator=generator)]
+        if timestep_weights:
+            weights = torch.as_tensor(timestep_weights, dtype=torch.float64)
+            t = visited[torch.multinomial(weights, z0.shape[0], replacement=True, generator=generator)]
+        else:
+            t = visited[torch.randint(0, len(visited), (z0.shape[0],), generator=generator)]
     else:
         t = denoiser.schedule.training_timesteps(z0.shape[0], generator)
     t = t.to(z0.device)
@@ -25,12 +31,12 @@ def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
 
 def diffusion_loss(denoiser, z0: torch.Tensor, *, cond: dict | None = None,
                    generator: torch.Generator | None = None, network=None, sampler_steps: int = 0,
-                   decode=None, image: torch.Tensor | None = None) -> torch.Tensor:
+                   timestep_weights=None, decode=None, image: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the network's prediction and its parameterization's target. `network` replaces the
     denoiser's own network in the forward pass (a conditioned wrapper around the frozen backbone). With `decode`
     (the codec's, differentiable) the loss is instead the MSE between the decoded x0 prediction and `image`, the
     volume z0 encodes: training.config's loss_space "image"."""
-    x_t, t, eps = noised(denoiser, z0, generator, sampler_steps)
+    x_t, t, eps = noised(denoiser, z0, generator, sampler_steps, timestep_weights)
     prediction = (network or denoiser)(x_t, t, **(cond or {}))
     alpha, sigma = denoiser.alpha_sigma(t, z0)
     if decode is not None:
