@@ -36,7 +36,7 @@ declare -A ARGS=(   # the synthesis table takes 5 minutes to refit on 288 cases:
   [syn]="train.refit_prior=false data.contrast_dropout=0.2 train.batch_size=4 train.lr=3e-4 train.checkpoint_every=200 train.log_every=50"
   [inp]="train.batch_size=4 train.lr=3e-4 train.checkpoint_every=50 train.log_every=10"
   [sr]="data.crop=[64,64,64] train.batch_size=8 train.lr=2e-4 train.checkpoint_every=500 train.log_every=100"
-  [lat]="train.refit_prior=false train.batch_size=4 train.lr=2e-4 train.checkpoint_every=200 train.log_every=50"
+  [lat]="train.refit_prior=false data.contrast_dropout=0.2 train.timestep_weights=[4,4,1,1,1,1,1,1,1,1] train.batch_size=4 train.lr=2e-4 train.checkpoint_every=200 train.log_every=50"
   [cn]="data.contrast_dropout=0.2 train.batch_size=8 train.checkpoint_every=100 train.log_every=50"
   [cc]="data.contrast_dropout=0.2 train.batch_size=8 train.checkpoint_every=100 train.log_every=50")
 declare -A EXTRA=()
