@@ -70,7 +70,8 @@ def main() -> None:
         f"# {args.name}", "",
         f"{entry['description']}.", "",
         f"- model type: `{entry['model_type']}`; trainable parameters: {params / 1e6:.2f} M; weights: {size:.1f} MB "
-        f"({saved['dtype']} safetensors)",
+        f"({saved['dtype']} safetensors" + (", large tensors as int8 rows" if saved.get("packing") == "int8" else "")
+        + ")",
         f"- sha256: `{entry['sha256']}`",
         f"- load: `volgen.hub.from_pretrained(\"{args.name}\")`", "",
         "## Data", "",

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from volgen import int8_weights
 from volgen.errors import InputError
 from volgen.io.atomic import atomic_folder
 
@@ -67,9 +68,10 @@ def sha256_of(path) -> str:
 
 
 def save_pretrained(model: torch.nn.Module, folder, *, dtype: torch.dtype | None = None, metadata: dict | None = None,
-                    overwrite: bool = False) -> str:
+                    overwrite: bool = False, int8: bool = False) -> str:
     """Write `model` to `folder` (atomically); floating parameters are cast to `dtype` if given (buffers such as a
-    latent scale factor keep their precision). Returns the sha256."""
+    latent scale factor keep their precision), and with `int8` the large tensors are packed as int8 rows
+    (volgen.int8_weights: the shipping form). Returns the sha256."""
     if model.model_type not in MODEL_TYPES:
         raise ValueError(f"model type '{model.model_type}' is not registered with volgen.hub")
     state = model.hub_state_dict() if hasattr(model, "hub_state_dict") else model.state_dict()
@@ -79,13 +81,17 @@ def save_pretrained(model: torch.nn.Module, folder, *, dtype: torch.dtype | None
         value = value.detach().to("cpu").clone().contiguous()   # clone: safetensors refuses shared storage
         cast = dtype is not None and value.is_floating_point() and key not in buffers
         tensors[key] = value.to(dtype) if cast else value
+    dtype_name = _weights_dtype({k: v for k, v in tensors.items() if k not in buffers})
+    if int8:
+        tensors = int8_weights.pack(tensors)
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         digest = sha256_of(tmp / WEIGHTS_FILE)
         config = {"format": FORMAT, "version": VERSION, "model_type": model.model_type,
                   "config": model.config_dict(), "sha256": digest,
-                  "dtype": _weights_dtype({k: v for k, v in tensors.items() if k not in buffers}),
-                  "metadata": metadata or {}}
+                  "dtype": dtype_name, "metadata": metadata or {}}
+        if int8:
+            config["packing"] = "int8"
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     model.hub_source = {"name": str(folder), "sha256": digest}    # what modules trained on it will name
     return digest
@@ -154,7 +160,7 @@ def saved_state(name_or_folder, *, expected_type: str | None = None) -> Saved:
     if expected_type is not None and config["model_type"] != expected_type:
         raise InputError(folder / CONFIG_FILE, f"is a '{config['model_type']}', expected a '{expected_type}'")
     try:
-        state = load_file(str(weights))
+        state = int8_weights.unpack(load_file(str(weights)))
     except (SafetensorError, OSError) as exc:
         raise InputError(weights, f"unreadable safetensors file ({exc})") from None
     return Saved(folder, config, state, digest)
