@@ -69,7 +69,7 @@ def main() -> None:
     lines = [
         f"# {args.name}", "",
         f"{entry['description']}.", "",
-        f"- model type: `{entry['model_type']}`; trainable parameters: {params / 1e6:.2f} M; weights: {size:.1f} MB "
+        f"- model type: `{entry['model_type']}`; trainable parameters: {params / 1e6:.2f} M; weights: {size:.1f} MiB "
         f"({saved['dtype']} safetensors" + (", large tensors as int8 rows" if saved.get("packing") == "int8" else "")
         + ")",
         f"- sha256: `{entry['sha256']}`",
