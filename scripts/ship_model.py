@@ -35,8 +35,11 @@ def shipped_backbone_name(model, registry: dict, source: str) -> str | None:
     return shipped[0]
 
 
-def ship(model, saved: dict, name: str, description: str, registry: dict) -> None:
-    """Write `model` (loaded from a folder whose config.json is `saved`) as the shipped `name`, in `registry`."""
+def ship(model, saved: dict, name: str, description: str, registry: dict, backbone_name: str | None = None) -> None:
+    """Write `model` (loaded from a folder whose config.json is `saved`) as the shipped `name`, in `registry`; a
+    module names its backbone as shipped under `backbone_name` (with that entry's current sha256)."""
+    if backbone_name is not None:
+        model.backbone.hub_source = {"name": backbone_name, "sha256": registry[backbone_name]["sha256"]}
     target = hub.PRETRAINED_DIR / name
     target.mkdir(parents=True, exist_ok=True)
     dtype = saved["dtype"] if saved.get("dtype") in ("float16", "float32", "bfloat16") else None
@@ -48,7 +51,7 @@ def ship(model, saved: dict, name: str, description: str, registry: dict) -> Non
     config = hub.read_config(target)
     registry[name] = {"sha256": config["sha256"], "model_type": config["model_type"], "description": description}
     size = (target / hub.WEIGHTS_FILE).stat().st_size / 2 ** 20
-    print(f"shipped {name}: {config['model_type']}, {size:.1f} MB, sha256 {config['sha256']}")
+    print(f"shipped {name}: {config['model_type']}, {size:.1f} MiB, sha256 {config['sha256']}")
 
 
 def write_registry(registry: dict) -> None:
@@ -60,10 +63,7 @@ def ship_all(registry: dict) -> None:
     saved = {name: hub.read_config(hub.PRETRAINED_DIR / name) for name in registry}
     backbone_of = {name: shipped_backbone_name(model, registry, name) for name, model in models.items()}
     for name in sorted(registry, key=lambda n: backbone_of[n] is not None):     # backbones first
-        backbone = getattr(models[name], "backbone", None)
-        if backbone is not None:
-            backbone.hub_source = {"name": backbone_of[name], "sha256": registry[backbone_of[name]]["sha256"]}
-        ship(models[name], saved[name], name, registry[name]["description"], registry)
+        ship(models[name], saved[name], name, registry[name]["description"], registry, backbone_of[name])
     write_registry(registry)
 
 
@@ -81,10 +81,8 @@ def main() -> None:
     if not (args.model and args.name):
         parser.error("give a model folder and a name, or --all")
     model = hub.from_pretrained(args.model)                   # verifies config, hash and weights
-    backbone_name = shipped_backbone_name(model, registry, args.model)
-    if backbone_name is not None:
-        model.backbone.hub_source = {**model.backbone.hub_source, "name": backbone_name}
-    ship(model, hub.read_config(args.model), args.name, args.description, registry)
+    ship(model, hub.read_config(args.model), args.name, args.description, registry,
+         shipped_backbone_name(model, registry, args.model))
     write_registry(registry)
 
 
