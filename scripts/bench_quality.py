@@ -30,25 +30,23 @@ import torch
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr, wasserstein_distance
 
+import phantom_jobs
+from phantom_jobs import CONTRASTS, DEVICE, brain_of, steps_for
 from volgen import hub
-from volgen.backbones import Backbone
 from volgen.baselines import LinearRegression, cubic_upsample, harmonic_fill
 from volgen.errors import VolgenError
 from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
 from volgen.metrics import local_rms_without_centre, psnr, ssim
 from volgen.modules.template_prior import TemplateFillPrior
-from volgen.sampling.consistency import known_voxel_projection, thick_slice_projection, thick_slices
+from volgen.error_model import calibration_for
+from volgen.sampling.consistency import known_voxel_projection, thick_slices
 from volgen.tasks import generate
-from volgen.tasks.inpainting import MEAN_OF as INPAINTING_MEAN_OF
-from volgen.tasks.models import default_samples, default_timesteps
+from volgen.tasks.models import default_samples
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
-from volgen.training.examples import dilate
 
-CONTRASTS = ["t1n", "t1c", "t2w", "t2f"]
 T2F = 3
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
 
@@ -67,10 +65,6 @@ def load(name_or_folder):
 
 def trainable(model) -> int:
     return model.count_trainable() if hasattr(model, "count_trainable") else 0
-
-
-def brain_of(case) -> np.ndarray:
-    return case.brain.numpy() if case.brain is not None else case.images[0].numpy() > -0.99
 
 
 class Table:
@@ -98,26 +92,43 @@ def image_scores(pred, truth, brain, tumour=None) -> dict:
     return scores
 
 
-def spearman(spread: torch.Tensor, pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict:
-    """Rank correlation of the uncertainty (spread over samples, [0, 1] units) with the absolute error, voxel by voxel
-    (the issue's target), and region by region: both smoothed by a 4 mm Gaussian first. Beside them, the oracle's:
-    the local RMS of the true error around each voxel, the voxel itself left out, ranks the error as well as a map
-    smooth at the voxel's scale could; a map far below it is missing structure the error has, or the structure is the
-    case's own draw, which no spread over samples can know (synthesis: scripts/bench_uncertainty_ceiling.py)."""
-    s, error = spread[0, 0].cpu().numpy() / 2, np.abs(pred - truth)
+def spearman(maps: tuple[np.ndarray, np.ndarray], pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> dict:
+    """Rank correlation of the uncertainty map the job writes (the calibrated expected error where the model has an
+    error model, else the spread) with the absolute error, voxel by voxel (the issue's target), and region by
+    region: both smoothed by a 4 mm Gaussian first; and the raw spread over the samples' voxel by voxel. Beside them,
+    the oracle's: the local RMS of the true error around each voxel, the voxel itself left out, ranks the error as
+    well as a map smooth at the voxel's scale could; a map far below it is missing structure the error has, or the
+    structure is the case's own draw, which no map made from the inputs can know (synthesis:
+    scripts/bench_uncertainty_ceiling.py). `maps` = (the job's map, the spread), in the model's range."""
+    (u, s), error = maps, np.abs(pred - truth)
     oracle = local_rms_without_centre(error ** 2)
-    return {"spearman": float(spearmanr(s[region], error[region]).correlation),
-            "spearman_4mm": float(spearmanr(gaussian_filter(s, 2.0)[region],
+    return {"spearman": float(spearmanr(u[region], error[region]).correlation),
+            "spearman_spread": float(spearmanr(s[region], error[region]).correlation),
+            "spearman_4mm": float(spearmanr(gaussian_filter(u, 2.0)[region],
                                             gaussian_filter(error, 2.0)[region]).correlation),
             "spearman_oracle": float(spearmanr(oracle[region], error[region]).correlation)}
 
 
-def add_module_rows(table: Table, name: str, model, estimate, seconds: float, score) -> dict:
-    """The posterior mean's and one sample's rows for a module's `estimate`; `score(image [0, 1]) -> dict`."""
+def uncertainty_maps(model, estimate, contrast: str):
+    """(the map the job writes, the spread), both (D, H, W) in the model's range, or None for one sample."""
+    if estimate.spread is None:
+        return None
+    spread = estimate.spread[0, 0].cpu().numpy()
+    fit = calibration_for(model, contrast)
+    return (fit.expected_error(estimate.image[0, 0].cpu().numpy(), spread) if fit else spread), spread
+
+
+def add_module_rows(table: Table, name: str, model, estimate, seconds: float, score, contrast: str) -> dict:
+    """The posterior mean's and one sample's rows for a module's `estimate`, and its uncertainty map ([0, 1] units)
+    to show; `score(image [0, 1], uncertainty_maps or None) -> dict`."""
     mean, sample = unit(estimate.image[0, 0]), unit(estimate.draws[0, 0])
-    table.add(f"{name} mean of {estimate.samples}", trainable(model), **score(mean, estimate.spread), seconds=seconds)
+    maps = uncertainty_maps(model, estimate, contrast)
+    table.add(f"{name} mean of {estimate.samples}", trainable(model), **score(mean, maps), seconds=seconds)
     table.add(f"{name} one sample", trainable(model), **score(sample, None), seconds=seconds)
-    return {f"{name} mean": mean, f"{name} sample": sample}
+    shown = {f"{name} mean": mean, f"{name} sample": sample}
+    if maps is not None:
+        shown[f"{name} uncertainty"] = maps[0] / 2
+    return shown
 
 
 def timed(fn):
@@ -136,8 +147,6 @@ def synthesis_rows(cases, train_cases, models: dict, target: str, args, montage:
     if regression:
         lr = LinearRegression(sources, k).fit([c.images.numpy() for c in train_cases],
                                               [brain_of(c) for c in train_cases])
-    present = torch.ones(1, len(CONTRASTS))
-    present[0, k] = 0
     for index, case in enumerate(cases):
         images, brain, tumour = case.images.numpy(), brain_of(case), case.seg.numpy() > 0
         truth = unit(images[k])
@@ -146,20 +155,15 @@ def synthesis_rows(cases, train_cases, models: dict, target: str, args, montage:
             pred, seconds = timed(lambda: unit(lr.predict(images)))
             table.add("linear regression", **image_scores(pred, truth, brain, tumour), seconds=seconds)
             shown["linear regression"] = pred
-        conditions = case.images[None].clone()
-        conditions[:, k] = 0
         for name, model in models.items():
-            est, seconds = timed(lambda: generate(model, (1, *images.shape[1:]), contrast=target,
-                                                  conditions=conditions, present=present, steps=steps_for(model, args.steps),
-                                                  samples=args.samples, seed=args.seed + index))
+            (est, _, _), seconds = timed(lambda: phantom_jobs.synthesis(model, case, target, steps=args.steps,
+                                                                        samples=args.samples, seed=args.seed + index))
 
-            def score(pred, spread):
-                extra = spearman(spread, pred, truth, brain) if spread is not None else {}
+            def score(pred, maps):
+                extra = spearman(maps, pred, truth, brain) if maps is not None else {}
                 return {**image_scores(pred, truth, brain, tumour), **extra}
 
-            shown.update(add_module_rows(table, name, model, est, seconds, score))
-            if est.spread is not None:
-                shown[f"{name} uncertainty"] = est.spread[0, 0].cpu().numpy() / 2
+            shown.update(add_module_rows(table, name, model, est, seconds, score, target))
         if index == 0 and montage is not None:
             save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
                          labels=Volume(case.seg.numpy().astype(np.int16), AFFINE), overwrite=True,
@@ -186,32 +190,27 @@ def autoencoder_row(cases, backbone, task: str) -> dict:
     return table.rows()[0]
 
 
-def super_resolution_rows(cases, model, args, montage: Path | None, factor: int = 4, axis: int = 2) -> list[dict]:
+def super_resolution_rows(cases, model, args, montage: Path | None) -> list[dict]:
+    factor, axis = phantom_jobs.SR_FACTOR, phantom_jobs.SR_AXIS
     table = Table(f"{factor}x super-resolution (t2f)")
     for index, case in enumerate(cases):
-        volume = case.images[T2F][None, None]
-        observed = thick_slices(volume, factor, 2 + axis)
+        volume, observed = phantom_jobs.thick(case, "t2f")
         truth, brain = unit(volume[0, 0]), brain_of(case)
         cubic, seconds = timed(lambda: unit(cubic_upsample(observed[0, 0].numpy(), factor, axis)))
         table.add("cubic interpolation", **image_scores(cubic, truth, brain), seconds=seconds)
         shown = {"t2f (true)": truth, "thick slices": unit(observed.repeat_interleave(factor, 2 + axis)[0, 0]),
                  "cubic": cubic}
         if model is not None:
-            lowres = observed.repeat_interleave(factor, dim=2 + axis)
-            est, seconds = timed(lambda: generate(
-                model, (1, *volume.shape[2:]), contrast="t2f", conditions=lowres, steps=steps_for(model, args.steps),
-                samples=args.samples, seed=args.seed + index,
-                projection=thick_slice_projection(observed.to(DEVICE), factor, 2 + axis)))
+            (est, _, _), seconds = timed(lambda: phantom_jobs.super_resolution(
+                model, case, "t2f", steps=args.steps, samples=args.samples, seed=args.seed + index))
 
-            def score(pred, spread):
+            def score(pred, maps):
                 redone = thick_slices(torch.as_tensor(pred * 2 - 1, dtype=torch.float32)[None, None], factor, 2 + axis)
-                extra = spearman(spread, pred, truth, brain) if spread is not None else {}
+                extra = spearman(maps, pred, truth, brain) if maps is not None else {}
                 return {**image_scores(pred, truth, brain), "consistency": float((redone - observed).abs().max()),
                         **extra}
 
-            shown.update(add_module_rows(table, "VCM", model, est, seconds, score))
-            if est.spread is not None:
-                shown["VCM uncertainty"] = est.spread[0, 0].cpu().numpy() / 2
+            shown.update(add_module_rows(table, "VCM", model, est, seconds, score, "t2f"))
         if index == 0 and montage is not None:
             save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
                          overwrite=True, title=f"{case.name}: {factor}x through-plane SR of t2f ({_steps(args.steps)})")
@@ -223,13 +222,12 @@ def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[
     table = Table("pseudo-healthy inpainting (t2f)")
     for index, case in enumerate(cases):
         image, healthy = case.images[T2F][None, None], case.healthy[T2F][None, None]
-        mask = dilate((case.seg > 0).float()[None, None], 1)
+        mask = phantom_jobs.tumour_mask(case)
         inside = mask[0, 0].numpy() > 0
         truth = unit(healthy[0, 0])
         fill, seconds = timed(lambda: unit(harmonic_fill(image[0, 0].numpy(), inside)))
         table.add("harmonic fill", mask_psnr=psnr(fill, truth, inside, data_range=1.0), seconds=seconds)
         shown = {"t2f (with tumour)": unit(image[0, 0]), "healthy twin (true)": truth, "harmonic fill": fill}
-        projection = known_voxel_projection(image.to(DEVICE), mask.to(DEVICE))
         masked = image * (1 - mask) - mask
         if isinstance(getattr(model, "prior", None), TemplateFillPrior):     # the module's prior on its own
             with torch.no_grad():
@@ -238,21 +236,18 @@ def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[
             table.add("template-guided fill (the VCM's prior)", mask_psnr=psnr(guided, truth, inside, data_range=1.0),
                       seconds=seconds)
             shown["template-guided fill"] = guided
-        methods = {"backbone + replacement": (backbone, None),
-                   "VCM": (model, torch.cat([masked, mask, torch.zeros_like(mask)], dim=1))}
-        for name, (method, conditions) in methods.items():
+        for name, method in {"backbone + replacement": backbone, "VCM": model}.items():
             if method is None:
                 continue
-            est, seconds = timed(lambda: generate(method, (1, *image.shape[2:]), contrast="t2f",
-                                                  conditions=conditions, steps=steps_for(method, args.steps),
-                                                  samples=args.samples, projection=projection,
-                                                  seed=args.seed + index, mean_of=INPAINTING_MEAN_OF))
+            (est, _, _), seconds = timed(lambda: phantom_jobs.pseudo_healthy(
+                method, case, "t2f", steps=args.steps, samples=args.samples, seed=args.seed + index,
+                with_module=method is model))
 
-            def score(pred, spread):
-                extra = spearman(spread, pred, truth, inside) if spread is not None else {}
+            def score(pred, maps):
+                extra = spearman(maps, pred, truth, inside) if maps is not None else {}
                 return {"mask_psnr": psnr(pred, truth, inside, data_range=1.0), **extra}
 
-            shown.update(add_module_rows(table, name, method, est, seconds, score))
+            shown.update(add_module_rows(table, name, method, est, seconds, score, "t2f"))
         if index == 0 and montage is not None:
             save_montage({n: Volume(v.astype(np.float32), AFFINE) for n, v in shown.items()}, montage,
                          labels=Volume(inside.astype(np.int16), AFFINE), overwrite=True,
@@ -266,7 +261,7 @@ def lesion_rows(cases, model, args, montage: Path | None) -> list[dict]:
     table = Table("lesion inpainting (t2f)")
     for index, case in enumerate(cases):
         lesion, healthy = case.images[T2F][None, None], case.healthy[T2F][None, None]
-        mask = dilate((case.seg > 0).float()[None, None], 1)
+        mask = phantom_jobs.tumour_mask(case)
         inside = mask[0, 0].numpy() > 0
         real = unit(lesion[0, 0])[inside]
         table.add("healthy twin (before)", w1_to_real_tumour=wasserstein_distance(unit(healthy[0, 0])[inside], real),
@@ -288,12 +283,6 @@ def lesion_rows(cases, model, args, montage: Path | None) -> list[dict]:
                          labels=Volume(inside.astype(np.int16), AFFINE), overwrite=True,
                          title=f"{case.name}: a lesion grown in t2f ({_steps(args.steps)})")
     return table.rows()
-
-
-def steps_for(model, steps):
-    """The asked steps, else the jobs' default timesteps for this model on this device."""
-    backbone = model if isinstance(model, Backbone) else model.backbone
-    return steps or default_timesteps(backbone.denoiser.schedule, DEVICE, finished=False)
 
 
 def _steps(steps) -> str:
@@ -381,8 +370,8 @@ def merge_results(path: Path, rows: list[dict]) -> list[dict]:
     return merged
 
 
-KEYS = ["brain_psnr", "brain_ssim", "tumour_psnr", "mask_psnr", "w1_to_real_tumour", "spearman", "spearman_4mm",
-        "spearman_oracle", "consistency", "seconds"]
+KEYS = ["brain_psnr", "brain_ssim", "tumour_psnr", "mask_psnr", "w1_to_real_tumour", "spearman", "spearman_spread",
+        "spearman_4mm", "spearman_oracle", "consistency", "seconds"]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -431,10 +420,17 @@ def print_targets(rows: list[dict]) -> None:
     if latent and wavelet:
         gap = wavelet["brain_psnr"] - latent["brain_psnr"]
         print(f"latent VCM: {gap:.2f} dB below the wavelet VCM (target <= 1: {verdict(gap <= 1)})")
-    spearmans = [r["spearman"] for r in rows if "spearman" in r]
+    shipped = [r for r in rows if "spearman" in r and r["method"].startswith("VCM")]     # the jobs' own maps
+    spearmans = [r["spearman"] for r in shipped]
     if spearmans:
-        print(f"uncertainty: Spearman(uncertainty, |error|) from {min(spearmans):.2f} to {max(spearmans):.2f} "
-              f"(target >= 0.4 everywhere: {verdict(min(spearmans) >= 0.4)})")
+        print(f"uncertainty: Spearman(the VCMs' uncertainty maps, |error|) from {min(spearmans):.2f} to "
+              f"{max(spearmans):.2f} (target >= 0.4 everywhere: {verdict(min(spearmans) >= 0.4)})")
+        for r in shipped:
+            print(f"  {r['task']}: {r['spearman']:.3f}" + (f" (the spread alone {r['spearman_spread']:.3f})"
+                                                         if "spearman_spread" in r else ""))
+        spreads = [r["spearman_spread"] for r in shipped if "spearman_spread" in r]
+        if spreads:
+            print(f"  the spread over the samples alone from {min(spreads):.2f} to {max(spreads):.2f}")
         oracles = [r["spearman_oracle"] for r in rows if "spearman_oracle" in r]
         if oracles:
             print(f"  the oracle (local RMS of the true error, the voxel left out) from {min(oracles):.2f} to "

@@ -11,7 +11,9 @@ Sampling settings (all optional): model (name or folder), backbone ("wavelet" | 
 the CPU, 10 on a GPU), samples (K drawn as one batch: 2 on the CPU, 8 on a GPU), estimate ("mean": the posterior
 mean, or "sample": one draw), sampler (ddim | ddpm | dpm++ | euler), guidance (1.0), seed (0), device, progress.
 `run_synthesis`, `run_super_resolution` and `run_inpainting` return the whole JobResult, whose `uncertainty` holds
-the per-voxel spread over the samples; with `out=` it is written beside each output as `<name>-uncertainty.nii.gz`.
+the per-voxel uncertainty map: for a posterior mean from a shipped module, the expected absolute error (the spread
+over the samples calibrated, volgen/error_model.py), else the spread itself; with `out=` it is written beside each
+output as `<name>-uncertainty.nii.gz`.
 """
 from __future__ import annotations
 

@@ -122,8 +122,10 @@ def _add_sampling_args(p) -> None:
                    help="sampling steps (default: 10 on a GPU; on the CPU the 5-step sampler's first two timesteps, "
                         "800 and 400, for a posterior mean: the same mean as 5 steps)")
     g.add_argument("--samples", type=_positive_int, metavar="K",
-                   help="samples drawn as one batch; their spread is written as the uncertainty map beside each "
-                        "output (default 2 on the CPU, 8 on a GPU; 1 writes no uncertainty)")
+                   help="samples drawn as one batch; the uncertainty map beside each output is made from their "
+                        "spread: the expected absolute error where the model has an error model (the shipped "
+                        "modules), else the spread itself (default 2 on the CPU, 8 on a GPU; 1 writes no "
+                        "uncertainty)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="network arithmetic: auto is bf16 on a CPU with native bf16 (1.5x faster, the mean within "
                         "0.01 dB), fp32 elsewhere")

@@ -61,7 +61,7 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         output[inside] = restored[inside]
     name = f"{source.name}-{'healthy' if mode == 'healthy' else 'lesion'}"
     info = {"job": "inpainting", "input": volume_path(source), "mask": volume_path(mask_volume), "mode": mode,
-            "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model, MEAN_OF),
+            "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model, MEAN_OF, [contrast]),
             "model_grid": list(pre.grid.model_shape), "seconds": timer.seconds}
     uncertainty = {}
     if spread is not None:            # outside the mask nothing was synthesised: no uncertainty there

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from volgen.error_model import CALIBRATED, calibration_for, describe_uncertainty, error_model_of
 from volgen.io.nifti import read_volume
 from volgen.io.volume import Volume
 from volgen.memory import available_memory, gigabytes, sampling_bytes
@@ -19,8 +20,9 @@ from volgen.errors import InputError
 
 @dataclass
 class JobResult:
-    """A job's outputs on the source grid (name -> Volume), their per-voxel uncertainty (the spread over the
-    samples, same keys and grid; empty for one sample), the inputs worth showing beside them, and the facts a
+    """A job's outputs on the source grid (name -> Volume), their per-voxel uncertainty (same keys and grid; the
+    expected absolute error where the model has an error model, else the spread over the samples; empty for one
+    sample), the inputs worth showing beside them, and the facts a
     sidecar records (model and sha256, sampler, steps, samples, estimate, seed, timings)."""
 
     outputs: dict[str, Volume]
@@ -118,20 +120,31 @@ class Sampling:
                         precision=self.precision, progress=self.progress, **kwargs)
 
     def run(self, model, image_shape, **kwargs) -> tuple[np.ndarray, np.ndarray | None]:
-        """One volume on the model grid, (D, H, W) as numpy in the model's range [-1, 1], and its spread over the
-        samples (None for one sample)."""
+        """One volume on the model grid, (D, H, W) as numpy in the model's range [-1, 1], and its uncertainty map
+        in the same units: for a posterior mean, the expected absolute error where the model has an error model for
+        the contrast (volgen/error_model.py), else the spread over the samples; None for one sample."""
         out = self.estimate_of(model, image_shape, **kwargs)
-        spread = out.spread[0, 0].float().cpu().numpy() if out.spread is not None else None
-        return out.image[0, 0].float().cpu().numpy(), spread
+        image = out.image[0, 0].float().cpu().numpy()
+        if out.spread is None:
+            return image, None
+        spread = out.spread[0, 0].float().cpu().numpy()
+        fit = calibration_for(model, kwargs.get("contrast")) if self.estimate == "mean" else None
+        return image, (fit.expected_error(image, spread) if fit else spread)
 
-    def describe(self, model, mean_of: str = "first") -> dict:
+    def describe(self, model, mean_of: str = "first", contrasts=()) -> dict:
+        """The sidecar's sampling facts; `contrasts` are the job's targets (what its uncertainty maps are depends
+        on their calibrations)."""
         device, _ = self.device_and_steps(model)
         timesteps = [round(float(t), 3) for t in self.timesteps(model, mean_of)]
+        uncertainty = describe_uncertainty(model, contrasts if self.estimate == "mean" else (None,),
+                                           self.sample_count(model))
+        # the settings the calibration was fitted at: other samples or timesteps change the spread's scale
+        calibration = {"uncertainty_calibration": error_model_of(model).fitted_on} if uncertainty == CALIBRATED else {}
         return {**describe(model), "sampler": self.sampler or default_sampler(backbone_of(model)),
                 "steps": len(timesteps), "timesteps": timesteps, "samples": self.sample_count(model),
                 "estimate": self.estimate, **({"mean_of": mean_of} if self.estimate == "mean" else {}),
-                "uncertainty": "per-voxel standard deviation over the samples" if self.sample_count(model) > 1
-                else "none (one sample)", "precision": resolve_precision(self.precision, device), "seed": self.seed,
+                "uncertainty": uncertainty, **calibration,
+                "precision": resolve_precision(self.precision, device), "seed": self.seed,
                 "guidance": self.guidance, "device": str(device)}
 
 

@@ -107,8 +107,9 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
     result = Volume(output, affine, source.header, name, {})
     info = {"job": "super_resolution", "input": volume_path(source), "factor": factor, "axis": axis,
             "contrast": contrast, "input_spacing": [round(float(s), 4) for s in source.spacing],
-            "output_spacing": [round(float(s), 4) for s in result.spacing], **sampling.describe(model),
-            "model_grid": list(pre.grid.model_shape), "consistency_error": error,
+            "output_spacing": [round(float(s), 4) for s in result.spacing],
+            **sampling.describe(model, contrasts=[contrast]), "model_grid": list(pre.grid.model_shape),
+            "consistency_error": error,
             "seconds": timer.seconds}
     uncertainty = {}
     if spread is not None:            # where the input is pure background the output is exact

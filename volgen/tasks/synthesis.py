@@ -109,6 +109,6 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
                 uncertainty[contrast] = restored.with_array(np.where(head, spread, 0.0).astype(np.float32),
                                                             name=f"{name}-{contrast}-uncertainty", meta={})
     info = {"job": "synthesis", "case": name, "conditions": list(volumes), "targets": targets,
-            **sampling.describe(model), "model_grid": list(first.grid.model_shape),
+            **sampling.describe(model, contrasts=targets), "model_grid": list(first.grid.model_shape),
             "intensity": "float32 in [0, 1], 0 outside the head", "seconds": timer.seconds}
     return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=volumes, info=info)

@@ -1,0 +1,120 @@
+"""The uncertainty map as the expected absolute error: the spread over the samples, calibrated.
+
+The spread of K samples ranks a posterior mean's error poorly on its own (issue 10: Spearman 0.05-0.24 inside the
+brain or mask). Where a mean goes wrong also shows in its own local structure: a fill or a through-plane
+interpolation misplaces edges (the mean's gradient), and some tissues are harder than others (its intensity: the
+dark sulci of a FLAIR fill). An `ErrorModel` maps three per-voxel features of the mean and its spread to the expected
+absolute error,
+
+    E|mean - truth| = scale * exp(w . [log spread, log |grad mean|, mean, 1]),
+
+with one (w, scale) per target contrast, fitted by least squares of log(|error| + EPS) on calibration cases the model
+never trained on (scripts/calibrate_uncertainty.py), then scaled so that its average over the cases is their mean
+absolute error. It is stored in the model's config.json metadata ("error_model"), beside the weights, not in them.
+The spread is pooled over a Gaussian (sigma 1 voxel) first: the variance of 2 samples is a very noisy estimate.
+
+Everything here is in the model's range ([-1, 1]): the jobs swap the spread for `expected_error(...)` and restore
+it to the source grid the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+FEATURES = ("log_spread", "log_gradient", "intensity")
+EPS = 1e-3                 # [0, 1] units: an error floor, well below the phantoms' noise
+POOL_SIGMA = 1.0           # voxels: the spread's variance and the mean are smoothed this much
+TINY = 1e-4                # keeps the logarithms finite in the background, where spread and gradient are 0
+
+
+def error_features(mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """(len(FEATURES) + 1, *shape) float64: the features of each voxel and a constant, from the posterior mean and
+    the per-voxel spread (both in the model's range, (D, H, W))."""
+    unit = (np.asarray(mean, dtype=np.float64) + 1) / 2
+    sd = np.asarray(spread, dtype=np.float64) / 2
+    pooled = np.sqrt(ndimage.gaussian_filter(sd ** 2, POOL_SIGMA))
+    smooth = ndimage.gaussian_filter(unit, POOL_SIGMA)
+    gradient = np.sqrt(sum(g ** 2 for g in np.gradient(smooth)))
+    return np.stack([np.log(pooled + TINY), np.log(gradient + TINY), unit, np.ones_like(unit)])
+
+
+@dataclass
+class ErrorFit:
+    """One contrast's calibration: the feature weights (the constant last) and the scale."""
+
+    weights: list[float]
+    scale: float
+
+    def expected_error(self, mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+        """E|mean - truth| per voxel, in the model's range (twice the [0, 1] error), float32."""
+        features = error_features(mean, spread)
+        log_error = np.tensordot(np.asarray(self.weights), features, axes=1)
+        return (2 * self.scale * np.exp(log_error)).astype(np.float32)
+
+
+def fit_error(examples) -> ErrorFit:
+    """The least-squares fit over `examples`, an iterable of (mean, spread, truth, region): arrays in the model's
+    range and a boolean region (the brain, or the inpainted mask) where the error is scored."""
+    rows, targets, errors = [], [], []
+    for mean, spread, truth, region in examples:
+        region = np.asarray(region, dtype=bool)
+        error = np.abs(np.asarray(mean, dtype=np.float64) - np.asarray(truth, dtype=np.float64))[region] / 2
+        rows.append(error_features(mean, spread)[:, region].T)
+        targets.append(np.log(error + EPS))
+        errors.append(error)
+    if not rows or sum(len(r) for r in rows) <= len(FEATURES) + 1:
+        raise ValueError("fitting an error model needs examples with voxels in their regions")
+    x, y = np.concatenate(rows), np.concatenate(targets)
+    weights = np.linalg.lstsq(x, y, rcond=None)[0]
+    # exp of a mean log underestimates the mean: one scale makes the map's average the cases' mean |error|
+    scale = float(np.concatenate(errors).mean() / np.exp(x @ weights).mean())
+    return ErrorFit([float(w) for w in weights], scale)
+
+
+@dataclass
+class ErrorModel:
+    """A model's calibrations by target contrast, and how they were made (cases, samples, timesteps)."""
+
+    fits: dict[str, ErrorFit]
+    fitted_on: dict
+
+    def to_dict(self) -> dict:
+        return {"features": [*FEATURES, "constant"], "fitted_on": self.fitted_on,
+                "contrasts": {c: {"weights": f.weights, "scale": f.scale} for c, f in self.fits.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ErrorModel":
+        if list(data.get("features", [])) != [*FEATURES, "constant"]:
+            raise ValueError(f"error model features {data.get('features')} are not this volgen's "
+                             f"{[*FEATURES, 'constant']}")
+        fits = {c: ErrorFit([float(w) for w in f["weights"]], float(f["scale"]))
+                for c, f in data["contrasts"].items()}
+        return cls(fits, dict(data.get("fitted_on", {})))
+
+
+METADATA_KEY = "error_model"
+SPREAD = "per-voxel standard deviation over the samples"
+CALIBRATED = ("expected absolute error per voxel: the spread over the samples calibrated with the mean's gradient "
+              "and intensity (volgen/error_model.py; the model's config.json metadata 'error_model')")
+
+
+def error_model_of(model) -> ErrorModel | None:
+    """The calibration stored with a loaded model (hub metadata), or None."""
+    data = (getattr(model, "hub_metadata", None) or {}).get(METADATA_KEY)
+    return ErrorModel.from_dict(data) if data else None
+
+
+def calibration_for(model, contrast: str | None) -> ErrorFit | None:
+    """`model`'s calibration for a target contrast, or None: the job then writes the plain spread."""
+    error_model = error_model_of(model)
+    return error_model.fits.get(contrast) if error_model is not None else None
+
+
+def describe_uncertainty(model, contrasts, samples: int) -> str:
+    """What a job's uncertainty maps are, for its sidecar."""
+    if samples < 2:
+        return "none (one sample)"
+    contrasts = list(contrasts)
+    return CALIBRATED if contrasts and all(calibration_for(model, c) for c in contrasts) else SPREAD
