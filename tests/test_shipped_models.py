@@ -55,3 +55,21 @@ def test_every_shipped_model_has_its_card_beside_it(name):
     assert "Reproduce: `volgen train " in text, f"{name}: the card does not say how to reproduce it"
     for picture in re.findall(r"[\w.-]+\.png", text):
         assert (hub.PRETRAINED_DIR / name / picture).is_file(), f"{name}: the card names a missing {picture}"
+
+
+# the MRI modules whose jobs write the expected absolute error (volgen/error_model.py; `make calibrate`)
+CALIBRATED_MODULES = ["volgen-vcm-synthesis-2mm", "volgen-vcm-synthesis-latent-2mm", "volgen-vcm-super-resolution-2mm",
+                      "volgen-vcm-inpainting-2mm"]
+
+
+@pytest.mark.parametrize("name", CALIBRATED_MODULES)
+def test_every_shipped_mri_module_carries_an_error_model_for_each_contrast(name):
+    from volgen.error_model import error_model_of
+
+    model = hub.from_pretrained(name)
+    error_model = error_model_of(model)
+    assert error_model is not None, f"{name}: no error model (scripts/calibrate_uncertainty.py)"
+    assert sorted(error_model.fits) == sorted(["t1n", "t1c", "t2w", "t2f"])
+    for fit in error_model.fits.values():
+        assert all(abs(w) < 20 for w in fit.weights) and 0.5 < fit.scale < 3
+    assert error_model.fitted_on["cases"].startswith("phantoms/calib")     # never the training or held-out cases
