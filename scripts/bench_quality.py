@@ -39,7 +39,7 @@ from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
 from volgen.metrics import local_rms_without_centre, psnr, ssim
 from volgen.modules.template_prior import TemplateFillPrior
-from volgen.error_model import calibration_for
+from volgen.error_model import uncertainty_map
 from volgen.sampling.consistency import known_voxel_projection, thick_slices
 from volgen.tasks import generate
 from volgen.tasks.models import default_samples
@@ -114,8 +114,7 @@ def uncertainty_maps(model, estimate, contrast: str):
     if estimate.spread is None:
         return None
     spread = estimate.spread[0, 0].cpu().numpy()
-    fit = calibration_for(model, contrast)
-    return (fit.expected_error(estimate.image[0, 0].cpu().numpy(), spread) if fit else spread), spread
+    return uncertainty_map(model, contrast, estimate.image[0, 0].cpu().numpy(), spread), spread
 
 
 def add_module_rows(table: Table, name: str, model, estimate, seconds: float, score, contrast: str) -> dict:

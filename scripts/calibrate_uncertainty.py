@@ -67,9 +67,9 @@ def main() -> None:
               f"{spearman_of([s for _, s, _, _ in examples], examples):.3f}, calibrated "
               f"{spearman_of(calibrated, examples):.3f}; weights {np.round(fit.weights, 3).tolist()}, scale "
               f"{fit.scale:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    schedule = phantom_jobs.steps_for(model, None)
+    timesteps = phantom_jobs.steps_for(model, None)
     error_model = ErrorModel(fits, {"cases": f"{args.cases_root} ({len(cases)} phantoms)", "job": args.job,
-                                    "samples": samples, "timesteps": [float(t) for t in schedule],
+                                    "samples": samples, "timesteps": [float(t) for t in timesteps],
                                     "device": phantom_jobs.DEVICE.type})
     if args.write:
         path = folder / hub.CONFIG_FILE

@@ -145,7 +145,8 @@ def measured(task: str, results_path: str, rows_tasks: list[str] | None) -> list
             continue
         keys = [k for k in ("brain_psnr", "brain_ssim", "tumour_psnr", "mask_psnr", "w1_to_real_tumour",
                             "spearman", "spearman_spread", "spearman_4mm", "consistency", "brain_psnr_t1n",
-                            "brain_psnr_t1c", "brain_psnr_t2w", "brain_psnr_t2f", "seconds") if any(k in r for r in rows)]
+                            "brain_psnr_t1c", "brain_psnr_t2w", "brain_psnr_t2f", "seconds")
+                if any(k in r for r in rows)]
         lines += [f"`scripts/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, "
                   f"{_steps(rows[0].get('steps', '?'))}, {rows[0].get('samples', 1)} samples per estimate "
                   f"({rows_task}; PSNR in dB on [0, 1], seconds per case):", "",

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 FEATURES = ("log_spread", "log_gradient", "intensity")
+COLUMNS = [*FEATURES, "constant"]          # what the weights multiply, as stored
 EPS = 1e-3                 # [0, 1] units: an error floor, well below the phantoms' noise
 POOL_SIGMA = 1.0           # voxels: the spread's variance and the mean are smoothed this much
 TINY = 1e-4                # keeps the logarithms finite in the background, where spread and gradient are 0
@@ -81,14 +82,13 @@ class ErrorModel:
     fitted_on: dict
 
     def to_dict(self) -> dict:
-        return {"features": [*FEATURES, "constant"], "fitted_on": self.fitted_on,
+        return {"features": COLUMNS, "fitted_on": self.fitted_on,
                 "contrasts": {c: {"weights": f.weights, "scale": f.scale} for c, f in self.fits.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "ErrorModel":
-        if list(data.get("features", [])) != [*FEATURES, "constant"]:
-            raise ValueError(f"error model features {data.get('features')} are not this volgen's "
-                             f"{[*FEATURES, 'constant']}")
+        if list(data.get("features", [])) != COLUMNS:
+            raise ValueError(f"error model features {data.get('features')} are not this volgen's {COLUMNS}")
         fits = {c: ErrorFit([float(w) for w in f["weights"]], float(f["scale"]))
                 for c, f in data["contrasts"].items()}
         return cls(fits, dict(data.get("fitted_on", {})))
@@ -110,6 +110,13 @@ def calibration_for(model, contrast: str | None) -> ErrorFit | None:
     """`model`'s calibration for a target contrast, or None: the job then writes the plain spread."""
     error_model = error_model_of(model)
     return error_model.fits.get(contrast) if error_model is not None else None
+
+
+def uncertainty_map(model, contrast: str | None, mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """The map a job writes for a posterior mean: the expected absolute error where `model` has a calibration for
+    `contrast`, else the spread itself (both in the model's range)."""
+    fit = calibration_for(model, contrast)
+    return fit.expected_error(mean, spread) if fit else spread
 
 
 def describe_uncertainty(model, contrasts, samples: int) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volgen.error_model import CALIBRATED, calibration_for, describe_uncertainty, error_model_of
+from volgen.error_model import CALIBRATED, describe_uncertainty, error_model_of, uncertainty_map
 from volgen.io.nifti import read_volume
 from volgen.io.volume import Volume
 from volgen.memory import available_memory, gigabytes, sampling_bytes
@@ -128,8 +128,9 @@ class Sampling:
         if out.spread is None:
             return image, None
         spread = out.spread[0, 0].float().cpu().numpy()
-        fit = calibration_for(model, kwargs.get("contrast")) if self.estimate == "mean" else None
-        return image, (fit.expected_error(image, spread) if fit else spread)
+        if self.estimate != "mean":            # a calibration is fitted to a mean's error, not a sample's
+            return image, spread
+        return image, uncertainty_map(model, kwargs.get("contrast"), image, spread)
 
     def describe(self, model, mean_of: str = "first", contrasts=()) -> dict:
         """The sidecar's sampling facts; `contrasts` are the job's targets (what its uncertainty maps are depends
