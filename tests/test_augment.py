@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tests.conftest import write_brats_case
-from volgen.augment import (InsertLesion, PseudoHealthy, RandomContrastDropout, RandomSuperResolution,
-                            SynthesizeMissing)
+from volgen.augment import (ContrastDropout, InsertLesion, PseudoHealthy, RandomContrastDropout,
+                            RandomSuperResolution, SynthesizeMissing)
 
 KEYS = ("t1n", "t1c", "t2w", "t2f")
 
@@ -20,19 +20,74 @@ def _records(case):
     return {**{k: str(case / f"{case.name}-{k}.nii.gz") for k in KEYS}, "seg": str(case / f"{case.name}-seg.nii.gz")}
 
 
-def _monai_batches(cases, transforms, num_workers):
+def _monai_loader(cases, transforms, num_workers):
     from monai.data import DataLoader, Dataset
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
     pipeline = Compose([LoadImaged(keys=[*KEYS, "seg"]), EnsureChannelFirstd(keys=[*KEYS, "seg"]), *transforms])
-    loader = DataLoader(Dataset([_records(c) for c in cases], transform=pipeline), batch_size=2,
-                        num_workers=num_workers)
-    return list(loader)
+    return DataLoader(Dataset([_records(c) for c in cases], transform=pipeline), batch_size=2,
+                      num_workers=num_workers)
 
 
-def test_dropout_then_synthesis_in_a_monai_loader_is_deterministic(cases, tiny_models):
-    transforms = [RandomContrastDropout(KEYS, prob=0.5, seed=3),
-                  SynthesizeMissing(KEYS, model=str(tiny_models["synthesis"]), steps=2, seed=3)]
+def _monai_batches(cases, transforms, num_workers):
+    return list(_monai_loader(cases, transforms, num_workers))
+
+
+def _readme_epochs(cases, model, seed, epochs=2):
+    """The README's MONAI loop (dropout, then synthesis; two workers) for `epochs` epochs after set_determinism."""
+    from monai.utils import set_determinism
+
+    set_determinism(seed)
+    try:
+        loader = _monai_loader(cases, [RandomContrastDropout(KEYS, prob=0.5),
+                                       SynthesizeMissing(KEYS, model=model, steps=2)], num_workers=2)
+        return [list(loader) for _ in range(epochs)]
+    finally:
+        set_determinism(None)
+
+
+def _stacked(epoch, key):
+    return torch.cat([b[key].as_tensor() if hasattr(b[key], "as_tensor") else b[key] for b in epoch])
+
+
+def test_augmentation_is_fresh_every_epoch_and_reproducible_under_set_determinism(cases, tiny_models):
+    model = str(tiny_models["synthesis"])
+    first, second = _readme_epochs(cases, model, seed=5)
+    again = _readme_epochs(cases, model, seed=5)
+    dropped = [_stacked(e, "dropped") for e in (first, second)]
+    assert not torch.equal(*dropped)                                      # other contrasts hidden in epoch 2
+    # a contrast synthesised in both epochs is another draw, not the same bytes
+    both = (dropped[0] > 0) & (dropped[1] > 0)
+    assert both.any()
+    case, j = map(int, both.nonzero()[0])
+    images = [_stacked(e, KEYS[j])[case] for e in (first, second)]
+    assert not torch.equal(*images)
+    for epoch, rerun in zip((first, second), again):                      # the same seeds give the same run
+        for key in (*KEYS, "dropped", "synthesized"):
+            assert torch.equal(_stacked(epoch, key), _stacked(rerun, key))
+
+
+def test_fresh_epochs_in_a_plain_torch_loader_with_torchio(cases, tiny_models):
+    tio = pytest.importorskip("torchio")
+    subjects = [tio.Subject(**{k: tio.ScalarImage(p) for k, p in _records(c).items() if k != "seg"})
+                for c in cases]
+
+    def epochs(seed):
+        torch.manual_seed(seed)
+        pipeline = tio.Compose([RandomContrastDropout(KEYS, prob=0.5, mode="zero")])
+        loader = torch.utils.data.DataLoader(tio.SubjectsDataset(subjects, transform=pipeline), batch_size=4,
+                                             num_workers=2)
+        return [next(iter(loader))["dropped"] for _ in range(3)]
+
+    runs = epochs(1)
+    assert not (torch.equal(runs[0], runs[1]) and torch.equal(runs[1], runs[2]))
+    assert all(torch.equal(a, b) for a, b in zip(runs, epochs(1)))
+
+
+def test_same_each_epoch_is_the_deterministic_form_whatever_the_workers(cases, tiny_models):
+    transforms = [RandomContrastDropout(KEYS, prob=0.5, seed=3, same_each_epoch=True),
+                  SynthesizeMissing(KEYS, model=str(tiny_models["synthesis"]), steps=2, seed=3,
+                                    same_each_epoch=True)]
     two = _monai_batches(cases, transforms, num_workers=2)
     zero = _monai_batches(cases, transforms, num_workers=0)
     flags = torch.cat([b["synthesized"] for b in two])
@@ -87,11 +142,16 @@ def test_synthesis_in_a_torchio_pipeline(cases, tiny_models):
 def test_plain_callables_on_arrays():
     rng = np.random.default_rng(0)
     sample = {k: rng.random((1, 16, 16, 16)).astype(np.float32) for k in KEYS}
-    out = RandomContrastDropout(KEYS, prob=1.0, min_keep=2, mode="zero", seed=1)(dict(sample))
+    dropout = RandomContrastDropout(KEYS, prob=1.0, min_keep=2, mode="zero", seed=1)
+    out = dropout(dict(sample))
     assert out["dropped"].sum() == 2
     for j, key in enumerate(KEYS):
         assert isinstance(out[key], np.ndarray) and out[key].shape == (1, 16, 16, 16)
         assert (out[key].max() == 0) == bool(out["dropped"][j])
+    calls = {tuple(dropout(dict(sample))["dropped"].tolist()) for _ in range(12)}
+    assert len(calls) > 1                                                 # each call draws afresh
+    fixed = ContrastDropout(KEYS, drop=("t1c", "t2f"))(dict(sample))
+    assert fixed["dropped"].tolist() == [0.0, 1.0, 0.0, 1.0] and "t1c" not in fixed and "t1n" in fixed
 
 
 def test_transforms_draw_one_sample_and_can_return_the_uncertainty(cases, tiny_models):
@@ -99,7 +159,7 @@ def test_transforms_draw_one_sample_and_can_return_the_uncertainty(cases, tiny_m
 
     records = _records(cases[0])
     loaded = EnsureChannelFirstd(keys=list(records))(LoadImaged(keys=list(records))(records))
-    settings = dict(model=str(tiny_models["synthesis"]), steps=2, seed=3)
+    settings = dict(model=str(tiny_models["synthesis"]), steps=2, seed=3, same_each_epoch=True)
     one = SynthesizeMissing(KEYS, **settings)({k: v for k, v in loaded.items() if k != "t1c"})
     many = SynthesizeMissing(KEYS, samples=3, **settings)({k: v for k, v in loaded.items() if k != "t1c"})
     assert "t1c_uncertainty" not in one and many["t1c_uncertainty"].shape == many["t1c"].shape

@@ -236,3 +236,40 @@ def test_a_job_that_cannot_fit_in_memory_is_refused_with_the_figures(tmp_path, t
     assert rc == 1
     _one_error_line(capsys, "sampling needs about", "8 samples", "50 MB is free", "--samples", "--device")
     assert _files(out) == []
+
+
+def _write_named(folder, names, shape=(32, 36, 28)):
+    folder.mkdir(parents=True)
+    for i, name in enumerate(names):
+        save_nifti(folder / name, smooth_volume(shape, seed=i).astype(np.int16), np.diag([2.0, 2.0, 2.0, 1.0]))
+    return folder
+
+
+def test_brats_2021_and_plain_names_in_and_out(tmp_path, tiny_models):
+    model = ["--model", str(tiny_models["synthesis"]), *FAST]
+    old = _write_named(tmp_path / "in" / "BraTS2021_00000",
+                       ["BraTS2021_00000_t1.nii.gz", "BraTS2021_00000_t2.nii.gz", "BraTS2021_00000_flair.nii.gz"])
+    assert main(["synthesize", str(old), "-o", str(tmp_path / "a"), *model]) == 0
+    assert "BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz" in _files(tmp_path / "a")
+    plain = _write_named(tmp_path / "in" / "subject-07", ["T1.nii.gz", "T2.nii.gz", "FLAIR.nii.gz"])
+    for source in (plain, plain.parent):                     # the case or its parent: the same case found
+        out = tmp_path / f"b-{source.name}"
+        assert main(["synthesize", str(source), "-o", str(out), "--target", "t1c", *model]) == 0
+    assert "subject-07/T1CE.nii.gz" in _files(tmp_path / "b-subject-07")
+    assert {"subject-07/T1CE.nii.gz", "BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz"} <= set(_files(tmp_path / "b-in"))
+    assert main(["synthesize", "--t1", str(plain / "T1.nii.gz"), "--flair", str(plain / "FLAIR.nii.gz"),
+                 "--target", "t1c", "-o", str(tmp_path / "c"), *model]) == 0
+    assert "subject-07/T1CE.nii.gz" in _files(tmp_path / "c")
+
+
+def test_a_stray_folder_does_not_abort_a_batch(tmp_path, tiny_models, capsys):
+    root = tmp_path / "in"
+    for name in ("case-a", "case-b"):
+        write_brats_case(root, name, contrasts=("t1n", "t2w", "t2f"))
+    (root / "notes").mkdir()
+    (root / "notes" / "protocol.txt").write_text("3 T, 1 mm")
+    out = tmp_path / "out"
+    assert main(["synthesize", str(root), "-o", str(out), "--model", str(tiny_models["synthesis"]), *FAST]) == 0
+    assert {p.split("/")[0] for p in _files(out)} == {"case-a", "case-b"}
+    err = [line for line in capsys.readouterr().err.splitlines() if "notes" in line]
+    assert len(err) == 1 and err[0].startswith("volgen: note:")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from volgen.io.contrasts import MRI_CONTRASTS, Case, find_case, parse_contrasts
+from volgen.io.contrasts import MRI_CONTRASTS, Case, FileNaming, find_case, parse_contrasts
 from volgen.io.volume import Volume
 from volgen.tasks.inpainting import inpaint as inpaint_job
 from volgen.tasks.job import JobResult
@@ -35,25 +35,27 @@ def _contrast_list(value):
     return parse_contrasts(value)
 
 
-def synthesis_outputs(case_name: str, targets, out) -> tuple[dict, Path, Path]:
-    """out/<case>/<case>-<target>.nii.gz for each target, plus the case's montage and sidecar."""
+def synthesis_outputs(case_name: str, targets, out, naming: FileNaming = FileNaming()) -> tuple[dict, Path, Path]:
+    """out/<case>/<case>-<target>.nii.gz for each target (in the input files' naming convention: BraTS 2021's
+    <case>_t1ce.nii.gz for 2021 inputs), plus the case's montage and sidecar."""
     folder = Path(out) / case_name
-    images = {t: folder / f"{case_name}-{t}.nii.gz" for t in targets}
+    images = {t: folder / naming.file_name(case_name, t) for t in targets}
     return (images, *companion_paths(folder / f"{case_name}-synthesis.nii.gz"))
 
 
 def run_synthesis(case, *, cond=None, target=None, out=None, overwrite=False, **settings) -> JobResult:
     cond = _contrast_list(cond)
     found = find_case(case) if isinstance(case, (str, Path)) else case if isinstance(case, Case) else None
+    naming = found.naming if found is not None else FileNaming()
     if out is not None and found is not None:                  # refuse existing outputs before any work
         have = cond or [c for c in MRI_CONTRASTS if c in found.paths]
-        images, montage, sidecar = synthesis_outputs(found.name, pick_targets(have, target), out)
+        images, montage, sidecar = synthesis_outputs(found.name, pick_targets(have, target), out, naming)
         images = output_paths(images, _with_uncertainty(settings))
         check_outputs([*images.values(), montage, sidecar], overwrite=overwrite)
     result = synthesize_job(case, cond=cond, target=target, **settings)
     if out is not None:
         name = result.info["case"]
-        images, montage, sidecar = synthesis_outputs(name, result.outputs, out)
+        images, montage, sidecar = synthesis_outputs(name, result.outputs, out, naming)
         title = f"{name}: {', '.join(result.outputs)} from {', '.join(result.inputs)} ({result.info['steps']} steps)"
         result.info = write_result(result, images, montage, sidecar, overwrite=overwrite, title=title)
     return result

@@ -5,22 +5,32 @@ They work as plain callables on dicts, inside MONAI `Compose` (values: arrays, t
 its container type, channel layout and affine. Plain arrays without an affine are taken as `spacing`-mm voxels.
 
 - `RandomContrastDropout`: drops contrasts at random (at least `min_keep` stay); records them in sample["dropped"].
+  `ContrastDropout` drops the ones it is told to.
 - `SynthesizeMissing`: fills absent or dropped contrasts with synthesised ones; sample["synthesized"] is a float
   tensor of flags in `keys` order, so training code can tell real from synthetic (non-leaky training).
 - `PseudoHealthy` / `InsertLesion`: inpaint the region of a mask key with healthy tissue / a lesion.
 - `RandomSuperResolution`: thick slices simulated along an axis and restored by super-resolution.
 
 Models load once per process (each data-loader worker loads its own on first use) and run on `device` with a
-`steps` budget. Randomness comes from `seed` and the sample's own voxels, so a sample gets the same augmentation
-whatever the worker, the order or the number of workers. Synthesised and inpainted contrasts come back in [0, 1]
-(synthesis) or in the input's units (inpainting, super-resolution): normalise intensities after these transforms.
+`steps` budget. Synthesised and inpainted contrasts come back in [0, 1] (synthesis) or in the input's units
+(inpainting, super-resolution): normalise intensities after these transforms.
+
+Randomness, as in MONAI's `Randomizable` and TorchIO's random transforms: every call draws fresh (other dropped
+contrasts, another diffusion sample), so an epoch never repeats the last one. The draws come from the pipeline's
+seeds: MONAI's `Compose.set_random_state` and its DataLoader's worker seeding, or, in a plain torch DataLoader
+(TorchIO), the worker's torch seed, which torch draws anew for every epoch from its default generator. So
+`set_determinism(seed)` / `torch.manual_seed(seed)` make a whole run reproducible. The deterministic forms, for those
+who want each case augmented the same way every epoch: `ContrastDropout(drop=...)`, and `same_each_epoch=True` on the
+others (the draw then depends only on `seed` and the sample's voxels, whatever the worker or the order).
 """
 from __future__ import annotations
 
+import os
 import zlib
 
 import numpy as np
 import torch
+from monai.transforms import Randomizable
 
 from volgen.io.contrasts import MRI_CONTRASTS, canonical_contrast
 from volgen.io.volume import Volume
@@ -78,19 +88,64 @@ def sample_seed(seed: int, sample: dict, keys) -> int:
     return int(crc)
 
 
-class _VolgenTransform:
+MAX_SEED = 2 ** 32
+
+
+def _worker_key():
+    """Which data-loader worker (process and torch's seed for it) is running; None outside a worker."""
+    info = torch.utils.data.get_worker_info()
+    return None if info is None else (os.getpid(), info.seed)
+
+
+class _Random(Randomizable):
+    """Draws from `self.R`, a numpy RandomState, like MONAI's random transforms. `seed=None` seeds it from torch's
+    default generator (so `torch.manual_seed` / `set_determinism` decide it). A pipeline may re-seed it
+    (`set_random_state`); in a data-loader worker that nobody re-seeded (a plain torch DataLoader) it is re-seeded
+    from `seed` and the worker's torch seed, which differs between workers and between epochs."""
+
+    def __init__(self, seed: int | None = None, same_each_epoch: bool = False):
+        self.seed, self.same_each_epoch = seed, same_each_epoch
+        base = seed if seed is not None else int(torch.randint(0, 2 ** 31 - 1, (1,)))
+        self._base = base % MAX_SEED
+        self.R = np.random.RandomState(self._base)
+        self._seeded_for = _worker_key()
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed=seed, state=state)
+        self._seeded_for = _worker_key()
+        return self
+
+    def randomize(self, data=None) -> None:
+        """Re-seed in a worker that was started without the pipeline seeding this transform."""
+        key = _worker_key()
+        if key is not None and key != self._seeded_for:
+            self.R = np.random.RandomState(zlib.crc32(np.array([self._base, key[1] % MAX_SEED], np.uint64).tobytes()))
+            self._seeded_for = key
+
+    def generator(self, sample: dict, keys) -> np.random.Generator:
+        """The random numbers for one call: fresh each call, or, with `same_each_epoch`, from `seed` and the
+        sample's voxels only."""
+        if self.same_each_epoch:
+            return np.random.default_rng(sample_seed(self.seed or 0, sample, keys))
+        self.randomize()
+        return np.random.default_rng(self.R.randint(MAX_SEED, dtype=np.uint64))
+
+
+class _VolgenTransform(_Random):
     """Shared settings: model, steps, device, seed, voxel size for arrays without an affine. A transform writes one
     sample (what augmentation needs, not the posterior mean); with `samples=K` > 1 it draws K as one batch, still
     writes the first, and also writes their per-voxel spread under "<key>_uncertainty"."""
 
     job = ""
 
-    def __init__(self, model=None, steps: int | None = 10, device="cpu", seed: int = 0, spacing: float = 2.0,
-                 guidance: float = 1.0, samples: int = 1):
-        self.model, self.steps, self.device, self.seed = model, steps, device, seed
+    def __init__(self, model=None, steps: int | None = 10, device="cpu", seed: int | None = None,
+                 spacing: float = 2.0, guidance: float = 1.0, samples: int = 1, same_each_epoch: bool = False):
+        super().__init__(seed, same_each_epoch)
+        self.model, self.steps, self.device = model, steps, device
         self.spacing, self.guidance, self.samples = spacing, guidance, samples
 
-    def sampling(self, seed: int) -> Sampling:
+    def sampling(self, rng: np.random.Generator) -> Sampling:
+        seed = int(rng.integers(2 ** 31 - 1))
         return Sampling(model=self.model, steps=self.steps, device=self.device, seed=seed, guidance=self.guidance,
                         samples=self.samples, estimate="sample")
 
@@ -106,29 +161,53 @@ class _VolgenTransform:
         return Volume(np.asarray(array, dtype=np.float32), affine, name=str(key))
 
 
-class RandomContrastDropout:
-    """Drop each of `keys` with probability `prob` (at least `min_keep` stay). `mode="remove"` deletes the key,
-    `"zero"` zeroes it; sample["dropped"] holds float flags in `keys` order."""
+def _drop(sample, keys, drop, mode: str):
+    """Remove (or zero) the `drop` keys; sample["dropped"] = float flags in `keys` order."""
+    for key in drop:
+        if mode == "remove":
+            del sample[key]
+        else:
+            array, _ = read_value(sample[key], 1.0)
+            sample[key] = write_value(sample[key], np.zeros_like(array))
+    sample["dropped"] = torch.tensor([float(k in drop) for k in keys])
+    return sample
 
-    def __init__(self, keys=MRI_CONTRASTS, prob: float = 0.3, min_keep: int = 1, mode: str = "remove", seed: int = 0):
-        if mode not in ("remove", "zero"):
-            raise ValueError(f"mode must be 'remove' or 'zero', got {mode!r}")
-        self.keys, self.prob, self.min_keep, self.mode, self.seed = tuple(keys), prob, min_keep, mode, seed
+
+def _check_mode(mode: str) -> str:
+    if mode not in ("remove", "zero"):
+        raise ValueError(f"mode must be 'remove' or 'zero', got {mode!r}")
+    return mode
+
+
+class RandomContrastDropout(_Random):
+    """Drop each of `keys` with probability `prob` (at least `min_keep` stay), drawn afresh at every call.
+    `mode="remove"` deletes the key, `"zero"` zeroes it; sample["dropped"] holds float flags in `keys` order."""
+
+    def __init__(self, keys=MRI_CONTRASTS, prob: float = 0.3, min_keep: int = 1, mode: str = "remove",
+                 seed: int | None = None, same_each_epoch: bool = False):
+        super().__init__(seed, same_each_epoch)
+        self.keys, self.prob, self.min_keep, self.mode = tuple(keys), prob, min_keep, _check_mode(mode)
 
     def __call__(self, sample):
         present = [k for k in self.keys if k in sample]
-        rng = np.random.default_rng(sample_seed(self.seed, sample, present))
+        rng = self.generator(sample, present)
         drop = [k for k in present if rng.random() < self.prob]
         while len(present) - len(drop) < self.min_keep and drop:
             drop.pop(int(rng.integers(len(drop))))
-        for key in drop:
-            if self.mode == "remove":
-                del sample[key]
-            else:
-                array, _ = read_value(sample[key], 1.0)
-                sample[key] = write_value(sample[key], np.zeros_like(array))
-        sample["dropped"] = torch.tensor([float(k in drop) for k in self.keys])
-        return sample
+        return _drop(sample, self.keys, drop, self.mode)
+
+
+class ContrastDropout:
+    """The deterministic form: drop the contrasts named in `drop` (those present) from every sample."""
+
+    def __init__(self, keys=MRI_CONTRASTS, drop=(), mode: str = "remove"):
+        self.keys, self.drop, self.mode = tuple(keys), tuple(drop), _check_mode(mode)
+        unknown = [k for k in self.drop if k not in self.keys]
+        if unknown:
+            raise ValueError(f"drop names {unknown}, which are not among keys {list(self.keys)}")
+
+    def __call__(self, sample):
+        return _drop(sample, self.keys, [k for k in self.drop if k in sample], self.mode)
 
 
 class SynthesizeMissing(_VolgenTransform):
@@ -148,7 +227,7 @@ class SynthesizeMissing(_VolgenTransform):
         if missing and have:
             volumes = {self.contrasts[k]: self.volume(sample, k) for k in have}
             result = synthesize(volumes, target=[self.contrasts[k] for k in missing],
-                                sampling=self.sampling(sample_seed(self.seed, sample, have)))
+                                sampling=self.sampling(self.generator(sample, have)))
             for key in missing:
                 sample[key] = sample[have[0]]            # the container type to write into
                 self.write(sample, key, result, self.contrasts[key])
@@ -164,15 +243,15 @@ class _Inpaint(_VolgenTransform):
         self.keys, self.mask_key, self.prob = tuple(keys), mask_key, prob
 
     def __call__(self, sample):
-        seed = sample_seed(self.seed, sample, self.keys)
+        rng = self.generator(sample, self.keys)
         done = False
-        if self.mask_key in sample and np.random.default_rng(seed).random() < self.prob:
+        if self.mask_key in sample and rng.random() < self.prob:
             mask, affine = read_value(sample[self.mask_key], self.spacing)
             if np.any(mask > 0):
                 for key in self.keys:
                     image = self.volume(sample, key)
                     result = inpaint(image, Volume((mask > 0).astype(np.uint8), image.affine), mode=self.mode,
-                                     contrast=canonical_contrast(key), sampling=self.sampling(seed))
+                                     contrast=canonical_contrast(key), sampling=self.sampling(rng))
                     self.write(sample, key, result, "inpainted")
                 done = True
         sample[f"{self.mode}_inpainted"] = torch.tensor(float(done))
@@ -204,8 +283,8 @@ class RandomSuperResolution(_VolgenTransform):
         self.keys, self.factor, self.axis, self.prob = tuple(keys), factor, axis, prob
 
     def __call__(self, sample):
-        seed = sample_seed(self.seed, sample, self.keys)
-        applied = np.random.default_rng(seed).random() < self.prob
+        rng = self.generator(sample, self.keys)
+        applied = rng.random() < self.prob
         if applied:
             for key in (k for k in self.keys if k in sample):
                 image = self.volume(sample, key)
@@ -215,7 +294,7 @@ class RandomSuperResolution(_VolgenTransform):
                 affine[:3, axis] *= self.factor
                 affine[:3, 3] += image.affine[:3, axis] * (self.factor - 1) / 2.0
                 result = super_resolve(Volume(thick, affine, name=str(key)), factor=self.factor, axis=self.axis,
-                                       contrast=canonical_contrast(key), sampling=self.sampling(seed))
+                                       contrast=canonical_contrast(key), sampling=self.sampling(rng))
                 self.write(sample, key, result, "sr")
         sample["super_resolved"] = torch.tensor(float(applied))
         return sample

@@ -360,7 +360,7 @@ def _run_inpaint_batch(args) -> int:
         if contrast not in case.paths or "seg" not in case.paths:
             raise InputError(case.name, f"needs a {contrast} image and a seg mask")
         run_inpainting(case.paths[contrast], case.paths["seg"], mode=args.mode, contrast=contrast,
-                       out=args.out / case.name / f"{case.name}-{contrast}-{args.mode}.nii.gz",
+                       out=args.out / case.name / case.naming.file_name(case.name, contrast, f"-{args.mode}.nii.gz"),
                        overwrite=args.overwrite, **{**_sampling(args), "progress": False})
 
     outcomes = run_batch(find_cases(args.input), lambda case: case.name, work, progress=not args.no_progress)

@@ -13,6 +13,9 @@ class InputError(VolgenError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
+    def __reduce__(self):           # raised in a worker process (case loading), re-raised in the parent
+        return type(self), (self.path, self.problem)
+
 
 class OutputError(VolgenError):
     """An output that cannot or must not be written (exists, folder not writable)."""
@@ -21,3 +24,6 @@ class OutputError(VolgenError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem)

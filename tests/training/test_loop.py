@@ -356,3 +356,53 @@ def test_init_from_copies_a_prior_whole_or_not_at_all(tmp_path, phantom_dir, tra
     assert not fresh.prior.fitted
     _init_from(fresh, str(run))
     assert fresh.prior.fitted
+
+
+def test_a_fine_tune_on_cases_of_mixed_fields_of_view_runs(tmp_path, phantom_dir):
+    """A 1 mm LPS int16 BraTS 2021 case (120x120x78 mm here, 64x64x48 on the 2 mm model grid) beside a phantom
+    (96x112x96): crops larger than the small case along an axis are padded with background, not a stack error."""
+    import numpy as np
+
+    from tests.conftest import save_nifti, smooth_volume
+
+    root = tmp_path / "mixed"
+    brats = root / "BraTS2021_00000"
+    brats.mkdir(parents=True)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    for i, name in enumerate(("t1", "t1ce", "t2", "flair")):
+        save_nifti(brats / f"BraTS2021_00000_{name}.nii.gz", smooth_volume((120, 120, 78), seed=i).astype(np.int16),
+                   lps)
+    (root / phantom_dir.name).symlink_to(phantom_dir)
+    run = train(load_config(_config(tmp_path, root, data={"crop": [64, 64, 64]}, train={"steps": 2})),
+                progress=False)
+    assert [r["step"] for r in read_metrics(run)] == [1, 2]
+
+
+def test_a_training_case_that_cannot_be_read_is_named_in_one_line(tmp_path, phantom_dir):
+    """Cases load in worker processes: the worker's one-line error reaches the parent whole, naming the file."""
+    from volgen.training.config import DataConfig
+    from volgen.training.data import load_cases
+
+    root = tmp_path / "cases"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for contrast in ("t1n", "t1c", "t2w", "t2f"):
+            (root / name / f"{name}-{contrast}.nii.gz").symlink_to(phantom_dir / f"{phantom_dir.name}-{contrast}.nii.gz")
+    (root / "b" / "b-t2w.nii.gz").unlink()
+    (root / "b" / "b-t2w.nii.gz").write_bytes(b"not a nifti")
+    with pytest.raises(InputError, match=r"b-t2w\.nii\.gz: not a readable NIfTI"):
+        load_cases(DataConfig(root=str(root)), multiple=16)
+
+
+def test_the_readme_resume_command_resumes_from_the_runs_own_config(tmp_path, phantom_dir):
+    """`volgen train <packaged> output.dir=R --resume`: the packaged config's data.root does not exist here; the run's
+    saved run-config.json is the base (its data, tiny network and 2 steps), and train.steps=4 goes on top."""
+    run_dir = tmp_path / "R"
+    train(load_config(_config(tmp_path, phantom_dir.parent), [f"output.dir={run_dir}", "train.steps=2"]),
+          progress=False)
+    result = subprocess.run([sys.executable, "-m", "volgen", "train", "backbone_wavelet", f"output.dir={run_dir}",
+                             "train.steps=4", "--resume", "--no-progress"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
+    saved = json.loads((run_dir / "run-config.json").read_text())
+    assert saved["train"]["steps"] == 4 and saved["data"]["root"] == str(phantom_dir.parent)

@@ -23,7 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("config", nargs="?", help="a YAML run config, or a packaged config's name (see --list)")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=500 data.root=cases/")
     p.add_argument("--list", action="store_true", help="list the packaged configs and exit")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of the run, with the "
+                                                         "run's own saved config (output.dir/run-config.json) as the "
+                                                         "base and the overrides on top")
     p.add_argument("--export", action="store_true",
                    help="write <run>/model from the newest checkpoint's EMA weights, without training")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -32,7 +34,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from volgen.errors import InputError
-    from volgen.training.config import PACKAGED_DIR, load_config, packaged_configs
+    from volgen.training.config import PACKAGED_DIR, load_config, packaged_configs, resume_config
 
     if args.list:
         configs = packaged_configs()
@@ -45,7 +47,8 @@ def run(args) -> int:
         raise InputError(None, "volgen train needs a CONFIG (a YAML file or a packaged name; `volgen train --list`)")
     from volgen.training.loop import export_checkpoint, train
 
-    config = load_config(args.config, args.overrides)
+    # a resumed run starts from its own saved config (data, model, recipe); the command line's overrides go on top
+    config = (resume_config if args.resume else load_config)(args.config, args.overrides)
     if args.export:
         run_dir = export_checkpoint(config)
     else:

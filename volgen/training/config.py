@@ -185,6 +185,31 @@ def config_path(name_or_path) -> Path:
                            f"(packaged: {', '.join(packaged_configs())}; `volgen train --list`)")
 
 
+RUN_CONFIG = "run-config.json"       # a run's full config, written in its output folder when it starts
+
+
+def resume_config(name_or_path, overrides: list[str] = ()) -> TrainConfig:
+    """The config to resume with: the run's own saved `run-config.json` (in the output.dir that the overrides or
+    the named config give), with the command line's overrides on top; the named config itself where the run saved
+    none."""
+    path = config_path(name_or_path)
+    if path.name == RUN_CONFIG:
+        return load_config(path, overrides)
+    run_dir = None
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "output.dir":
+            run_dir = str(yaml.safe_load(value))
+    if run_dir is None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(path, f"not valid YAML ({str(exc).splitlines()[0]})") from None
+        run_dir = str((data.get("output") or {}).get("dir") or OutputConfig().dir)
+    saved = Path(run_dir) / RUN_CONFIG
+    return load_config(saved if saved.is_file() else path, overrides)
+
+
 def load_config(path, overrides: list[str] = ()) -> TrainConfig:
     """The run config from a YAML file or a packaged config's name, with `section.key=value` overrides (values
     parsed as YAML)."""

@@ -56,9 +56,36 @@ def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArra
         raise InputError(root, f"no usable training cases (each needs {need}; skipped {len(skipped)})")
     workers = min(len(jobs), os.cpu_count() or 1, 16)
     if workers == 1:
-        return [_load_case(*job) for job in jobs]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(_load_case_job, jobs))
+        cases = [_load_case(*job) for job in jobs]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            cases = list(pool.map(_load_case_job, jobs))
+    # Collections mix fields of view (a 240x240x155 BraTS case is 128x128x80 on the 2 mm grid, a phantom 96x112x96):
+    # every crop must have one size, the crop's, or the whole volume's where the crop is larger than every case. A
+    # case smaller than that along an axis is padded with background.
+    size = [min(c, max(case.images.shape[1 + axis] for case in cases)) for axis, c in enumerate(data.crop)]
+    return [pad_to(case, size) for case in cases]
+
+
+# the model grid's background: images in [-1, 1] are -1 outside the head, labels 0, masks False
+_BACKGROUND = {"images": -1.0, "healthy": -1.0, "seg": 0, "brain": False}
+
+
+def pad_to(case: CaseArrays, crop) -> CaseArrays:
+    """`case` with every spatial axis shorter than `crop` padded (centred) with background up to it."""
+    shape = case.images.shape[1:]
+    if all(s >= c for s, c in zip(shape, crop)):
+        return case
+    before = [max(c - s, 0) // 2 for s, c in zip(shape, crop)]
+    after = [max(c - s, 0) - b for s, c, b in zip(shape, crop, before)]
+    pads = [n for b, a in zip(reversed(before), reversed(after)) for n in (b, a)]     # F.pad wants last axis first
+    padded = {}
+    for key, fill in _BACKGROUND.items():
+        value = getattr(case, key)
+        if value is not None:
+            grown = torch.nn.functional.pad(value.to(torch.float32), pads, value=float(fill))
+            padded[key] = grown.to(value.dtype)
+    return CaseArrays(case.name, **padded)
 
 
 def _load_case_job(job) -> CaseArrays:

@@ -25,7 +25,7 @@ from volgen.codecs import Codec, build_codec
 from volgen.errors import InputError
 from volgen.modules import build_conditioner
 from volgen.training.checkpointing import enable_gradient_checkpointing
-from volgen.training.config import TrainConfig
+from volgen.training.config import RUN_CONFIG, TrainConfig
 from volgen.training.data import load_cases, sample_batch, step_generator
 from volgen.training.ema import EMA
 from volgen.training.schedule import learning_rate
@@ -133,7 +133,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     main = accelerator.is_main_process
     log = _MetricsLog(run_dir, start) if main else None
     if main:
-        (run_dir / "run-config.json").write_text(json.dumps(asdict(config), indent=2))
+        (run_dir / RUN_CONFIG).write_text(json.dumps(asdict(config), indent=2))
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not (progress and main),
                desc=f"train {config.kind}", dynamic_ncols=True)
     began = time.perf_counter()
