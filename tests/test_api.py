@@ -36,3 +36,17 @@ def test_super_resolve_and_inpaint_return_volumes_and_write_with_out(tmp_path, t
         volgen.inpaint(image, mask, contrast="t2f", out=out, model=str(tiny_models["inpainting"]), steps=2)
     with pytest.raises(InputError, match="cannot tell the contrast of 'img' from its name.*contrast="):
         volgen.inpaint(image, mask, model=str(tiny_models["inpainting"]), steps=2)
+
+
+def test_nibabel_images_in_public_names_out_and_zero_steps_refused(tmp_path, tiny_models):
+    import nibabel as nib
+
+    names = dir(volgen)
+    assert {"Volume", "synthesize", "super_resolve", "inpaint", "patlak", "read_volume"} <= set(names)
+    assert volgen.Volume is Volume
+    img = nib.Nifti1Image(smooth_volume((32, 32, 6)), np.diag([2.0, 2.0, 8.0, 1.0]))
+    thin = volgen.super_resolve(img, factor=4, model=str(tiny_models["super_resolution"]), steps=2, contrast="t2f")
+    assert thin.shape == (32, 32, 24) and np.allclose(thin.spacing, (2, 2, 2))
+    for setting in ("steps", "samples"):
+        with pytest.raises(InputError, match=f"--{setting} must be at least 1, got 0"):
+            volgen.super_resolve(img, model=str(tiny_models["super_resolution"]), **{setting: 0})

@@ -273,3 +273,83 @@ def test_a_stray_folder_does_not_abort_a_batch(tmp_path, tiny_models, capsys):
     assert {p.split("/")[0] for p in _files(out)} == {"case-a", "case-b"}
     err = [line for line in capsys.readouterr().err.splitlines() if "notes" in line]
     assert len(err) == 1 and err[0].startswith("volgen: note:")
+
+
+@pytest.fixture(scope="module")
+def sr_model_4x(tmp_path_factory, tiny_models):
+    """The tiny SR module saved with the training metadata a real one carries (4x at 2 mm)."""
+    from volgen import hub
+
+    folder = tmp_path_factory.mktemp("sr4x") / "model"
+    hub.save_pretrained(hub.from_pretrained(tiny_models["super_resolution"]), folder,
+                        metadata={"task": "super_resolution", "spacing": 2.0, "sr_factor": 4, "sr_axis": 2})
+    return folder
+
+
+def test_super_resolve_runs_on_the_modules_grid_and_warns_outside_its_factor(tmp_path, sr_model_4x, capsys):
+    """1x1x4 mm slices, 4x: the module samples its own 2 mm grid (each 4 mm slice two model voxels), not a 1 mm grid
+    eight times larger; the output is the 1 mm grid, each thick slice's mean exact; it says, in one line and in the
+    sidecar, that the module sees 2x where it was trained for 4x."""
+    thick = smooth_volume((64, 60, 10)) * 2.5
+    affine = np.diag([1.0, 1.0, 4.0, 1.0])
+    src = save_nifti(tmp_path / "scan-t2f.nii.gz", thick, affine)
+    out = tmp_path / "scan-sr.nii.gz"
+    assert main(["super-resolve", str(src), "-o", str(out), "--model", str(sr_model_4x), *FAST]) == 0
+    info = json.loads((tmp_path / "scan-sr.json").read_text())
+    assert info["model_spacing"] == [2.0, 2.0, 2.0] and info["model_factor"] == 2
+    assert info["model_grid"][0] * 2 <= 64 + 32                       # in-plane at 2 mm, not 1 mm
+    img = nib.load(out)
+    assert img.shape == (64, 60, 40) and np.allclose(img.header.get_zooms(), (1, 1, 1))
+    data = img.get_fdata(dtype=np.float64)
+    assert np.abs(data.reshape(64, 60, 10, 4).mean(-1) - thick).max() <= 1e-5 * np.ptp(thick)
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("volgen: warning:")]
+    assert len(warned) == 1 and "trained for 4x" in warned[0] and info["warnings"] == [warned[0][17:]]
+    assert main(["super-resolve", str(src), "-o", str(tmp_path / "f3.nii.gz"), "--factor", "3", "--model",
+                 str(sr_model_4x), *FAST]) == 0
+    assert "--factor 3" in capsys.readouterr().err
+
+
+def test_super_resolve_refuses_the_wrong_axis_and_factors_below_two_in_one_line(tmp_path, sr_model_4x, capsys):
+    src = save_nifti(tmp_path / "scan-t2f.nii.gz", smooth_volume((32, 36, 8)), np.diag([2.0, 2.0, 8.0, 1.0]))
+    model = ["--model", str(sr_model_4x), *FAST]
+    assert main(["super-resolve", str(src), "-o", str(tmp_path / "x.nii.gz"), "--axis", "x", *model]) == 1
+    _one_error_line(capsys, "scan-t2f.nii.gz", "--axis x is not the thick-slice axis", "thick axis of this volume is z")
+    iso = save_nifti(tmp_path / "iso-t2f.nii.gz", smooth_volume((32, 36, 28)), np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert main(["super-resolve", str(iso), "-o", str(tmp_path / "x.nii.gz"), *model]) == 1
+    _one_error_line(capsys, "iso-t2f.nii.gz", "not the thick-slice axis", "no thick axis")
+    for factor in ("0", "1"):
+        assert main(["super-resolve", str(src), "-o", str(tmp_path / "x.nii.gz"), "--factor", factor, *model]) == 1
+        _one_error_line(capsys, f"--factor must be an integer of at least 2, got {factor}")
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_super_resolve_keeps_an_integer_dtype_and_writes_no_negative_voxel(tmp_path, sr_model_4x):
+    rng = np.random.default_rng(3)
+    thick = smooth_volume((32, 36, 8)).astype(np.int16)
+    thick[:, :, 2] = np.where(rng.random((32, 36)) < 0.3, 0, thick[:, :, 2])     # sharp dark holes invite undershoot
+    src = save_nifti(tmp_path / "scan-t2f.nii.gz", thick, np.diag([2.0, 2.0, 8.0, 1.0]), dtype=np.int16)
+    out = tmp_path / "sr.nii.gz"
+    assert main(["super-resolve", str(src), "-o", str(out), "--model", str(sr_model_4x), *FAST]) == 0
+    img = nib.load(out)
+    data = np.asarray(img.dataobj)
+    assert img.get_data_dtype() == np.int16 and data.dtype == np.int16
+    assert data.min() >= 0
+    assert np.array_equal(data.reshape(32, 36, 8, 4).astype(np.int64).sum(-1), 4 * thick.astype(np.int64))
+
+
+def test_the_block_mean_projection_is_the_closest_point_with_bounds():
+    """Against scipy's constrained least squares on random blocks: min |x - y|^2, mean(x) = m, x >= 0."""
+    from scipy.optimize import minimize
+
+    from volgen.tasks.slice_means import project_block_means
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(3, 4, 8)) * 5
+    m = np.abs(rng.normal(size=(3, 4, 2))) * 2
+    x = project_block_means(y, m, 4, 2, low=0.0)
+    for i, j, k in [(0, 0, 0), (1, 2, 1), (2, 3, 0)]:
+        block, mean = y[i, j, 4 * k:4 * k + 4], m[i, j, k]
+        ref = minimize(lambda v: ((v - block) ** 2).sum(), np.full(4, mean), bounds=[(0, None)] * 4,
+                       constraints=[{"type": "eq", "fun": lambda v: v.mean() - mean}], tol=1e-12).x
+        assert np.allclose(x[i, j, 4 * k:4 * k + 4], ref, atol=1e-5)
+    assert x.min() >= 0 and np.allclose(x.reshape(3, 4, 2, 4).mean(-1), m, atol=1e-12)

@@ -6,11 +6,22 @@ The jobs (`volgen.synthesize`, `volgen.super_resolve`, `volgen.inpaint`, `volgen
 __version__ = "0.1.0"
 
 _API = ("synthesize", "super_resolve", "inpaint", "patlak")
-__all__ = ["__version__", *_API]
+# the other public names, and the module each comes from (imported on first use, like the jobs)
+_NAMES = {"Volume": "volgen.io.volume", "read_volume": "volgen.io.nifti", "write_volume": "volgen.io.nifti",
+          "InputError": "volgen.errors", "OutputError": "volgen.errors", "VolgenError": "volgen.errors",
+          "VolgenWarning": "volgen.errors"}
+__all__ = ["__version__", *_API, *_NAMES]
 
 
 def __getattr__(name):
     if name in _API:
         from volgen import api
         return getattr(api, name)
+    if name in _NAMES:
+        import importlib
+        return getattr(importlib.import_module(_NAMES[name]), name)
     raise AttributeError(f"module 'volgen' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -23,8 +23,9 @@ from volgen.io.contrasts import MRI_CONTRASTS, Case, FileNaming, find_case, pars
 from volgen.io.volume import Volume
 from volgen.tasks.inpainting import inpaint as inpaint_job
 from volgen.tasks.job import JobResult
-from volgen.tasks.patlak import output_names, patlak as patlak_job, stem_of
-from volgen.tasks.outputs import check_outputs, companion_paths, output_paths, write_result
+from volgen.tasks.patlak import output_names, patlak as patlak_job, stem_of, uncertainty_names
+from volgen.tasks.outputs import (check_outputs, companion_paths, output_paths, write_dataset_description,
+                                  write_result)
 from volgen.tasks.super_resolution import super_resolve as super_resolve_job
 from volgen.tasks.synthesis import pick_targets, synthesize as synthesize_job
 
@@ -89,24 +90,29 @@ def run_inpainting(volume, mask, *, mode="healthy", out=None, overwrite=False, *
                        lambda r: f"inpainting ({mode}), {r.info['mask_voxels']} voxels", mode=mode, **settings)
 
 
-def patlak_outputs(pet, out) -> tuple[dict, Path, Path]:
-    """OUT/<stem>_model-patlak_meas-{Ki,V}_mimap.nii.gz, the montage and the derivative JSON."""
+def patlak_outputs(pet, out, method: str = "ls") -> tuple[dict, dict, Path, Path]:
+    """OUT/<stem>_model-patlak_meas-{Ki,V}_mimap.nii.gz, their uncertainty maps (meas-KiSE / KiSD), the montage and
+    the derivative JSON."""
     stem = stem_of(pet)
     images = {key: Path(out) / name for key, name in output_names(stem).items()}
-    return images, Path(out) / f"{stem}_model-patlak_mimap.png", Path(out) / f"{stem}_model-patlak_mimap.json"
+    uncertainty = {key: Path(out) / name for key, name in uncertainty_names(stem, method).items()}
+    return (images, uncertainty, Path(out) / f"{stem}_model-patlak_mimap.png",
+            Path(out) / f"{stem}_model-patlak_mimap.json")
 
 
 def run_patlak(pet, *, input, out=None, overwrite=False, **options) -> JobResult:
-    """Ki and V maps (method ls | smoothed) of a 4D PET with its input function; with `out=` (a folder) the maps,
-    their uncertainty, a montage and the derivative JSON are written there."""
+    """Ki and V maps (method ls | smoothed | diffusion) of a 4D PET with its input function; with `out=` (a
+    folder: a BIDS derivatives folder, given a dataset_description.json when it has none) the maps, their
+    uncertainty, a montage and the derivative JSON are written there."""
     if out is not None:
-        images, montage, sidecar = patlak_outputs(pet, out)
-        check_outputs([*output_paths(images, options.get("method", "ls") == "ls").values(), montage, sidecar],
-                      overwrite=overwrite)
+        images, uncertainty, montage, sidecar = patlak_outputs(pet, out, options.get("method", "ls"))
+        check_outputs([*images.values(), *uncertainty.values(), montage, sidecar], overwrite=overwrite)
     result = patlak_job(pet, input=input, **options)
     if out is not None:
         title = f"Patlak ({result.info['method']}), t* {result.info['tstar_min']:g} min"
-        result.info = write_result(result, images, montage, sidecar, overwrite=overwrite, title=title)
+        result.info = write_result(result, images, montage, sidecar, overwrite=overwrite, title=title,
+                                   uncertainty=uncertainty)
+        write_dataset_description(out)
     return result
 
 

@@ -6,10 +6,11 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from volgen import __version__
-from volgen.errors import InputError, VolgenError
+from volgen.errors import InputError, VolgenError, VolgenWarning
 
 
 def _positive_int(text: str) -> int:
@@ -43,6 +44,9 @@ def _add_phantom(sub) -> None:
     p.add_argument("--noiseless-pet", action="store_true", help="PET frames without Poisson noise")
     p.add_argument("--jitter", type=float, default=0.05, help="relative T1/T2/PD jitter per case (default 0.05)")
     p.add_argument("--no-montage", action="store_true", help="skip the PNG montage")
+    p.add_argument("--pet-bids", type=Path, metavar="DIR",
+                   help="also write each PET study as a PET-BIDS dataset in DIR: sub-<label>/pet/sub-<label>_pet.nii.gz, "
+                        "_pet.json, _recording-manual_blood.tsv/.json")
     p.add_argument("--overwrite", action="store_true", help="replace existing case folders")
     p.set_defaults(run=_run_phantom)
 
@@ -58,7 +62,7 @@ def _run_phantom(args) -> int:
     spec = PhantomSpec(spacing=args.spacing, tumour=not args.no_tumour, pet=pet,
                        mri=dataclasses.replace(MRISpec(), jitter=args.jitter))
     paths = generate_corpus(args.n, args.out, seed=args.seed, spec=spec, overwrite=args.overwrite,
-                            start=args.start, montage=not args.no_montage)
+                            start=args.start, montage=not args.no_montage, pet_bids=args.pet_bids)
     print(f"wrote {len(paths)} case{'s' if len(paths) > 1 else ''} to {args.out}")
     for path in paths[:3]:
         print(f"  {path}")
@@ -227,15 +231,18 @@ def _add_super_resolve(sub) -> None:
         sub, "super-resolve", help="thick slices to thin ones (through-plane super-resolution)",
         description="Split each slice along --axis into --factor thin slices with the super-resolution module. "
                     "Data consistency: the mean of every FACTOR output slices equals the input slice to float32 "
-                    "rounding (relative error below 1e-5, recorded in the sidecar). The output keeps the input's "
-                    "field of view, orientation and in-plane voxels; it is float32 in the input's units. The "
-                    "shipped module was trained for 4x along z on 2 mm voxels (8 mm slices).",
+                    "rounding (relative error below 1e-5, recorded in the sidecar), and no voxel goes below zero "
+                    "(below the input's minimum where that is negative). The output keeps the input's field of "
+                    "view, orientation, in-plane voxels, units and dtype (integers rounded keeping each slice's "
+                    "mean). The module runs on its own 2 mm grid and the result is brought to the output's; the "
+                    "shipped module was trained for 4x along z on 2 mm voxels (8 mm slices), and another factor "
+                    "is run with a warning.",
         epilog="example:\n  volgen super-resolve case-t2f-thick.nii.gz -o case-t2f-sr.nii.gz --factor 4 --axis z\n"
                "      -> case-t2f-sr.nii.gz, case-t2f-sr.png, case-t2f-sr.json")
     p.add_argument("input", type=Path, help="thick-slice NIfTI volume, or a folder of them (a batch)")
     p.add_argument("-o", "--out", required=True, type=Path,
                    help="output NIfTI (.nii.gz); for a folder, an output folder (<name>-sr.nii.gz each)")
-    p.add_argument("--factor", type=_positive_int, default=4, help="slices per input slice (default 4)")
+    p.add_argument("--factor", type=int, default=4, help="slices per input slice, at least 2 (default 4)")
     p.add_argument("--axis", choices=("x", "y", "z"), default="z",
                    help="world axis of the thick slices: x left-right, y front-back, z up-down (default z)")
     p.add_argument("--contrast", help="MRI contrast of the input (default: from the file name, else t2f)")
@@ -404,9 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    """volgen's own warnings as one line on stderr; any other the usual way."""
+    if issubclass(category, VolgenWarning):
+        print(f"volgen: warning: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
 def main(argv=None) -> int:
     from volgen import provenance
 
+    warnings.showwarning = _show_warning
     argv = sys.argv[1:] if argv is None else list(argv)
     provenance.COMMAND = argv                      # recorded in every sidecar
     args = build_parser().parse_args(argv)

@@ -27,3 +27,7 @@ class OutputError(VolgenError):
 
     def __reduce__(self):
         return type(self), (self.path, self.problem)
+
+
+class VolgenWarning(UserWarning):
+    """Something the user should know that does not stop the job (the CLI prints it as one line)."""

@@ -1,6 +1,7 @@
 """`volgen patlak`: PET-BIDS inputs, exact recovery of noiseless Patlak frames, weighted least squares against an
 independent solve, smoothing, and each bad input refused in one line with nothing written."""
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -57,12 +58,17 @@ def test_noiseless_frames_give_back_ki_and_v_on_the_pet_grid(tmp_path):
     np.testing.assert_allclose(ki_map.array, ki, rtol=1e-4)
     np.testing.assert_allclose(v_map.array, v, rtol=1e-4)
     assert ki_map.shape == ki.shape and np.allclose(ki_map.affine, AFFINE)
-    se = read_volume(out / "sub-01_model-patlak_meas-Ki_mimap-uncertainty.nii.gz", allow_constant=True).array
+    se = read_volume(out / "sub-01_model-patlak_meas-KiSE_mimap.nii.gz", allow_constant=True).array
     assert np.all(se < 1e-4 * ki.max())                                  # exact frames: no residual
     info = json.loads((out / "sub-01_model-patlak_mimap.json").read_text())
     assert info["ModelName"] == "Patlak" and info["tstar_min"] == 20.0 and len(info["frames_used"]) == 8
     assert info["units"]["Ki"] == "1/min" and info["software"]["command"].startswith("volgen patlak")
     assert (out / "sub-01_model-patlak_mimap.png").is_file()
+    # every name is BIDS-valid (the suffix last), and the folder is a BIDS derivatives dataset
+    assert all(re.fullmatch(r"sub-01(_[a-z]+-[A-Za-z0-9]+)*_mimap\.(nii\.gz|json|png)", p.name)
+               for p in out.iterdir() if p.name != "dataset_description.json")
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "volgen"
 
 
 @pytest.mark.parametrize("variant", ["Bq/mL blood", "parent fraction", "AIF column"])
@@ -200,9 +206,45 @@ def test_the_diffusion_path_on_a_tiny_backbone_follows_the_data_as_far_as_the_pr
                  str(tiny_models["backbone"]), "--steps", "3", "--samples", "2", "--precision", "fp32",
                  "--no-progress", "-o", str(out)]) == 0
     fit = read_volume(out / "sub-01_model-patlak_meas-Ki_mimap.nii.gz").array
-    spread = read_volume(out / "sub-01_model-patlak_meas-Ki_mimap-uncertainty.nii.gz", allow_constant=True).array
+    spread = read_volume(out / "sub-01_model-patlak_meas-KiSD_mimap.nii.gz", allow_constant=True).array
     error = np.abs(fit - ki).max() / ki.max()
     assert (error < 1e-3) == close_to_ls, error
     assert (spread.max() < 1e-4 * ki.max()) == close_to_ls       # the samples agree only when the data decide
     info = json.loads((out / "sub-01_model-patlak_mimap.json").read_text())
     assert info["method"] == "diffusion" and info["samples"] == 2 and info["model"]["sha256"]
+
+
+def test_a_pet_bids_phantom_dataset_runs_through_patlak_with_bids_names(tmp_path):
+    bids = tmp_path / "bids"
+    assert main(["phantom", "--n", "1", "--seed", "3", "--no-montage", "--out", str(tmp_path / "cases"),
+                 "--pet-bids", str(bids)]) == 0
+    pet = bids / "sub-s3n0000" / "pet"
+    assert sorted(p.name for p in pet.iterdir()) == [
+        "sub-s3n0000_pet.json", "sub-s3n0000_pet.nii.gz", "sub-s3n0000_recording-manual_blood.json",
+        "sub-s3n0000_recording-manual_blood.tsv"]
+    assert (bids / "participants.tsv").read_text().split() == ["participant_id", "sub-s3n0000"]
+    assert json.loads((bids / "dataset_description.json").read_text())["DatasetType"] == "raw"
+    sidecar = json.loads((pet / "sub-s3n0000_pet.json").read_text())
+    assert sidecar["FrameDuration"][0] > 0 and sidecar["ImageDecayCorrected"] is True
+    out = bids / "derivatives" / "volgen"
+    assert main(["patlak", str(pet / "sub-s3n0000_pet.nii.gz"), "--input",
+                 str(pet / "sub-s3n0000_recording-manual_blood.tsv"), "-o", str(out)]) == 0
+    assert {"sub-s3n0000_model-patlak_meas-Ki_mimap.nii.gz", "sub-s3n0000_model-patlak_meas-KiSE_mimap.nii.gz",
+            "sub-s3n0000_model-patlak_meas-VSE_mimap.nii.gz", "dataset_description.json"} <= {
+        p.name for p in out.iterdir()}
+    truth = read_volume(tmp_path / "cases" / "phantom-s3-0000" / "phantom-s3-0000-pet-ki.nii.gz").array
+    fit = read_volume(out / "sub-s3n0000_model-patlak_meas-Ki_mimap.nii.gz").array
+    brain = truth > 0.3 * truth.max()
+    assert abs(np.median(fit[brain]) / np.median(truth[brain]) - 1) < 0.1      # the same study, read the BIDS way
+
+
+def test_phantom_without_nilearn_writes_nothing(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nilearn" else
+                        find_spec(name, *a))
+    assert main(["phantom", "--n", "1", "--out", str(tmp_path / "phantoms")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nilearn" in err[0]
+    assert not (tmp_path / "phantoms").exists()

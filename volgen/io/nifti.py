@@ -131,6 +131,20 @@ def read_volume(path, *, allow_4d: bool = False, allow_constant: bool = False, n
     return Volume(array=array, affine=affine, header=header, name=name or volume_name(path), meta={"path": str(path)})
 
 
+def volume_from_image(img, *, allow_constant: bool = False, name: str | None = None) -> Volume:
+    """A Volume from a nibabel image already in memory (its file name, when it has one, names it), checked as a
+    read file is."""
+    path = img.get_filename()
+    where = path or name or "nibabel image"
+    array = _check_dims(Path(where), np.array(np.asanyarray(img.dataobj), copy=True), False)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    check_affine(where, affine)
+    check_values(where, array, allow_constant=allow_constant)
+    meta = {"path": str(path)} if path else {}
+    return Volume(array=array, affine=affine, header=img.header.copy(),
+                  name=name or (volume_name(path) if path else "image"), meta=meta)
+
+
 def write_volume(volume: Volume, path, *, overwrite: bool = False, dtype=None) -> Path:
     """Write `volume` to `path` (.nii or .nii.gz) via a temporary file; keep an existing file unless `overwrite`.
 

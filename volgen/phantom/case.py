@@ -18,6 +18,7 @@ from volgen.phantom.atlas import load_atlas
 from volgen.phantom.mri import MRISpec, RicianNoise, bias_field, jitter_tissues, render
 from volgen.phantom.pet import PetSpec, PetStudy, simulate_pet
 from volgen.phantom.tumour import TumourSpec, random_tumour
+from volgen.phantom.pet_bids import blood_sidecar, pet_sidecar, write_blood_tsv
 
 LESION_TISSUE = {1: "necrotic", 2: "oedema", 3: "enhancing"}
 
@@ -161,23 +162,11 @@ def write_case(case: PhantomCase, root, *, overwrite: bool = False, montage: boo
     return target
 
 
-PET_UNITS = "kBq/mL"
-
-
 def _write_pet_bids(case: PhantomCase, folder: Path) -> None:
-    """The PET-BIDS view of the study: the 4D image's sidecar and the arterial blood as `_blood.tsv` + `.json`."""
-    s = case.pet.schedule
-    sidecar = {"Modality": "PT", "TracerName": "FDG", "TracerRadionuclide": "F18", "Units": PET_UNITS,
-               "FrameTimesStart": [round(float(x) * 60, 6) for x in s.start],
-               "FrameDuration": [round(float(x) * 60, 6) for x in s.duration],
-               "ImageDecayCorrected": True, "ImageDecayCorrectionTime": 0,
-               "ReconMethodName": "volgen phantom (2TCM frames, Gaussian PSF, correlated noise)"}
-    (folder / f"{case.name}-pet.json").write_text(json.dumps(sidecar, indent=1))
-    _write_tsv(folder / f"{case.name}-blood.tsv", ("time", "plasma_radioactivity"),
-               np.stack([case.pet.input_time * 60.0, case.pet.input_activity], 1))
-    blood = {"time": {"Description": "time after injection", "Units": "s"},
-             "plasma_radioactivity": {"Description": "arterial plasma activity of FDG", "Units": PET_UNITS}}
-    (folder / f"{case.name}-blood.json").write_text(json.dumps(blood, indent=1))
+    """The PET-BIDS view of the study beside the case's files: the 4D image's sidecar and the blood TSV + JSON."""
+    (folder / f"{case.name}-pet.json").write_text(json.dumps(pet_sidecar(case), indent=1))
+    write_blood_tsv(case, folder / f"{case.name}-blood.tsv")
+    (folder / f"{case.name}-blood.json").write_text(json.dumps(blood_sidecar(), indent=1))
 
 
 def _write_tsv(path: Path, columns, table: np.ndarray) -> None:

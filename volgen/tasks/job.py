@@ -6,11 +6,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 
 from volgen.error_model import CALIBRATED, describe_uncertainty, error_model_of, uncertainty_map
-from volgen.io.nifti import read_volume
+from volgen.io.nifti import read_volume, volume_from_image
 from volgen.io.volume import Volume
 from volgen.memory import available_memory, gigabytes, sampling_bytes
 from volgen.tasks.generate import ESTIMATES, PRECISIONS, default_sampler, generate, resolve_precision
@@ -33,14 +34,16 @@ class JobResult:
 
 
 def as_volume(item, *, allow_constant: bool = False, what: str = "volume") -> Volume:
-    """A Volume from a Volume or a NIfTI path."""
+    """A Volume from a Volume, a nibabel image or a NIfTI path."""
     if isinstance(item, Volume):
         if item.array.ndim != 3:
             raise InputError(item.meta.get("path", item.name or what), f"expected a 3D {what}, got {item.shape}")
         return item
     if isinstance(item, (str, Path)):
         return read_volume(item, allow_constant=allow_constant)
-    raise TypeError(f"{what}: expected a Volume or a path, got {type(item).__name__}")
+    if isinstance(item, (nib.Nifti1Image, nib.Nifti2Image)):
+        return volume_from_image(item, allow_constant=allow_constant)
+    raise TypeError(f"{what}: expected a Volume, a nibabel image or a path, got {type(item).__name__}")
 
 
 def volume_path(volume: Volume) -> str:
@@ -65,6 +68,13 @@ class Sampling:
     seed: int = 0
     device: object = None
     progress: bool = False
+
+    def __post_init__(self):
+        # 0 is not "the default" (None is): refused as the CLI refuses it
+        for name in ("steps", "samples"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise InputError(None, f"--{name} must be at least 1, got {value}")
 
     def load(self, job: str):
         if isinstance(self.model, torch.nn.Module):

@@ -19,11 +19,14 @@ def uncertainty_path(nifti: Path) -> Path:
     return Path(nifti).with_name(f"{stem}-uncertainty{suffix}")
 
 
-def output_paths(images: dict[str, Path], with_uncertainty: bool) -> dict[str, Path]:
-    """Every NIfTI a result writes: each output, and its uncertainty map under '<key> uncertainty'."""
+def output_paths(images: dict[str, Path], with_uncertainty: bool,
+                 uncertainty: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Every NIfTI a result writes: each output, and its uncertainty map under '<key> uncertainty' (at
+    `uncertainty[key]` where given, else `uncertainty_path`)."""
     if not with_uncertainty:
         return dict(images)
-    return {**images, **{f"{k} uncertainty": uncertainty_path(p) for k, p in images.items()}}
+    named = uncertainty or {}
+    return {**images, **{f"{k} uncertainty": named.get(k) or uncertainty_path(p) for k, p in images.items()}}
 
 
 def companion_paths(nifti: Path) -> tuple[Path, Path]:
@@ -41,11 +44,11 @@ def check_outputs(paths, *, overwrite: bool) -> None:
 
 
 def write_result(result: JobResult, images: dict[str, Path], montage: Path, sidecar: Path, *,
-                 overwrite: bool = False, title: str = "") -> dict:
-    """Write result.outputs[key] to images[key] and its uncertainty map beside it (`uncertainty_path`), the
-    montage (inputs, outputs, uncertainty) and the sidecar (which lists the others)."""
+                 overwrite: bool = False, title: str = "", uncertainty: dict[str, Path] | None = None) -> dict:
+    """Write result.outputs[key] to images[key] and its uncertainty map beside it (`uncertainty_path`, or
+    `uncertainty[key]`), the montage (inputs, outputs, uncertainty) and the sidecar (which lists the others)."""
     volumes = {**result.outputs, **{f"{k} uncertainty": v for k, v in result.uncertainty.items()}}
-    nifti = {k: p for k, p in output_paths(images, bool(result.uncertainty)).items() if k in volumes}
+    nifti = {k: p for k, p in output_paths(images, bool(result.uncertainty), uncertainty).items() if k in volumes}
     paths = [*nifti.values(), montage, sidecar]
     check_outputs(paths, overwrite=overwrite)
     start = time.perf_counter()
@@ -62,3 +65,19 @@ def write_result(result: JobResult, images: dict[str, Path], montage: Path, side
         info["seconds"] = {**info.get("seconds", {}), "write": round(time.perf_counter() - start, 3)}
         tmps[-1].write_text(json.dumps(info, indent=1, default=str))
     return info
+
+
+BIDS_VERSION = "1.10.0"
+
+
+def write_dataset_description(folder) -> Path:
+    """A BIDS derivatives folder's dataset_description.json, written once (an existing one is the user's: kept)."""
+    path = Path(folder) / "dataset_description.json"
+    if not path.exists():
+        description = {"Name": "volgen Patlak parametric maps", "BIDSVersion": BIDS_VERSION,
+                       "DatasetType": "derivative",
+                       "GeneratedBy": [{"Name": "volgen", "Version": software()["version"],
+                                        "Description": "voxel-wise Patlak graphical analysis (Ki, V)"}]}
+        with atomic_paths([path], overwrite=False) as (tmp,):
+            tmp.write_text(json.dumps(description, indent=1))
+    return path

@@ -50,6 +50,19 @@ def output_names(stem: str) -> dict[str, str]:
     return {"Ki": f"{stem}_model-patlak_meas-Ki_mimap.nii.gz", "V": f"{stem}_model-patlak_meas-V_mimap.nii.gz"}
 
 
+# PET-BIDS puts the suffix last, so an uncertainty map is another measure: its standard error (least squares) or
+# its standard deviation over the diffusion samples
+UNCERTAINTY_MEASURES = {"ls": "SE", "diffusion": "SD"}
+
+
+def uncertainty_names(stem: str, method: str) -> dict[str, str]:
+    """`<stem>_model-patlak_meas-KiSE_mimap.nii.gz` ... for the methods that write uncertainty maps."""
+    tag = UNCERTAINTY_MEASURES.get(method)
+    if tag is None:
+        return {}
+    return {key: f"{stem}_model-patlak_meas-{key}{tag}_mimap.nii.gz" for key in ("Ki", "V")}
+
+
 def weighted_patlak(frames: np.ndarray, regressors: np.ndarray, weights: np.ndarray | None = None):
     """(Ki, V, standard error of Ki, of V) per voxel from frames (n, ...) and regressors (n, 2), all frames used."""
     fit = patlak_statistics(frames, regressors, weights)

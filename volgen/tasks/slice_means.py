@@ -41,8 +41,16 @@ def project_block_means(values: np.ndarray, observed: np.ndarray, factor: int, a
     whose voxels lie in [low, high]. `observed` must lie in [low, high]."""
     y = _blocks(np.asarray(values, dtype=np.float64), factor, axis)
     m = np.moveaxis(np.asarray(observed, dtype=np.float64), axis, -1)[..., None]
-    if np.isinf(low) and np.isinf(high):
-        return _unblocks(y - y.mean(-1, keepdims=True) + m, axis)
+    x = y + (m - y.mean(-1, keepdims=True))         # the projection wherever the shifted block stays in bounds
+    bounded = ((x < low) | (x > high)).any(-1)
+    if bounded.any():
+        x[bounded] = _clipped_block_means(y[bounded], m[bounded], low, high, iterations)
+    return _unblocks(x, axis)
+
+
+def _clipped_block_means(y: np.ndarray, m: np.ndarray, low: float, high: float, iterations: int) -> np.ndarray:
+    """Blocks (n, factor) projected onto {mean = m, low <= x <= high}: clip(y - tau) with tau found by bisection."""
+    factor = y.shape[-1]
     # g(tau) = mean(clip(y - tau, low, high)) falls from >= m to <= m over [below, above]: bisect for g(tau) = m.
     # Without an upper bound g(tau) >= mean(y) - tau, without a lower one g(tau) <= mean(y) - tau.
     shift = y.mean(-1, keepdims=True) - m
@@ -54,12 +62,10 @@ def project_block_means(values: np.ndarray, observed: np.ndarray, factor: int, a
         below = np.where(too_high, tau, below)
         above = np.where(too_high, above, tau)
     x = np.clip(y - (below + above) / 2, low, high)
-    # the bisection's last rounding: spread the residual over the voxels not at a bound (exact to float64)
+    # the bisection's last rounding: spread the residual over the voxels not at a bound
     free = (x > low) & (x < high)
-    count = free.sum(-1, keepdims=True)
     residual = (m - x.mean(-1, keepdims=True)) * factor
-    x = x + np.where(free, residual / np.maximum(count, 1), 0.0)
-    return _unblocks(x, axis)
+    return x + np.where(free, residual / np.maximum(free.sum(-1, keepdims=True), 1), 0.0)
 
 
 def round_keeping_block_sums(values: np.ndarray, factor: int, axis: int, *, low: float, high: float) -> np.ndarray:
