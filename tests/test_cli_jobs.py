@@ -353,3 +353,49 @@ def test_the_block_mean_projection_is_the_closest_point_with_bounds():
                        constraints=[{"type": "eq", "fun": lambda v: v.mean() - mean}], tol=1e-12).x
         assert np.allclose(x[i, j, 4 * k:4 * k + 4], ref, atol=1e-5)
     assert x.min() >= 0 and np.allclose(x.reshape(3, 4, 2, 4).mean(-1), m, atol=1e-12)
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_sampling(tmp_path, tiny_models, capsys, monkeypatch):
+    from volgen.tasks.job import Sampling
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before checking the output")
+
+    monkeypatch.setattr(Sampling, "run", no_sampling)
+    src = save_nifti(tmp_path / "scan-t2f.nii.gz", smooth_volume((32, 36, 8)), np.diag([2.0, 2.0, 8.0, 1.0]))
+    assert main(["super-resolve", str(src), "-o", "/proc/volgen-x.nii.gz", "--model",
+                 str(tiny_models["super_resolution"]), *FAST]) == 1
+    line = _one_error_line(capsys, "/proc", "not writable")
+    assert "partial" not in line
+
+
+def test_a_mask_on_a_shifted_grid_is_refused_naming_the_shift(tmp_path, tiny_models, capsys):
+    case = write_brats_case(tmp_path, "case-m", contrasts=("t2f",))
+    shifted = np.diag([2.0, 2.0, 2.0, 1.0])
+    shifted[:3, 3] = [0, 0, 4.0]
+    mask = save_nifti(tmp_path / "mask.nii.gz", (smooth_volume((32, 36, 28)) > 500).astype(np.uint8), shifted)
+    assert main(["inpaint", str(case / "case-m-t2f.nii.gz"), "--mask", str(mask), "-o", str(tmp_path / "x.nii.gz"),
+                 "--model", str(tiny_models["inpainting"]), *FAST]) == 1
+    _one_error_line(capsys, "mask.nii.gz", "origin (0.0, 0.0, 4.0) mm vs (0.0, 0.0, 0.0) mm")
+
+
+def test_patlak_help_has_no_backbone_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["patlak", "--help"])
+    text = capsys.readouterr().out
+    assert "--backbone" not in text and "--model" in text
+    with pytest.raises(SystemExit):
+        main(["synthesize", "--help"])
+    assert "--backbone" in capsys.readouterr().out
+
+
+def test_evaluate_prints_its_table_again_and_keeps_the_json(tmp_path, capsys):
+    ref = save_nifti(tmp_path / "ref.nii.gz", smooth_volume())
+    pred = save_nifti(tmp_path / "pred.nii.gz", smooth_volume() * 0.9)
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref)]) == 0
+    first = capsys.readouterr()
+    written = (tmp_path / "pred-metrics.json").read_bytes()
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(ref)]) == 0
+    again = capsys.readouterr()
+    assert "PSNR" in again.out and again.out.splitlines()[:2] == first.out.splitlines()[:2]
+    assert "kept" in again.err and (tmp_path / "pred-metrics.json").read_bytes() == written

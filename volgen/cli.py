@@ -98,7 +98,9 @@ def _run_evaluate(args) -> int:
     from volgen.io.nifti import volume_name
 
     out = args.json or args.pred.with_name(volume_name(args.pred) + "-metrics.json")
-    prepare_output(out, overwrite=args.overwrite)  # refuse before computing anything
+    keep = out.exists() and not args.overwrite       # a re-run still prints its table; the JSON is kept
+    if not keep:
+        prepare_output(out, overwrite=args.overwrite)  # refuse an unwritable folder before computing anything
     masks = {}
     for item in args.mask:
         name, _, path = item.rpartition("=")
@@ -108,18 +110,23 @@ def _run_evaluate(args) -> int:
                             resample=args.resample, normalize=args.normalize,
                             contrast=args.contrast)
     print(format_table(report))
+    if keep:
+        print(f"volgen: note: {out} exists and was kept; pass --overwrite to replace it", file=sys.stderr)
+        return 0
     with atomic_path(out, overwrite=args.overwrite) as tmp:
         tmp.write_text(json.dumps(to_json_safe(report), indent=1))
     print(f"wrote {out}")
     return 0
 
 
-def _add_sampling_args(p) -> None:
+def _add_sampling_args(p, *, backbone: bool = True) -> None:
+    """The sampling options; `backbone=False` for a job with one shipped model (patlak's PET prior)."""
     g = p.add_argument_group("model and sampling")
     g.add_argument("--model", metavar="NAME|PATH", help="registered model name or model folder "
                    "(default: the shipped module for this job; see `volgen models`)")
-    g.add_argument("--backbone", choices=("wavelet", "latent"), default="wavelet",
-                   help="which shipped backbone's module to use when --model is not given (default wavelet)")
+    if backbone:
+        g.add_argument("--backbone", choices=("wavelet", "latent"), default="wavelet",
+                       help="which shipped backbone's module to use when --model is not given (default wavelet)")
     g.add_argument("--sampler", choices=("ddim", "ddpm", "dpm++", "euler"),
                    help="default: ddim (euler for a rectified-flow backbone)")
     g.add_argument("--steps", type=_positive_int,
@@ -145,7 +152,8 @@ def _add_sampling_args(p) -> None:
 
 
 def _sampling(args) -> dict:
-    return {"model": args.model, "backbone": args.backbone, "sampler": args.sampler, "steps": args.steps,
+    return {"model": args.model, "backbone": getattr(args, "backbone", "wavelet"), "sampler": args.sampler,
+            "steps": args.steps,
             "samples": args.samples, "estimate": args.estimate, "precision": args.precision,
             "guidance": args.guidance, "seed": args.seed, "device": args.device, "progress": not args.no_progress}
 
@@ -318,7 +326,9 @@ def _add_patlak(sub) -> None:
                     "plasma_radioactivity, metabolite_parent_fraction applied when present; units from its .json), "
                     "a TSV with time and AIF columns, or the phantom's -pet-input.tsv. Writes "
                     "OUT/<stem>_model-patlak_meas-Ki_mimap.nii.gz and _meas-V_ on the PET grid, their standard "
-                    "errors (ls), a montage and a derivative JSON (t*, frames, weights, units, assumptions).",
+                    "errors as _meas-KiSE_ and _meas-VSE_ (ls; the spread over the samples as _meas-KiSD_ for "
+                    "diffusion), a montage, a derivative JSON (t*, frames, weights, units, assumptions) and the "
+                    "folder's BIDS dataset_description.json when it has none.",
         epilog="examples:\n"
                "  volgen patlak sub-01_pet.nii.gz --input sub-01_blood.tsv -o derivatives/patlak\n"
                "  volgen patlak case-pet.nii.gz --input case-blood.tsv --method smoothed --mask case-brainmask.nii.gz "
@@ -337,7 +347,7 @@ def _add_patlak(sub) -> None:
     p.add_argument("--frames", type=Path, help="frame timing instead of the PET's sidecar (JSON or TSV)")
     p.add_argument("--fwhm", type=float, help="smoothing FWHM in mm for --method smoothed (default: chosen on "
                                               "training phantoms)")
-    _add_sampling_args(p)
+    _add_sampling_args(p, backbone=False)
     p.set_defaults(run=_run_patlak)
 
 

@@ -127,6 +127,8 @@ def test_grids_that_disagree_are_refused_or_resampled(tmp_path):
     with pytest.raises(InputError, match="differs from ref") as info:
         align_grids({"ref": ref, "other": other}, "ref")
     assert "other.nii.gz" in str(info.value)
+    # the refusal names what differs, not two summaries that read the same
+    assert "origin (1.5, 0.0, 0.0) mm vs (0.0, 0.0, 0.0) mm" in str(info.value)
     aligned = align_grids({"ref": ref, "other": other}, "ref", resample_to_reference=True)
     assert aligned["other"].shape == ref.shape
     np.testing.assert_array_equal(aligned["other"].affine, ref.affine)

@@ -406,3 +406,13 @@ def test_the_readme_resume_command_resumes_from_the_runs_own_config(tmp_path, ph
     assert [r["step"] for r in read_metrics(run_dir)] == [1, 2, 3, 4]
     saved = json.loads((run_dir / "run-config.json").read_text())
     assert saved["train"]["steps"] == 4 and saved["data"]["root"] == str(phantom_dir.parent)
+
+
+def test_a_training_folder_without_cases_names_no_option_train_lacks(tmp_path):
+    (tmp_path / "data" / "scans").mkdir(parents=True)
+    (tmp_path / "data" / "scans" / "scan.nii.gz").write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "volgen", "train", str(_config(tmp_path, tmp_path / "data"))],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1
+    error = [line for line in result.stderr.splitlines() if line.startswith("volgen: error:")]
+    assert len(error) == 1 and "no case folders found" in error[0] and "--t1n" not in result.stderr

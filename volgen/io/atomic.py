@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from volgen.errors import OutputError
@@ -33,7 +34,18 @@ def check_output(path, *, overwrite: bool) -> Path:
         raise OutputError(path.parent, f"cannot create output folder ({ancestor} is not a folder)")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(ancestor, "output folder is not writable")
+    _probe_writable(ancestor)
     return path
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a file in `folder`: permission bits do not tell for root, /proc or a read-only mount."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".volgen-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(folder, f"output folder is not writable ({exc.strerror or exc})") from None
 
 
 def prepare_output(path, *, overwrite: bool) -> Path:
@@ -63,12 +75,15 @@ def atomic_paths(paths, *, overwrite: bool = False):
         stem, suffix = split_suffix(path)
         tmps.append(path.with_name(f".{stem}.partial-{os.getpid()}{suffix}"))
     try:
-        yield tmps
-        for tmp, path in zip(tmps, paths):
-            if not tmp.exists():
-                raise OutputError(path, "writer produced no file")
-        for tmp, path in zip(tmps, paths):
-            os.replace(tmp, path)
+        try:
+            yield tmps
+            for tmp, path in zip(tmps, paths):
+                if not tmp.exists():
+                    raise OutputError(path, "writer produced no file")
+            for tmp, path in zip(tmps, paths):
+                os.replace(tmp, path)
+        except OSError as exc:              # a disk that fills or a folder that goes away while writing
+            raise OutputError(paths[0].parent, f"cannot write the outputs ({exc.strerror or exc})") from None
     finally:
         for tmp in tmps:
             if tmp.exists():

@@ -1,6 +1,7 @@
 """Resampling between voxel grids defined by (shape, affine), and grid comparison."""
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
@@ -48,6 +49,25 @@ def same_grid(shape_a, affine_a, shape_b, affine_b, *, atol_mm: float = 1e-3) ->
     return bool(np.abs(diff).max() <= atol_mm)
 
 
+def grid_difference(shape_a, affine_a, shape_b, affine_b) -> str:
+    """What tells grid a from grid b, in words: 'shape (96, 112, 96) vs (96, 112, 80)', 'origin (0, 0, 4) mm vs
+    (0, 0, 0) mm' ... (for refusals that name the difference, not two identical-looking summaries)."""
+    affine_a, affine_b = np.asarray(affine_a, dtype=np.float64), np.asarray(affine_b, dtype=np.float64)
+    if tuple(shape_a[:3]) != tuple(shape_b[:3]):
+        return f"shape {tuple(shape_a[:3])} vs {tuple(shape_b[:3])}"
+    codes = ["".join(nib.orientations.aff2axcodes(a)) for a in (affine_a, affine_b)]
+    if codes[0] != codes[1]:
+        return f"orientation {codes[0]} vs {codes[1]}"
+    spacings = [tuple(float(x) for x in np.round(grid_spacing(a), 3)) for a in (affine_a, affine_b)]
+    if not np.allclose(*spacings, atol=1e-3):
+        return f"voxel size {spacings[0]} mm vs {spacings[1]} mm"
+    origins = [tuple(float(x) for x in np.round(a[:3, 3], 2)) for a in (affine_a, affine_b)]
+    if not np.allclose(*origins, atol=1e-3):
+        return f"origin {origins[0]} mm vs {origins[1]} mm (shifted by " \
+               f"{float(np.linalg.norm(affine_a[:3, 3] - affine_b[:3, 3])):.2f} mm)"
+    return "voxel axes rotated against each other"
+
+
 def resample_like(volume: Volume, reference: Volume, *, order: int = 1) -> Volume:
     """`volume` resampled onto the grid of `reference` (its shape and affine), keeping its own dtype and name."""
     out = resample(volume.array, volume.affine, reference.shape[:3], reference.affine, order=order)
@@ -71,7 +91,7 @@ def align_grids(volumes: dict[str, Volume], reference: str, *, resample_to_refer
             out[key] = resample_like(vol, ref, order=0 if key in label_keys else 1)
         else:
             raise InputError(vol.meta.get("path", key),
-                             f"grid {vol.shape[:3]} {vol.orientation} {tuple(np.round(vol.spacing, 3))} mm differs "
-                             f"from {reference}'s {ref.shape[:3]} {ref.orientation} {tuple(np.round(ref.spacing, 3))}"
-                             " mm; pass --resample to put it on the reference grid")
+                             f"grid differs from {reference}'s: "
+                             f"{grid_difference(vol.shape, vol.affine, ref.shape, ref.affine)}; pass --resample to "
+                             f"put it on the reference grid")
     return out

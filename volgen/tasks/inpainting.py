@@ -9,7 +9,7 @@ import torch
 from volgen.errors import InputError
 from volgen.io.contrasts import contrast_of_input
 from volgen.io.preprocess import GridSpec, preprocess
-from volgen.io.resample import same_grid
+from volgen.io.resample import grid_difference, same_grid
 from volgen.sampling.consistency import known_voxel_projection
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
@@ -32,8 +32,8 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         source = as_volume(volume)
         mask_volume = as_volume(mask, allow_constant=True, what="mask")
     if not same_grid(mask_volume.shape, mask_volume.affine, source.shape, source.affine):
-        raise InputError(volume_path(mask_volume), f"mask grid {mask_volume.shape} {mask_volume.orientation} differs "
-                                                   f"from the image's {source.shape} {source.orientation}")
+        raise InputError(volume_path(mask_volume), "mask grid differs from the image's: " + grid_difference(
+            mask_volume.shape, mask_volume.affine, source.shape, source.affine))
     inside = mask_volume.array > 0
     if not inside.any():
         raise InputError(volume_path(mask_volume), "mask is empty: nothing to inpaint")

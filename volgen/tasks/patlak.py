@@ -23,7 +23,7 @@ from scipy import ndimage
 from volgen.errors import InputError
 from volgen.io.nifti import read_volume
 from volgen.io.pet import activity_scale, pet_metadata, read_input_function
-from volgen.io.resample import same_grid
+from volgen.io.resample import grid_difference, same_grid
 from volgen.io.volume import Volume
 from volgen.kinetics import FWHM_PER_SIGMA, MIN_PATLAK_FRAMES, default_tstar, patlak_regressors, patlak_statistics
 from volgen.tasks.job import JobResult, Sampling, Timer, volume_path
@@ -108,7 +108,8 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
         if mask is not None:
             mask_volume = read_volume(mask, allow_constant=True)
             if not same_grid(mask_volume.shape, mask_volume.affine, volume.shape[:3], volume.affine):
-                raise InputError(mask, f"mask grid {mask_volume.shape} differs from the PET's {volume.shape[:3]}")
+                raise InputError(mask, "mask grid differs from the PET's: " + grid_difference(
+                    mask_volume.shape, mask_volume.affine, volume.shape[:3], volume.affine))
             region = mask_volume.array > 0
             if not region.any():
                 raise InputError(mask, "mask is empty")
