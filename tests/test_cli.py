@@ -41,7 +41,7 @@ def test_evaluate_prints_a_table_and_writes_json(tmp_path, capsys):
     mse = float(np.mean((pred.astype(np.float64) - ref) ** 2))
     assert report["regions"]["all"]["mse"] == pytest.approx(mse, rel=1e-6)
     assert report["regions"]["all"]["psnr"] == pytest.approx(10 * np.log10(np.ptp(ref) ** 2 / mse), rel=1e-6)
-    assert main(["evaluate", "--pred", str(p), "--ref", str(r)]) == 1      # JSON exists: kept
+    assert main(["evaluate", "--pred", str(p), "--ref", str(r)]) == 0      # JSON exists: kept, the table printed
     assert main(["evaluate", "--pred", str(p), "--ref", str(r), "--overwrite"]) == 0
 
 
