@@ -399,3 +399,13 @@ def test_evaluate_prints_its_table_again_and_keeps_the_json(tmp_path, capsys):
     again = capsys.readouterr()
     assert "PSNR" in again.out and again.out.splitlines()[:2] == first.out.splitlines()[:2]
     assert "kept" in again.err and (tmp_path / "pred-metrics.json").read_bytes() == written
+
+
+def test_a_target_the_case_has_is_left_out_of_the_default_conditions(tmp_path, tiny_models):
+    """A complete case asked for --target t1c (to compare with the acquired one) conditions on the other three."""
+    case = write_brats_case(tmp_path / "in", "case-full")
+    out = tmp_path / "out"
+    assert main(["synthesize", str(case), "--target", "t1c", "-o", str(out), "--model", str(tiny_models["synthesis"]),
+                 *FAST]) == 0
+    info = json.loads((out / "case-full" / "case-full-synthesis.json").read_text())
+    assert info["targets"] == ["t1c"] and info["conditions"] == ["t1n", "t2w", "t2f"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from volgen.io.contrasts import MRI_CONTRASTS, Case, FileNaming, find_case, parse_contrasts
+from volgen.io.contrasts import Case, FileNaming, find_case, parse_contrasts
 from volgen.io.volume import Volume
 from volgen.tasks.inpainting import inpaint as inpaint_job
 from volgen.tasks.job import JobResult
@@ -27,7 +27,7 @@ from volgen.tasks.patlak import output_names, patlak as patlak_job, stem_of, unc
 from volgen.tasks.outputs import (check_outputs, companion_paths, output_paths, write_dataset_description,
                                   write_result)
 from volgen.tasks.super_resolution import super_resolve as super_resolve_job
-from volgen.tasks.synthesis import pick_targets, synthesize as synthesize_job
+from volgen.tasks.synthesis import default_conditions, pick_targets, synthesize as synthesize_job
 
 
 def _contrast_list(value):
@@ -49,7 +49,7 @@ def run_synthesis(case, *, cond=None, target=None, out=None, overwrite=False, **
     found = find_case(case) if isinstance(case, (str, Path)) else case if isinstance(case, Case) else None
     naming = found.naming if found is not None else FileNaming()
     if out is not None and found is not None:                  # refuse existing outputs before any work
-        have = cond or [c for c in MRI_CONTRASTS if c in found.paths]
+        have = cond or default_conditions(found.paths, target)
         images, montage, sidecar = synthesis_outputs(found.name, pick_targets(have, target), out, naming)
         images = output_paths(images, _with_uncertainty(settings))
         check_outputs([*images.values(), montage, sidecar], overwrite=overwrite)

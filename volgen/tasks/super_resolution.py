@@ -161,7 +161,9 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
         spread = to_output_grid(pre.restore_spread(spread).array, model_affine, shape, affine)
         spread = np.where(background, 0.0, np.maximum(spread, 0.0)).astype(np.float32)
         uncertainty["sr"] = Volume(spread, affine, source.header, f"{name}-uncertainty", {})
-    return JobResult(outputs={"sr": result}, uncertainty=uncertainty, inputs={"input (thick slices)": repeated},
+    # the input as the montage shows it: each thick slice repeated on the output grid (a montage is one grid)
+    shown = Volume(np.repeat(observed, factor, axis=array_axis), affine, source.header, source.name, {})
+    return JobResult(outputs={"sr": result}, uncertainty=uncertainty, inputs={"input (thick slices)": shown},
                      info=info)
 
 

@@ -22,11 +22,18 @@ from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacin
 from volgen.tasks.models import backbone_of
 
 
-def read_case(case, cond=None) -> tuple[str, dict[str, Volume]]:
-    """(case name, {contrast: Volume}) for the conditions: `cond` (names or aliases) or every MRI contrast the
-    case has. A named condition the case lacks is an error naming the case."""
+def default_conditions(have, target=None) -> list[str]:
+    """The conditions when --cond is not given: every MRI contrast the case has, except the --target ones (a complete
+    case asked for its t1c conditions on the other three)."""
+    targets = {canonical_contrast(t) for t in ([target] if isinstance(target, str) else target or [])}
+    return [c for c in MRI_CONTRASTS if c in have and c not in targets]
+
+
+def read_case(case, cond=None, target=None) -> tuple[str, dict[str, Volume]]:
+    """(case name, {contrast: Volume}) for the conditions: `cond` (names or aliases) or `default_conditions`. A
+    named condition the case lacks is an error naming the case."""
     name, items = _case_items(case)
-    wanted = [canonical_contrast(c) for c in cond] if cond else [c for c in MRI_CONTRASTS if c in items]
+    wanted = [canonical_contrast(c) for c in cond] if cond else default_conditions(items, target)
     for contrast in wanted:
         if contrast not in MRI_CONTRASTS:
             raise InputError(None, f"'{contrast}' cannot be a condition; use MRI contrasts ({', '.join(MRI_CONTRASTS)})")
@@ -75,7 +82,7 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
-        name, volumes = read_case(case, cond)
+        name, volumes = read_case(case, cond, target)
     with timer("load model"):
         model = sampling.load("synthesis")
     module_contrasts = tuple(getattr(model, "conditions", MRI_CONTRASTS))
