@@ -40,7 +40,7 @@ from volgen.io.volume import Volume
 from volgen.metrics import local_rms_without_centre, psnr, ssim
 from volgen.modules.template_prior import TemplateFillPrior
 from volgen.error_model import uncertainty_map
-from volgen.sampling.consistency import known_voxel_projection, thick_slices
+from volgen.ops import known_voxel_projection, thick_slices
 from volgen.tasks import generate
 from volgen.tasks.models import default_samples
 from volgen.training.config import DataConfig

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from volgen.backbones import Backbone
-from volgen.sampling.consistency import known_voxel_projection, thick_slice_projection, thick_slices
+from volgen.ops import known_voxel_projection, thick_slice_projection, thick_slices
 from volgen.tasks import generate
 from volgen.tasks.inpainting import MEAN_OF as INPAINTING_MEAN_OF
 from volgen.tasks.models import default_timesteps
-from volgen.training.examples import dilate
+from volgen.ops import dilate
 
 CONTRASTS = ["t1n", "t1c", "t2w", "t2f"]
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

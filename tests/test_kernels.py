@@ -44,7 +44,8 @@ def test_haar_kernels_match_the_reference(triton_forced, dtype, lowpass):
 @pytest.mark.parametrize("known_batch", [1, 3])
 def test_keep_known_kernel_matches_decode_blend_encode(triton_forced, dtype, known_batch):
     from volgen.codecs.haar import HaarCodec
-    from volgen.sampling.consistency import ImageSpaceProjection, known_voxel_projection
+    from volgen.sampling.consistency import ImageSpaceProjection
+    from volgen.ops import known_voxel_projection
     z = _rand(3, 16, 3, 5, 7, dtype=dtype)                                # 2 channels, blocks not a block multiple
     known = _rand(known_batch, 2, 6, 10, 14, dtype=dtype, seed=1)
     mask = (_rand(1, 2, 6, 10, 14, seed=2) > 0).to(dtype)
@@ -61,7 +62,8 @@ def test_keep_known_kernel_matches_decode_blend_encode(triton_forced, dtype, kno
 @pytest.mark.parametrize("axis, factor, observed_batch", [(0, 2, 1), (1, 4, 3), (2, 4, 1), (2, 6, 3)])
 def test_keep_thick_slices_kernel_matches_decode_project_encode(triton_forced, dtype, axis, factor, observed_batch):
     from volgen.codecs.haar import HaarCodec
-    from volgen.sampling.consistency import ImageSpaceProjection, thick_slice_projection, thick_slices
+    from volgen.sampling.consistency import ImageSpaceProjection
+    from volgen.ops import thick_slice_projection, thick_slices
     z = _rand(3, 16, 6, 6, 6, dtype=dtype)                      # 2 channels; 12^3 images divide by 2, 4 and 6
     observed = thick_slices(_rand(observed_batch, 2, 12, 12, 12, dtype=dtype, seed=1), factor, 2 + axis)
     codec = HaarCodec()

@@ -34,7 +34,7 @@ from monai.transforms import Randomizable
 
 from volgen.io.contrasts import MRI_CONTRASTS, canonical_contrast
 from volgen.io.volume import Volume
-from volgen.sampling.consistency import thick_slices
+from volgen.ops import thick_slices
 from volgen.tasks.inpainting import inpaint
 from volgen.tasks.job import Sampling
 from volgen.tasks.super_resolution import super_resolve, thick_array_axis

@@ -68,7 +68,6 @@ MIN_PATLAK_FRAMES = 3
 
 
 # a Gaussian's full width at half maximum in units of its sigma: PET resolution and smoothing are quoted as FWHM
-FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 
 def default_tstar(frames: FrameSchedule, after_min: float = TSTAR_AFTER_MIN) -> float:

@@ -5,7 +5,7 @@ import torch
 
 from volgen import hub
 from volgen.backbones import Backbone, BackboneConfig, UNetConfig
-from volgen.codecs.haar import haar_dwt3
+from volgen.kernels.haar_eager import haar_dwt3
 from volgen.modules import build_conditioner
 from volgen.modules.prior import RegressionPrior
 from volgen.modules.vcm import GATE_GAIN
@@ -127,7 +127,7 @@ def test_prepare_refits_a_prior_copied_from_another_run():
 def test_the_interpolation_prior_is_the_cubic_baseline():
     from volgen.baselines import cubic_upsample
     from volgen.modules.prior import InterpolationPrior
-    from volgen.sampling.consistency import repeat_slices, thick_slices
+    from volgen.ops import repeat_slices, thick_slices
 
     volume = torch.rand(1, 1, 8, 10, 32, generator=torch.Generator().manual_seed(0))
     thick = thick_slices(volume, 4, 4)

@@ -2,8 +2,8 @@
 import torch
 
 from volgen.codecs import HaarCodec
-from volgen.sampling.consistency import (ImageSpaceProjection, known_voxel_projection, repeat_slices,
-                                         thick_slice_projection, thick_slices)
+from volgen.sampling.consistency import ImageSpaceProjection
+from volgen.ops import known_voxel_projection, repeat_slices, thick_slice_projection, thick_slices
 
 
 def test_thick_slices_by_hand():

@@ -5,7 +5,7 @@ import torch
 from volgen.backbones import Backbone, BackboneConfig, UNetConfig
 from volgen.modules import VCM, VCMConfig
 from volgen.sampling import FlowSchedule
-from volgen.sampling.consistency import known_voxel_projection, thick_slice_projection, thick_slices
+from volgen.ops import known_voxel_projection, thick_slice_projection, thick_slices
 from volgen.sampling.predict import predict_x0_eps
 from volgen.tasks import default_sampler, generate
 

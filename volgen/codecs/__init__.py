@@ -1,7 +1,8 @@
 """Codecs between images and the space diffusion runs in: identity, Haar wavelet, KL and patch autoencoders."""
 from volgen.codecs.autoencoder import AutoencoderConfig, KLAutoencoderCodec
 from volgen.codecs.base import Codec, IdentityCodec
-from volgen.codecs.haar import SUBBANDS, HaarCodec, haar_dwt3, haar_idwt3
+from volgen.codecs.haar import HaarCodec
+from volgen.kernels.haar_eager import SUBBANDS, haar_dwt3, haar_idwt3
 from volgen.codecs.patch_autoencoder import PatchAutoencoderCodec, PatchAutoencoderConfig
 
 CODECS = {c.model_type: c for c in (IdentityCodec, HaarCodec, KLAutoencoderCodec, PatchAutoencoderCodec)}

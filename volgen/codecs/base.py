@@ -32,6 +32,14 @@ class Codec(torch.nn.Module):
         """(C, D, H, W) of the latent for an image of shape (C, D, H, W)."""
         raise NotImplementedError
 
+    def project(self, z: torch.Tensor, projection, t=None) -> torch.Tensor:
+        """An image-space data-consistency `projection` applied to a latent: decode, project, encode (exact for an
+        invertible codec, approximate for an autoencoder). A projection with `takes_timestep = True` is called as
+        projection(image, t). Codecs that can fuse the three override this."""
+        image = self.decode(z)
+        return self.encode(projection(image, t) if getattr(projection, "takes_timestep", False)
+                           else projection(image))
+
 
 class IdentityCodec(Codec):
     """Diffusion directly on voxels."""

@@ -1,9 +1,6 @@
-"""Single-level orthonormal 3D Haar wavelet transform, as a butterfly on 2x2x2 blocks (no convolutions).
-
-Subbands per channel come in PyWavelets' `dwtn` order `aaa, aad, ada, add, daa, dad, dda, ddd`, the letters naming
-the filter along axes D, H, W ('a' low-pass (x0 + x1)/sqrt2, 'd' high-pass (x0 - x1)/sqrt2); channel c's subband s
-is output channel 8c + s. The butterfly matrix [[1, 1], [1, -1]]/sqrt2 is its own inverse, so the inverse is the
-same three butterflies: exact up to rounding, and differentiable both ways.
+"""The Haar wavelet codec: single-level orthonormal 3D Haar subbands (`kernels/haar_eager.py` has the transform
+and its subband order; `kernels/haar.py` the fused passes, on CUDA, of the transform and of the data-consistency
+projections in Haar space).
 
 Low-pass scaling: the `aaa` band of an orthonormal 3D Haar transform is 2*sqrt2 times the 2x2x2 block mean, so it
 spans ~2.8x the image's range while the detail bands stay small. cWDM divides it by 3 before diffusion; volgen
@@ -17,46 +14,10 @@ import math
 import torch
 
 from volgen.codecs.base import Codec
-
-SUBBANDS = ("aaa", "aad", "ada", "add", "daa", "dad", "dda", "ddd")
-_INV_SQRT2 = 1.0 / math.sqrt(2.0)
-
-
-def _check_even(shape) -> None:
-    if len(shape) != 5:
-        raise ValueError(f"expected a (B, C, D, H, W) tensor, got shape {tuple(shape)}")
-    odd = [n for n in shape[2:] if n % 2]
-    if odd:
-        raise ValueError(f"Haar DWT needs even D, H, W; got {tuple(shape[2:])} (pad the volume to even sizes, "
-                         "e.g. preprocess with GridSpec(multiple=16))")
-
-
-def _butterfly(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Along a size-2 axis: (x0, x1) -> ((x0 + x1), (x0 - x1)) / sqrt2."""
-    x0, x1 = x.unbind(dim)
-    return torch.stack((x0 + x1, x0 - x1), dim) * _INV_SQRT2
-
-
-def haar_dwt3(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, D, H, W) -> (B, 8C, D/2, H/2, W/2), plain orthonormal transform."""
-    _check_even(x.shape)
-    b, c, d, h, w = x.shape
-    y = x.reshape(b, c, d // 2, 2, h // 2, 2, w // 2, 2)
-    for dim in (3, 5, 7):
-        y = _butterfly(y, dim)
-    # (b, c, d2, fd, h2, fh, w2, fw) -> (b, c, fd, fh, fw, d2, h2, w2): subband index = 4 fd + 2 fh + fw
-    return y.permute(0, 1, 3, 5, 7, 2, 4, 6).reshape(b, c * 8, d // 2, h // 2, w // 2)
-
-
-def haar_idwt3(z: torch.Tensor) -> torch.Tensor:
-    """(B, 8C, D, H, W) -> (B, C, 2D, 2H, 2W), the inverse of `haar_dwt3`."""
-    b, c8, d, h, w = z.shape
-    if c8 % 8:
-        raise ValueError(f"expected 8 subbands per channel, got {c8} channels")
-    y = z.reshape(b, c8 // 8, 2, 2, 2, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
-    for dim in (3, 5, 7):
-        y = _butterfly(y, dim)
-    return y.reshape(b, c8 // 8, 2 * d, 2 * h, 2 * w)
+from volgen.kernels.haar import haar_dwt3 as fused_dwt, haar_idwt3 as fused_idwt
+from volgen.kernels.haar import haar_keep_known, haar_keep_thick_slices
+from volgen.kernels.haar_eager import check_even
+from volgen.ops import KnownVoxels, ThickSlices
 
 
 class HaarCodec(Codec):
@@ -80,16 +41,22 @@ class HaarCodec(Codec):
         return cls(**config)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        from volgen.kernels.haar import haar_dwt3 as fused   # one pass on CUDA, this file's butterflies elsewhere
-
-        return fused(x, self.lowpass_scale)
+        return fused_dwt(x, self.lowpass_scale)            # one pass on CUDA, the eager butterflies elsewhere
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        from volgen.kernels.haar import haar_idwt3 as fused
+        return fused_idwt(z, self.lowpass_scale)
 
-        return fused(z, self.lowpass_scale)
+    def project(self, z: torch.Tensor, projection, t=None) -> torch.Tensor:
+        """Decode, project and encode block by block in one pass where the projection allows it: known voxels, and
+        thick slices of an even factor (factor / 2 whole blocks each)."""
+        if isinstance(projection, KnownVoxels):
+            return haar_keep_known(z, projection.known, projection.mask, self.lowpass_scale)
+        if isinstance(projection, ThickSlices) and projection.factor % 2 == 0 and projection.dim in (2, 3, 4):
+            return haar_keep_thick_slices(z, projection.observed, projection.factor, projection.dim - 2,
+                                          self.lowpass_scale)
+        return super().project(z, projection, t)
 
     def latent_shape(self, image_shape):
         c, d, h, w = image_shape
-        _check_even((1, c, d, h, w))
+        check_even((1, c, d, h, w))
         return (8 * c, d // 2, h // 2, w // 2)

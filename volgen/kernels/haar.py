@@ -11,8 +11,10 @@ import math
 
 import torch
 
-from volgen.codecs.haar import _check_even, haar_dwt3 as _dwt_reference, haar_idwt3 as _idwt_reference
 from volgen.kernels import backend, blocks
+from volgen.kernels.haar_eager import check_even as _check_even, haar_dwt3 as _dwt_reference
+from volgen.kernels.haar_eager import haar_idwt3 as _idwt_reference
+from volgen.ops import thick_slice_projection
 
 BLOCK = 1024
 NORM = 1.0 / (2.0 * math.sqrt(2.0))
@@ -95,8 +97,6 @@ def haar_keep_known(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
 
 def haar_keep_thick_slices_eager(z: torch.Tensor, observed: torch.Tensor, factor: int, axis: int,
                                  lowpass_scale: float = 1.0) -> torch.Tensor:
-    from volgen.sampling.consistency import thick_slice_projection
-
     x = haar_idwt3_eager(z, lowpass_scale)
     return haar_dwt3_eager(thick_slice_projection(observed, factor, 2 + axis)(x), lowpass_scale)
 

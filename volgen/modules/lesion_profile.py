@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from volgen.training.examples import dilate
+from volgen.ops import dilate
 
 DEPTH_BINS = 10
 FIT_DILATION = 1        # the mask the profile is fitted in: the tumour grown by one voxel (the bench's and the CLI's)

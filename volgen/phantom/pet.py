@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from volgen.kinetics import (FDG_60MIN, FWHM_PER_SIGMA, FrameSchedule, default_tstar, input_samples, patlak_fit,
+from volgen.kinetics import (FDG_60MIN, FrameSchedule, default_tstar, input_samples, patlak_fit,
                              patlak_frames, patlak_regressors)
+from volgen.ops import FWHM_PER_SIGMA
 
 F18_HALF_LIFE_MIN = 109.77
 

@@ -10,7 +10,7 @@ from volgen.errors import InputError
 from volgen.io.contrasts import contrast_of_input
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import grid_difference, same_grid
-from volgen.sampling.consistency import known_voxel_projection
+from volgen.ops import known_voxel_projection
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
 

@@ -18,15 +18,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from volgen.errors import InputError
 from volgen.io.nifti import read_volume
 from volgen.io.pet import activity_scale, pet_metadata, read_input_function
 from volgen.io.resample import grid_difference, same_grid
 from volgen.io.volume import Volume
-from volgen.kinetics import FWHM_PER_SIGMA, MIN_PATLAK_FRAMES, default_tstar, patlak_regressors, patlak_statistics
+from volgen.kinetics import MIN_PATLAK_FRAMES, default_tstar, patlak_regressors, patlak_statistics
+from volgen.ops import smooth_inside
 from volgen.tasks.job import JobResult, Sampling, Timer, volume_path
+from volgen.tasks.patlak_diffusion import diffusion_patlak, patlak_sampling
 
 METHODS = ("ls", "smoothed", "diffusion")
 WEIGHTS = ("none", "duration")
@@ -67,17 +68,6 @@ def weighted_patlak(frames: np.ndarray, regressors: np.ndarray, weights: np.ndar
     """(Ki, V, standard error of Ki, of V) per voxel from frames (n, ...) and regressors (n, 2), all frames used."""
     fit = patlak_statistics(frames, regressors, weights)
     return (fit.ki, fit.v, *fit.standard_errors())
-
-
-def smooth_inside(image: np.ndarray, mask: np.ndarray, fwhm_mm: float, spacing) -> np.ndarray:
-    """Gaussian smoothing that neither pulls the background in nor pushes the maps out: normalised by the mask."""
-    if fwhm_mm <= 0:
-        return image
-    sigma = [fwhm_mm / FWHM_PER_SIGMA / s for s in spacing]
-    m = mask.astype(np.float64)
-    num = ndimage.gaussian_filter(image * m, sigma, mode="constant")
-    den = ndimage.gaussian_filter(m, sigma, mode="constant")
-    return np.where(mask, num / np.maximum(den, 1e-12), 0.0)
 
 
 def _map_volume(array: np.ndarray, pet: Volume, description: str) -> Volume:
@@ -150,7 +140,6 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
             ki = smooth_inside(ki, inside, used_fwhm, volume.spacing)
             v = smooth_inside(v, inside, used_fwhm, volume.spacing)
     else:
-        from volgen.tasks.patlak_diffusion import diffusion_patlak, patlak_sampling
 
         sampling = patlak_sampling(sampling or Sampling(**settings))
         with timer("sample"):

@@ -18,6 +18,7 @@ import torch
 from volgen.io.preprocess import GridMap, GridSpec
 from volgen.io.volume import Volume
 from volgen.kinetics import PatlakStatistics
+from volgen.ops import smooth_inside
 from volgen.sampling.patlak import PatlakProjection
 from volgen.tasks.job import Sampling, model_spacing
 from volgen.tasks.models import backbone_of
@@ -46,8 +47,6 @@ def diffusion_patlak(fit: PatlakStatistics, inside: np.ndarray, pet: Volume, sam
                      doubt: float | None = None) -> dict:
     """{"Ki", "V", "Ki spread", "V spread"} on the PET grid (zero outside `inside`), from the least-squares fit's
     statistics on that grid."""
-    from volgen.tasks.patlak import smooth_inside
-
     doubt = PRIOR_DOUBT if doubt is None else doubt
     sampling = patlak_sampling(sampling)
     model = sampling.load("patlak")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from volgen.sampling.consistency import thick_slices
+from volgen.ops import thick_slices
 
 
 def block_means(array: np.ndarray, factor: int, axis: int) -> np.ndarray:

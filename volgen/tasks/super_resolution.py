@@ -20,7 +20,7 @@ from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import resample
 from volgen.io.volume import Volume
 from volgen.modules.prior import InterpolationPrior
-from volgen.sampling.consistency import thick_slice_projection, thick_slices
+from volgen.ops import thick_slice_projection, thick_slices
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
 from volgen.tasks.slice_means import consistency_error, project_block_means, round_keeping_block_sums

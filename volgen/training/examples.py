@@ -9,9 +9,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from volgen.sampling.consistency import repeat_slices, thick_slices
+from volgen.ops import dilate, repeat_slices, thick_slices
 
 TASK_CONDITIONS = {"super_resolution": ("lowres",), "inpainting": ("masked", "mask", "insert_lesion")}
 
@@ -22,12 +21,6 @@ def task_conditions(task: str, contrasts) -> tuple[str, ...]:
 
 def _pick(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return images[torch.arange(len(k)), k][:, None]
-
-
-def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    if radius <= 0:
-        return mask
-    return F.max_pool3d(mask, 2 * radius + 1, stride=1, padding=radius)
 
 
 def make_example(kind: str, task: str, batch: dict, data, gen: torch.Generator, labelled: bool) -> tuple:
