@@ -3,7 +3,7 @@
 The jobs (`volgen.synthesize`, `volgen.super_resolve`, `volgen.inpaint`, `volgen.patlak`) are imported on first use, so
 `import volgen` stays light (no torch) until one is called.
 """
-__version__ = "0.1.0"
+from volgen.version import __version__
 
 _API = ("synthesize", "super_resolve", "inpaint", "patlak")
 # the other public names, and the module each comes from (imported on first use, like the jobs)

@@ -30,6 +30,7 @@ import zlib
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from monai.transforms import Randomizable
 
 from volgen.io.contrasts import MRI_CONTRASTS, canonical_contrast
@@ -72,7 +73,6 @@ def write_value(like, array: np.ndarray):
         tensor = torch.from_numpy(np.ascontiguousarray(values)).to(like.dtype if like.is_floating_point()
                                                                    else torch.float32)
         if hasattr(like, "meta"):                   # MONAI MetaTensor: keep its affine and metadata
-            from monai.data import MetaTensor
             return MetaTensor(tensor, meta=dict(like.meta))
         return tensor
     return values

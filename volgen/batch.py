@@ -12,6 +12,9 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
 from volgen.errors import VolgenError
 
 
@@ -27,8 +30,6 @@ def world() -> tuple[int, int]:
 
 
 def _gather(outcomes: list[Outcome]) -> list[Outcome]:
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         dist.init_process_group("gloo")          # objects travel on the CPU, whatever the jobs ran on
     parts: list = [None] * dist.get_world_size()
@@ -39,8 +40,6 @@ def _gather(outcomes: list[Outcome]) -> list[Outcome]:
 
 def run_batch(items: Sequence, name_of: Callable, work: Callable, *, progress: bool = True) -> list[Outcome]:
     """work(item) for this process's share of `items`; every process's outcomes, in the items' order."""
-    from tqdm.auto import tqdm
-
     rank, size = world()
     mine = list(items)[rank::size]
     outcomes = []

@@ -11,7 +11,6 @@ folders with `register`.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -21,25 +20,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from volgen import int8_weights
+from volgen.backbones.backbone import Backbone
+from volgen.codecs import HaarCodec, IdentityCodec, KLAutoencoderCodec, PatchAutoencoderCodec
 from volgen.errors import InputError
 from volgen.io.atomic import atomic_folder
+from volgen.modules.base import Conditioner
+from volgen.modules.concat import ConcatConditioner
+from volgen.modules.controlnet import ControlNetConditioner
+from volgen.modules.vcm import VCM
 
 FORMAT, VERSION = "volgen-model", 1
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 REGISTRY_FILE = PRETRAINED_DIR / "registry.json"
 
-# model_type -> "module:Class"; imported only when such a model is loaded
-MODEL_TYPES = {
-    "backbone": "volgen.backbones.backbone:Backbone",
-    "identity": "volgen.codecs.base:IdentityCodec",
-    "haar": "volgen.codecs.haar:HaarCodec",
-    "kl_autoencoder": "volgen.codecs.autoencoder:KLAutoencoderCodec",
-    "patch_autoencoder": "volgen.codecs.patch_autoencoder:PatchAutoencoderCodec",
-    "vcm": "volgen.modules.vcm:VCM",
-    "controlnet": "volgen.modules.controlnet:ControlNetConditioner",
-    "concat": "volgen.modules.concat:ConcatConditioner",
-}
+# model_type -> the class a saved model of that type is rebuilt with
+MODEL_TYPES = {cls.model_type: cls for cls in (Backbone, IdentityCodec, HaarCodec, KLAutoencoderCodec,
+                                               PatchAutoencoderCodec, VCM, ControlNetConditioner, ConcatConditioner)}
 _USER_REGISTRY: dict[str, dict] = {}
 
 
@@ -171,10 +168,11 @@ def from_pretrained(name_or_folder, *, device=None, dtype: torch.dtype | None = 
     """The model saved in a folder or registered under a name, verified, in eval mode."""
     folder, config, state, digest = saved_state(name_or_folder, expected_type=expected_type)
     weights = folder / WEIGHTS_FILE
-    module_name, class_name = MODEL_TYPES[config["model_type"]].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = MODEL_TYPES[config["model_type"]]
     try:
-        model = cls.from_config(config["config"])
+        # a module is rebuilt on the backbone its config names (checked against the sha256 it was trained on)
+        model = cls.from_config(config["config"], backbone=load_backbone_for(config["config"])) \
+            if issubclass(cls, Conditioner) else cls.from_config(config["config"])
     except (ValueError, TypeError, KeyError) as exc:
         raise InputError(folder / CONFIG_FILE, f"invalid model config ({exc})") from None
     expected_keys = model.state_dict()
@@ -191,6 +189,17 @@ def from_pretrained(name_or_folder, *, device=None, dtype: torch.dtype | None = 
     model.hub_source = {"name": str(name_or_folder), "sha256": digest}
     model.hub_metadata = config.get("metadata") or {}
     return model.to(device=device).eval()
+
+
+def load_backbone_for(config: dict):
+    """The backbone a saved module names, checked against the sha256 recorded when the module was saved."""
+    reference = config.get("backbone")
+    if not isinstance(reference, dict) or "name" not in reference:
+        raise ValueError("no 'backbone' reference (name and sha256)")
+    backbone = from_pretrained(reference["name"], expected_type="backbone")
+    if reference.get("sha256") and backbone.hub_source["sha256"] != reference["sha256"]:
+        raise InputError(reference["name"], "is not the backbone this module was trained on (sha256 differs)")
+    return backbone
 
 
 def list_models() -> list[dict]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 
+import torch
+
 # Peak memory of one sampling batch per model-grid voxel and per sample, for a backbone whose first U-Net level has
 # REFERENCE_CHANNELS channels. Measured on the shipped wavelet backbone + synthesis VCM on a 96x112x96 grid:
 # 350 MB for one sample, 1160 MB for four (about 280 bytes per voxel per sample); rounded up for fp32 and for the
@@ -20,8 +22,6 @@ def gigabytes(n_bytes: float) -> str:
 def available_memory(device="cpu") -> int | None:
     """Bytes free for a new allocation on `device` (None when it cannot be told)."""
     if str(device).startswith("cuda"):
-        import torch                               # only here: reading a NIfTI file needs no torch
-
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
     try:
         with open("/proc/meminfo") as f:

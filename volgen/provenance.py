@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from volgen import __version__
+from volgen.version import __version__
 
 # set by the `volgen` command (cli.main) to the arguments it was given; the library alone leaves it None
 COMMAND: list[str] | None = None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from volgen.kernels.sampler import x0_eps, x0_eps_eager
+
 PARAMETERIZATIONS = ("eps", "v", "x0", "flow")
 _NEEDS_KIND = {"v": "vp", "flow": "flow"}
 
@@ -77,7 +79,6 @@ class Denoiser(torch.nn.Module):
         """(x0, eps) at timestep t (one for the whole batch, or one per item), in x_t's dtype. With `uncond` (the
         unconditional pass's prediction) the prediction is classifier-free guided first, uncond + guidance
         (prediction - uncond); at one t, one fused pass (`volgen.kernels.sampler.x0_eps`) on CUDA."""
-        from volgen.kernels.sampler import x0_eps, x0_eps_eager
         if torch.as_tensor(t).numel() > 1:                  # per-item levels: broadcast tensors, eager
             coefficients = x0_eps_coefficients(*self.alpha_sigma(t, x_t), self.parameterization)
             return x0_eps_eager(x_t, prediction, coefficients, uncond, guidance)

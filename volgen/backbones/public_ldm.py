@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from volgen.backbones.backbone import Backbone, BackboneConfig
 from volgen.backbones.unet import UNetConfig
@@ -57,7 +58,6 @@ def _read_state_dict(path) -> dict[str, torch.Tensor]:
         raise InputError(path, "checkpoint file not found")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             state = load_file(str(path))
         else:   # weights_only: tensors and containers only, never arbitrary pickled code
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import os
 
+import torch
+
 MODES = ("auto", "eager", "triton")
 
 
@@ -33,8 +35,6 @@ def triton_available() -> bool:
 
 def backend(*tensors) -> str:
     """Which implementation runs: the kernels have no backward, so anything autograd will differentiate is eager."""
-    import torch
-
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return "eager"
     mode = os.environ.get("VOLGEN_KERNELS", "auto").strip().lower() or "auto"

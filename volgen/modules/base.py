@@ -37,8 +37,9 @@ class Conditioner(torch.nn.Module):
         return {"backbone": self.backbone_reference(), "module": self.config.to_dict()}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Conditioner":
-        return cls(load_backbone_for(config), cls.config_class.from_dict(config.get("module", {})))
+    def from_config(cls, config: dict, backbone) -> "Conditioner":
+        """The module of a saved config on `backbone` (the hub loads the one the config names)."""
+        return cls(backbone, cls.config_class.from_dict(config.get("module", {})))
 
     def clear_cache(self) -> None:
         """Forget whatever was cached for one sampling call (generate() calls this at its end)."""
@@ -93,16 +94,3 @@ class Conditioner(torch.nn.Module):
             raise ValueError("save the backbone with volgen.hub (or load it from there) before saving a module "
                              "trained on it: the module's config must name it")
         return source
-
-
-def load_backbone_for(config: dict):
-    """The backbone a saved module names, checked against the sha256 recorded when the module was saved."""
-    from volgen import hub
-    from volgen.errors import InputError
-    reference = config.get("backbone")
-    if not isinstance(reference, dict) or "name" not in reference:
-        raise ValueError("no 'backbone' reference (name and sha256)")
-    backbone = hub.from_pretrained(reference["name"], expected_type="backbone")
-    if reference.get("sha256") and backbone.hub_source["sha256"] != reference["sha256"]:
-        raise InputError(reference["name"], "is not the backbone this module was trained on (sha256 differs)")
-    return backbone

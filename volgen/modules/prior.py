@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from volgen.baselines import cubic_upsample
+
 BACKGROUND = -1.0          # model range [-1, 1]: background is the minimum
 
 
@@ -106,7 +108,6 @@ class InterpolationPrior(torch.nn.Module):
 
     def matrix(self, n_thick: int) -> torch.Tensor:
         if n_thick not in self._matrices:
-            from volgen.baselines import cubic_upsample      # scipy, only when first needed
             columns = cubic_upsample(np.eye(n_thick), self.factor, axis=0)   # column j: slice j's spline
             self._matrices[n_thick] = torch.as_tensor(columns, dtype=torch.float32)
         return self._matrices[n_thick]

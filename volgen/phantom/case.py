@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from volgen import __version__
+from volgen.version import __version__
 from volgen.io.atomic import atomic_folder
 from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.io.montage import save_montage

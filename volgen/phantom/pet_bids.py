@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from volgen import __version__
+from volgen.version import __version__
 from volgen.io.atomic import atomic_folder, atomic_paths
 
 PET_UNITS = "kBq/mL"

@@ -16,6 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -88,9 +90,6 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
     tc = config.train
     mixed = tc.mixed_precision if tc.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
     accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
