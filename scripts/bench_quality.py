@@ -30,8 +30,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr, wasserstein_distance
 
-import phantom_jobs
-from phantom_jobs import CONTRASTS, DEVICE, brain_of, steps_for
+import bench_harness
+from bench_harness import CONTRASTS, DEVICE, brain_of, steps_for
 from volgen import hub
 from volgen.baselines import LinearRegression, cubic_upsample, harmonic_fill
 from volgen.errors import VolgenError
@@ -155,7 +155,7 @@ def synthesis_rows(cases, train_cases, models: dict, target: str, args, montage:
             table.add("linear regression", **image_scores(pred, truth, brain, tumour), seconds=seconds)
             shown["linear regression"] = pred
         for name, model in models.items():
-            (est, _, _), seconds = timed(lambda: phantom_jobs.synthesis(model, case, target, steps=args.steps,
+            (est, _, _), seconds = timed(lambda: bench_harness.synthesis(model, case, target, steps=args.steps,
                                                                         samples=args.samples, seed=args.seed + index))
 
             def score(pred, maps):
@@ -190,17 +190,17 @@ def autoencoder_row(cases, backbone, task: str) -> dict:
 
 
 def super_resolution_rows(cases, model, args, montage: Path | None) -> list[dict]:
-    factor, axis = phantom_jobs.SR_FACTOR, phantom_jobs.SR_AXIS
+    factor, axis = bench_harness.SR_FACTOR, bench_harness.SR_AXIS
     table = Table(f"{factor}x super-resolution (t2f)")
     for index, case in enumerate(cases):
-        volume, observed = phantom_jobs.thick(case, "t2f")
+        volume, observed = bench_harness.thick(case, "t2f")
         truth, brain = unit(volume[0, 0]), brain_of(case)
         cubic, seconds = timed(lambda: unit(cubic_upsample(observed[0, 0].numpy(), factor, axis)))
         table.add("cubic interpolation", **image_scores(cubic, truth, brain), seconds=seconds)
         shown = {"t2f (true)": truth, "thick slices": unit(observed.repeat_interleave(factor, 2 + axis)[0, 0]),
                  "cubic": cubic}
         if model is not None:
-            (est, _, _), seconds = timed(lambda: phantom_jobs.super_resolution(
+            (est, _, _), seconds = timed(lambda: bench_harness.super_resolution(
                 model, case, "t2f", steps=args.steps, samples=args.samples, seed=args.seed + index))
 
             def score(pred, maps):
@@ -221,7 +221,7 @@ def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[
     table = Table("pseudo-healthy inpainting (t2f)")
     for index, case in enumerate(cases):
         image, healthy = case.images[T2F][None, None], case.healthy[T2F][None, None]
-        mask = phantom_jobs.tumour_mask(case)
+        mask = bench_harness.tumour_mask(case)
         inside = mask[0, 0].numpy() > 0
         truth = unit(healthy[0, 0])
         fill, seconds = timed(lambda: unit(harmonic_fill(image[0, 0].numpy(), inside)))
@@ -238,7 +238,7 @@ def inpainting_rows(cases, backbone, model, args, montage: Path | None) -> list[
         for name, method in {"backbone + replacement": backbone, "VCM": model}.items():
             if method is None:
                 continue
-            (est, _, _), seconds = timed(lambda: phantom_jobs.pseudo_healthy(
+            (est, _, _), seconds = timed(lambda: bench_harness.pseudo_healthy(
                 method, case, "t2f", steps=args.steps, samples=args.samples, seed=args.seed + index,
                 with_module=method is model))
 
@@ -260,7 +260,7 @@ def lesion_rows(cases, model, args, montage: Path | None) -> list[dict]:
     table = Table("lesion inpainting (t2f)")
     for index, case in enumerate(cases):
         lesion, healthy = case.images[T2F][None, None], case.healthy[T2F][None, None]
-        mask = phantom_jobs.tumour_mask(case)
+        mask = bench_harness.tumour_mask(case)
         inside = mask[0, 0].numpy() > 0
         real = unit(lesion[0, 0])[inside]
         table.add("healthy twin (before)", w1_to_real_tumour=wasserstein_distance(unit(healthy[0, 0])[inside], real),

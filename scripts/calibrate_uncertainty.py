@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-import phantom_jobs
+import bench_harness
 from volgen import hub
 from volgen.error_model import METADATA_KEY, ErrorModel, fit_error
 from volgen.tasks.models import default_samples
@@ -31,7 +31,7 @@ def estimates(model, job: str, cases, contrast: str, samples: int) -> list:
     """(mean, spread, truth, region) of each case, arrays in the model's range."""
     out = []
     for index, case in enumerate(cases):
-        est, truth, region = phantom_jobs.JOBS[job](model, case, contrast, samples=samples, seed=index)
+        est, truth, region = bench_harness.JOBS[job](model, case, contrast, samples=samples, seed=index)
         out.append((est.image[0, 0].cpu().numpy(), est.spread[0, 0].cpu().numpy(), truth, region))
     return out
 
@@ -45,18 +45,18 @@ def spearman_of(maps, examples) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a shipped model's name or a model folder")
-    parser.add_argument("job", choices=sorted(phantom_jobs.JOBS))
+    parser.add_argument("job", choices=sorted(bench_harness.JOBS))
     parser.add_argument("--cases-root", default="phantoms/calib")
     parser.add_argument("--cases", type=int, default=12)
-    parser.add_argument("--contrasts", default=",".join(phantom_jobs.CONTRASTS))
+    parser.add_argument("--contrasts", default=",".join(bench_harness.CONTRASTS))
     parser.add_argument("--write", action="store_true", help="store the fit in the model's config.json")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     folder, _ = hub.resolve(args.model)
-    model = hub.from_pretrained(args.model, device=phantom_jobs.DEVICE)
-    cases = load_cases(DataConfig(root=args.cases_root, contrasts=phantom_jobs.CONTRASTS, max_cases=args.cases),
+    model = hub.from_pretrained(args.model, device=bench_harness.DEVICE)
+    cases = load_cases(DataConfig(root=args.cases_root, contrasts=bench_harness.CONTRASTS, max_cases=args.cases),
                        multiple=16, with_healthy=args.job == "inpainting")
-    samples = default_samples(phantom_jobs.DEVICE)
+    samples = default_samples(bench_harness.DEVICE)
     fits = {}
     for contrast in args.contrasts.split(","):
         start = time.perf_counter()
@@ -67,10 +67,10 @@ def main() -> None:
               f"{spearman_of([s for _, s, _, _ in examples], examples):.3f}, calibrated "
               f"{spearman_of(calibrated, examples):.3f}; weights {np.round(fit.weights, 3).tolist()}, scale "
               f"{fit.scale:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    timesteps = phantom_jobs.steps_for(model, None)
+    timesteps = bench_harness.steps_for(model, None)
     error_model = ErrorModel(fits, {"cases": f"{args.cases_root} ({len(cases)} phantoms)", "job": args.job,
                                     "samples": samples, "timesteps": [float(t) for t in timesteps],
-                                    "device": phantom_jobs.DEVICE.type})
+                                    "device": bench_harness.DEVICE.type})
     if args.write:
         path = folder / hub.CONFIG_FILE
         config = json.loads(path.read_text())

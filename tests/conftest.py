@@ -8,7 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.phantom import PhantomSpec, generate_case, write_case
+from volgen.taskspec import TASKS
 from volgen.phantom.pet import PetSpec
 
 
@@ -45,8 +47,6 @@ def smooth_volume(shape=(20, 24, 16), seed=0):
     return vol.astype(np.float32)
 
 
-TASK_CONDITIONS = {"synthesis": ("t1n", "t1c", "t2w", "t2f"), "super_resolution": ("lowres",),
-                   "inpainting": ("masked", "mask", "insert_lesion")}
 
 
 @pytest.fixture(scope="session")
@@ -63,12 +63,13 @@ def tiny_models(tmp_path_factory):
     torch.manual_seed(0)
     net = UNetConfig(in_channels=8, out_channels=8, channels=(8, 16), attention_levels=(False, False),
                      num_head_channels=8, norm_num_groups=8, num_class_embeds=4)
-    backbone = Backbone(BackboneConfig(network=net.to_dict(), contrasts=TASK_CONDITIONS["synthesis"]))
+    backbone = Backbone(BackboneConfig(network=net.to_dict(), contrasts=MRI_CONTRASTS))
     torch.nn.init.normal_(backbone.network.unet.out[2].conv.weight, std=0.05)
     hub.save_pretrained(backbone, root / "backbone")
     backbone = hub.from_pretrained(root / "backbone")
     folders = {"backbone": root / "backbone"}
-    for job, conditions in TASK_CONDITIONS.items():
+    for job in ("synthesis", "super_resolution", "inpainting"):
+        conditions = TASKS[job].conditions(MRI_CONTRASTS)
         module = VCM(backbone, VCMConfig(conditions=conditions, channels=(8, 16), encoder_channels=(8,), features=8,
                                          head_channels=8, num_head_channels=8, norm_num_groups=8))
         torch.nn.init.normal_(module.beta.weight, std=0.1)

@@ -33,7 +33,25 @@ from volgen.modules.prior import FillPrior, InterpolationPrior, RegressionPrior
 from volgen.modules.table_prior import TablePrior
 from volgen.modules.template_prior import TemplateFillPrior
 
-PRIORS = ("none", "regression", "table", "interpolation", "fill", "template_fill")
+
+
+def _labelled(kind: str, classes: int | None) -> int:
+    if not classes:
+        raise ValueError(f"prior: {kind} needs a backbone with contrast labels (the target)")
+    return classes
+
+
+# prior kind -> its builder from (config, number of conditions, the backbone's contrast classes); a task's spec
+# (volgen/taskspec.py) names the kinds that fit it
+PRIORS = {
+    "none": lambda config, n, classes: None,
+    "regression": lambda config, n, classes: RegressionPrior(n, _labelled("regression", classes),
+                                                             config.prior_degree),
+    "table": lambda config, n, classes: TablePrior(n, _labelled("table", classes)),
+    "interpolation": lambda config, n, classes: InterpolationPrior(config.prior_factor, config.prior_axis),
+    "fill": lambda config, n, classes: FillPrior(),
+    "template_fill": lambda config, n, classes: TemplateFillPrior(max(classes or 0, 1), config.prior_components),
+}
 
 # The gate's bias is stored divided by this gain: Adam moves a parameter by about lr per step whatever its
 # gradient's size, so the gate reaches 1 in tens of steps instead of 1/lr. It is a table over noise levels
@@ -112,21 +130,7 @@ class VCM(Conditioner):
             self.encoder = ConditionEncoder(2 * n, config.encoder_channels, config.features,
                                             backbone.codec.downsampling)
             features = config.features
-        self.prior = None
-        if config.prior == "regression":
-            if not net.num_class_embeds:
-                raise ValueError("prior: regression needs a backbone with contrast labels (the target)")
-            self.prior = RegressionPrior(n, net.num_class_embeds, config.prior_degree)
-        elif config.prior == "table":
-            if not net.num_class_embeds:
-                raise ValueError("prior: table needs a backbone with contrast labels (the target)")
-            self.prior = TablePrior(n, net.num_class_embeds)
-        elif config.prior == "interpolation":
-            self.prior = InterpolationPrior(config.prior_factor, config.prior_axis)
-        elif config.prior == "fill":
-            self.prior = FillPrior()
-        elif config.prior == "template_fill":
-            self.prior = TemplateFillPrior(max(net.num_class_embeds or 0, 1), config.prior_components)
+        self.prior = PRIORS[config.prior](config, n, net.num_class_embeds)
         if self.prior is not None:
             features += latent
         self.unet = DiffusionModelUNet(

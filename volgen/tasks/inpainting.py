@@ -10,15 +10,12 @@ from volgen.errors import InputError
 from volgen.io.contrasts import contrast_of_input
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import grid_difference, same_grid
-from volgen.ops import known_voxel_projection
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
+from volgen.taskspec import TASKS
 
 MODES = ("healthy", "lesion")
-# The posterior mean of the draws as the sampler leaves them, not of the first step's x0: the first step sees the
-# masked image only through the module, while each draw's last x0 has had the known voxels projected in once.
-# Measured on the 20 held-out cases with the shipped module: 20.73 dB inside the mask against 20.47 (issue 10).
-MEAN_OF = "draws"
+SPEC = TASKS["inpainting"]          # its conditions, projection and estimate rule (volgen/taskspec.py)
 
 
 def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None, sampling: Sampling | None = None,
@@ -47,21 +44,17 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         grid_mask = pre.grid.forward(inside.astype(np.float32), order=1, fill=0.0) > 1e-3
         image = torch.from_numpy(pre.array)[None, None]
         keep = torch.from_numpy(grid_mask.astype(np.float32))[None, None]
-        masked = image * (1 - keep) - keep               # masked voxels read as background, as in training
-        insert = torch.full_like(keep, 1.0 if mode == "lesion" else 0.0)
     device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
-                                     conditions=torch.cat([masked, keep, insert], dim=1),
-                                     projection=known_voxel_projection(image.to(device), keep.to(device)),
-                                     mean_of=MEAN_OF)
+                                     **SPEC.inputs(image=image, mask=keep, insert=mode == "lesion", device=device))
     with timer("restore"):
         restored = pre.restore(array).array
         output = source.array.copy()
         output[inside] = restored[inside]
     name = f"{source.name}-{'healthy' if mode == 'healthy' else 'lesion'}"
     info = {"job": "inpainting", "input": volume_path(source), "mask": volume_path(mask_volume), "mode": mode,
-            "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model, MEAN_OF, [contrast]),
+            "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model, SPEC.mean_of, [contrast]),
             "model_grid": list(pre.grid.model_shape), "seconds": timer.seconds}
     uncertainty = {}
     if spread is not None:            # outside the mask nothing was synthesised: no uncertainty there

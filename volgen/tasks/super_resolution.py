@@ -20,11 +20,12 @@ from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import resample
 from volgen.io.volume import Volume
 from volgen.modules.prior import InterpolationPrior
-from volgen.ops import thick_slice_projection, thick_slices
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
+from volgen.taskspec import TASKS
 from volgen.tasks.slice_means import consistency_error, project_block_means, round_keeping_block_sums
 
+SPEC = TASKS["super_resolution"]
 WORLD_AXES = {"x": 0, "y": 1, "z": 2, "lr": 0, "ap": 1, "si": 2}
 
 
@@ -129,14 +130,13 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
         if grid_in.shape[dim] % steps:
             raise InputError(volume_path(source), f"model grid size {grid_in.shape[dim]} along {axis} is not a "
                                                   f"multiple of {steps}")
-        lowres = thick_slices(grid_in, steps, dim)
         prior = getattr(model, "prior", None)
         if isinstance(prior, InterpolationPrior):     # the module's interpolation follows this volume's slices
             prior.factor, prior.dim = steps, dim
     device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
-        array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast, conditions=grid_in,
-                                     projection=thick_slice_projection(lowres.to(device), steps, dim))
+        array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
+                                     **SPEC.inputs(lowres=grid_in, factor=steps, dim=dim, device=device))
     shape, affine = thin_grid(source, array_axis, factor)
     with timer("restore"):
         restored = pre.restore(array, fill=float(observed.min()), dtype=np.float32).array

@@ -20,6 +20,9 @@ from volgen.io.resample import align_grids
 from volgen.io.volume import Volume
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, to_unit
 from volgen.tasks.models import backbone_of
+from volgen.taskspec import TASKS
+
+SPEC = TASKS["synthesis"]           # its conditions (volgen/taskspec.py)
 
 
 def default_conditions(have, target=None) -> list[str]:
@@ -94,19 +97,14 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
         prepared = {c: (first if v is reference else
                         preprocess(v, spec, grid=first.grid, contrast=c, out_range=(-1.0, 1.0)))
                     for c, v in volumes.items()}
-        conditions = torch.zeros(1, len(module_contrasts), *first.grid.model_shape)
-        present = torch.zeros(1, len(module_contrasts))
-        for contrast, pre in prepared.items():
-            index = module_contrasts.index(contrast)
-            conditions[0, index] = torch.from_numpy(pre.array)
-            present[0, index] = 1.0
+        inputs = SPEC.inputs(volumes={c: torch.from_numpy(pre.array) for c, pre in prepared.items()},
+                             contrasts=module_contrasts, shape=first.grid.model_shape)
         # the head: voxels above the background in any condition; the synthesised volume is 0 outside it
         head = np.any([v.array > v.array.min() for v in volumes.values()], axis=0)
     outputs, uncertainty = {}, {}
     for contrast in targets:
         with timer(f"sample {contrast}"):
-            array, spread = sampling.run(model, first.grid.model_shape, contrast=contrast, conditions=conditions,
-                                         present=present)
+            array, spread = sampling.run(model, first.grid.model_shape, contrast=contrast, **inputs)
         with timer("restore"):
             restored = first.restore(to_unit(array), unscale=False, fill=0.0, dtype=np.float32)
             outputs[contrast] = restored.with_array(np.where(head, restored.array, 0.0).astype(np.float32),

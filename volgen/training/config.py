@@ -14,10 +14,10 @@ from pathlib import Path
 import yaml
 
 from volgen.errors import InputError
+from volgen.taskspec import task
 from volgen.training.schedule import SCHEDULES
 
 KINDS = ("autoencoder", "backbone", "module")
-TASKS = ("synthesis", "super_resolution", "inpainting")
 LOSS_SPACES = ("latent", "image")
 
 
@@ -236,8 +236,10 @@ def check(config: TrainConfig) -> None:
     if config.kind not in KINDS:
         raise ValueError(f"kind: '{config.kind}' is not one of {', '.join(KINDS)}")
     if config.kind == "module":
-        if config.task not in TASKS:
-            raise ValueError(f"task: '{config.task}' is not one of {', '.join(TASKS)}")
+        spec = task(config.task)                     # an unknown task is refused with the known ones
+        prior = dict(config.model).get("prior", "none")
+        if config.module == "vcm" and prior not in spec.priors:
+            raise ValueError(f"model.prior: '{prior}' does not fit task {spec.name} ({', '.join(spec.priors)})")
         if not config.backbone:
             raise ValueError("backbone: a module run needs the frozen backbone (registered name or folder)")
     if config.train.mixed_precision not in ("auto", "no", "bf16", "fp16"):

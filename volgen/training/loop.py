@@ -31,7 +31,8 @@ from volgen.training.config import RUN_CONFIG, TrainConfig
 from volgen.training.data import load_cases, sample_batch, step_generator
 from volgen.training.ema import EMA
 from volgen.training.schedule import learning_rate
-from volgen.training.examples import make_example, task_conditions
+from volgen.taskspec import task
+from volgen.training.examples import make_example
 from volgen.training.objectives import diffusion_loss
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -78,7 +79,7 @@ def build_model(config: TrainConfig) -> tuple[torch.nn.Module, list[tuple[str, t
         named = [(n, p) for n, p in model.named_parameters() if n.startswith("denoiser.")]
         return model, named, model.image_multiple, bool(model.config.contrasts)
     backbone = hub.from_pretrained(config.backbone, expected_type="backbone")
-    module_config = {"conditions": list(task_conditions(config.task, config.data.contrasts)), **config.model}
+    module_config = {"conditions": list(task(config.task).conditions(config.data.contrasts)), **config.model}
     model = build_conditioner(config.module, backbone, module_config)
     named = [(n, p) for n, p in model.named_parameters() if not n.startswith("backbone.")]
     return model, named, backbone.image_multiple, bool(backbone.config.contrasts)
@@ -108,8 +109,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                                            "this model")
     if tc.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    inpainting = config.kind == "module" and config.task == "inpainting"
-    cases = load_cases(config.data, multiple, with_healthy=inpainting)
+    spec = task(config.task) if config.kind == "module" else None
+    cases = load_cases(config.data, multiple, with_healthy=bool(spec and spec.needs_healthy))
     if checkpoint is None and config.init_from:
         # a backbone's codec comes from its own pretrained source (frozen): init_from must not overwrite it with the
         # old backbone's codec wherever their shapes happen to agree
@@ -142,7 +143,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             group["lr"] = lr
         gen = step_generator(tc.seed, step, accelerator.process_index)
         batch = sample_batch(cases, tc.batch_size, config.data.crop,
-                             config.data.flip_axes if config.data.flip else [], gen, around_lesion=inpainting)
+                             config.data.flip_axes if config.data.flip else [], gen,
+                             around_lesion=bool(spec and spec.crop_around_lesion))
         target, cond = make_example(config.kind, config.task, batch, config.data, gen, labelled)
         target = target.to(accelerator.device)
         cond = {k: v.to(accelerator.device) for k, v in cond.items()}
@@ -241,8 +243,7 @@ def _export(config: TrainConfig, model, run_dir: Path, seconds: float, start: in
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "kind": config.kind, "task": config.task if config.kind == "module" else None,
                 "data_root": config.data.root, "spacing": config.data.spacing,
-                **({"sr_factor": config.data.sr_factor, "sr_axis": config.data.sr_axis}
-                   if config.task == "super_resolution" and config.kind == "module" else {})}
+                **(task(config.task).metadata(config.data) if config.kind == "module" else {})}
     hub.save_pretrained(model.cpu(), run_dir / "model", dtype=DTYPES[config.output.save_dtype], metadata=metadata,
                         overwrite=True)
 

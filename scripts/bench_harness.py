@@ -1,5 +1,6 @@
-"""A job's estimate of one phantom case on the model grid, as bench_quality.py scores it and calibrate_uncertainty.py
-fits the uncertainty on it: the same conditions, projection, timesteps and seeds as the jobs use.
+"""What the benches share: a job's estimate of one phantom case on the model grid, as bench_quality.py scores it and
+calibrate_uncertainty.py fits the uncertainty on it. The conditions, projection and estimate rule are the jobs' own
+(volgen/taskspec.py); the timesteps are the jobs' defaults on this device.
 
 Each function returns (Estimate, truth, region): the truth in the model's range (D, H, W) and the boolean region its
 error is scored in (the brain; the inpainted mask).
@@ -10,13 +11,13 @@ import numpy as np
 import torch
 
 from volgen.backbones import Backbone
-from volgen.ops import known_voxel_projection, thick_slice_projection, thick_slices
+from volgen.io.contrasts import MRI_CONTRASTS
+from volgen.ops import dilate, thick_slices
 from volgen.tasks import generate
-from volgen.tasks.inpainting import MEAN_OF as INPAINTING_MEAN_OF
 from volgen.tasks.models import default_timesteps
-from volgen.ops import dilate
+from volgen.taskspec import TASKS
 
-CONTRASTS = ["t1n", "t1c", "t2w", "t2f"]
+CONTRASTS = list(MRI_CONTRASTS)
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SR_FACTOR, SR_AXIS = 4, 2          # 4x through-plane, the last axis
 
@@ -33,14 +34,12 @@ def brain_of(case) -> np.ndarray:
 
 def synthesis(model, case, target: str, *, steps=None, samples: int, seed: int):
     """`target` from the other three contrasts."""
-    k = CONTRASTS.index(target)
-    present = torch.ones(1, len(CONTRASTS))
-    present[0, k] = 0
-    conditions = case.images[None].clone()
-    conditions[:, k] = 0
-    est = generate(model, (1, *case.images.shape[1:]), contrast=target, conditions=conditions, present=present,
-                   steps=steps_for(model, steps), samples=samples, seed=seed)
-    return est, case.images[k].numpy(), brain_of(case)
+    volumes = {c: case.images[i] for i, c in enumerate(CONTRASTS) if c != target}
+    inputs = TASKS["synthesis"].inputs(volumes=volumes, contrasts=tuple(getattr(model, "conditions", CONTRASTS)),
+                                       shape=tuple(case.images.shape[1:]))
+    est = generate(model, (1, *case.images.shape[1:]), contrast=target, steps=steps_for(model, steps),
+                   samples=samples, seed=seed, **inputs)
+    return est, case.images[CONTRASTS.index(target)].numpy(), brain_of(case)
 
 
 def thick(case, contrast: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,10 +51,10 @@ def thick(case, contrast: str) -> tuple[torch.Tensor, torch.Tensor]:
 def super_resolution(model, case, contrast: str, *, steps=None, samples: int, seed: int):
     """4x through-plane super-resolution of `contrast` from its thick slices."""
     volume, observed = thick(case, contrast)
-    est = generate(model, (1, *volume.shape[2:]), contrast=contrast,
-                   conditions=observed.repeat_interleave(SR_FACTOR, dim=2 + SR_AXIS), steps=steps_for(model, steps),
-                   samples=samples, seed=seed,
-                   projection=thick_slice_projection(observed.to(DEVICE), SR_FACTOR, 2 + SR_AXIS))
+    inputs = TASKS["super_resolution"].inputs(lowres=observed.repeat_interleave(SR_FACTOR, dim=2 + SR_AXIS),
+                                              factor=SR_FACTOR, dim=2 + SR_AXIS, device=DEVICE)
+    est = generate(model, (1, *volume.shape[2:]), contrast=contrast, steps=steps_for(model, steps),
+                   samples=samples, seed=seed, **inputs)
     return est, volume[0, 0].numpy(), brain_of(case)
 
 
@@ -69,12 +68,11 @@ def pseudo_healthy(model, case, contrast: str, *, steps=None, samples: int, seed
     bare backbone of `model` (a Backbone) with the same known-voxel replacement."""
     c = CONTRASTS.index(contrast)
     image, mask = case.images[c][None, None], tumour_mask(case)
-    conditions = None
-    if with_module:
-        conditions = torch.cat([image * (1 - mask) - mask, mask, torch.zeros_like(mask)], dim=1)
-    est = generate(model, (1, *image.shape[2:]), contrast=contrast, conditions=conditions,
-                   steps=steps_for(model, steps), samples=samples, seed=seed, mean_of=INPAINTING_MEAN_OF,
-                   projection=known_voxel_projection(image.to(DEVICE), mask.to(DEVICE)))
+    inputs = TASKS["inpainting"].inputs(image=image, mask=mask, insert=False, device=DEVICE)
+    if not with_module:
+        inputs["conditions"] = None
+    est = generate(model, (1, *image.shape[2:]), contrast=contrast, steps=steps_for(model, steps),
+                   samples=samples, seed=seed, **inputs)
     return est, case.healthy[c].numpy(), mask[0, 0].numpy() > 0
 
 

@@ -1,0 +1,156 @@
+"""What each conditioning task is, in one place, for training, the jobs, the augmentation hooks and the benches.
+
+A `TaskSpec` owns:
+- `conditions(contrasts)`: the module's condition channels;
+- `example(...)`: how a training example is made from a batch of clean images (the degradation the module learns
+  to undo), with the same forward operators (`volgen.ops`) the jobs' data consistency uses;
+- `inputs(...)`: the keyword arguments `tasks.generate` samples with, from what the job has on the model grid (the
+  conditions tensor, the consistency projection, the estimate's rule);
+- `priors`: the VCM prior kinds that fit the task; `output`: the job's output key; `metadata(data)`: what a trained
+  module records about its data; `needs_healthy` / `crop_around_lesion`: what its training cases need.
+
+A new task is a TaskSpec registered with `register` plus a run config (`task: <name>`); `tests/test_taskspec.py`
+adds a toy one end to end.
+"""
+from __future__ import annotations
+
+import torch
+
+from volgen.ops import KnownVoxels, ThickSlices, dilate, repeat_slices, thick_slices
+
+# a masked voxel reads as background on the model's [-1, 1] scale, not as a value the module could take literally
+MASKED = -1.0
+
+
+def pick(images: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, 1, ...): item i's contrast k[i]."""
+    return images[torch.arange(len(k)), k][:, None]
+
+
+def masked_input(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The image with its masked voxels (mask = 1) set to background."""
+    return image * (1 - mask) + MASKED * mask
+
+
+class TaskSpec:
+    name = ""
+    priors: tuple[str, ...] = ("none",)
+    output = ""
+    mean_of = "first"             # tasks.generate's rule for the posterior mean
+    needs_healthy = False
+    crop_around_lesion = False
+
+    def conditions(self, contrasts) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def example(self, images: torch.Tensor, k: torch.Tensor, batch: dict, data, gen: torch.Generator) -> tuple:
+        """(target (B, 1, ...), the network's keyword conditions) for contrasts `k` of a batch of `images`."""
+        raise NotImplementedError
+
+    def inputs(self, **given) -> dict:
+        raise NotImplementedError
+
+    def metadata(self, data) -> dict:
+        return {}
+
+
+class Synthesis(TaskSpec):
+    """Missing contrasts from the present ones: the target hidden, each other contrast hidden with
+    `data.contrast_dropout` (one always stays); the module sees which are present."""
+
+    name, priors = "synthesis", ("regression", "table", "none")
+
+    def conditions(self, contrasts) -> tuple[str, ...]:
+        return tuple(contrasts)
+
+    def example(self, images, k, batch, data, gen):
+        b, c = images.shape[:2]
+        present = (torch.rand(b, c, generator=gen) >= data.contrast_dropout).float()
+        present[torch.arange(b), k] = 0.0
+        for i in range(b):                          # at least one source contrast stays
+            if present[i].sum() == 0:
+                others = [j for j in range(c) if j != int(k[i])]
+                present[i, others[int(torch.randint(0, len(others), (1,), generator=gen))]] = 1.0
+        return pick(images, k), {"conditions": images, "present": present}
+
+    def inputs(self, *, volumes: dict, contrasts, shape) -> dict:
+        """From {contrast: (D, H, W) tensor} on the model grid, in the module's `contrasts` order."""
+        conditions = torch.zeros(1, len(contrasts), *shape)
+        present = torch.zeros(1, len(contrasts))
+        for contrast, volume in volumes.items():
+            conditions[0, contrasts.index(contrast)] = volume
+            present[0, contrasts.index(contrast)] = 1.0
+        return {"conditions": conditions, "present": present}
+
+
+class SuperResolution(TaskSpec):
+    """Thin slices from thick ones: the condition is the thick-slice volume repeated onto the thin grid, the data
+    consistency keeps every thick slice's mean."""
+
+    name, priors, output = "super_resolution", ("interpolation", "none"), "sr"
+
+    def conditions(self, contrasts) -> tuple[str, ...]:
+        return ("lowres",)
+
+    def example(self, images, k, batch, data, gen):
+        target = pick(images, k)
+        dim = 2 + data.sr_axis
+        return target, {"conditions": repeat_slices(thick_slices(target, data.sr_factor, dim), data.sr_factor, dim)}
+
+    def inputs(self, *, lowres: torch.Tensor, factor: int, dim: int, device=None) -> dict:
+        """From the thick slices repeated onto the model grid, (1, 1, ...), `factor` model voxels each along `dim`."""
+        observed = thick_slices(lowres, factor, dim)
+        return {"conditions": lowres, "projection": ThickSlices(observed.to(device), factor, dim)}
+
+    def metadata(self, data) -> dict:
+        return {"sr_factor": data.sr_factor, "sr_axis": data.sr_axis}
+
+
+class Inpainting(TaskSpec):
+    """A masked region re-synthesised: a dilated lesion mask; half the items fill it with healthy tissue (target:
+    the healthy twin), half grow the lesion into it (target: the lesion image, input: the healthy twin), told apart
+    by the `insert_lesion` channel. The data consistency keeps the voxels outside the mask."""
+
+    name, priors, output = "inpainting", ("template_fill", "fill", "none"), "inpainted"
+    # the posterior mean of the draws as the sampler leaves them, not of the first step's x0: the first step sees the
+    # masked image only through the module, while each draw's last x0 has had the known voxels projected in once
+    mean_of = "draws"
+    needs_healthy = crop_around_lesion = True
+
+    def conditions(self, contrasts) -> tuple[str, ...]:
+        return ("masked", "mask", "insert_lesion")
+
+    def example(self, images, k, batch, data, gen):
+        lesion_img, healthy = pick(images, k), pick(batch["healthy"], k)
+        b = images.shape[0]
+        radius = int(torch.randint(0, 3, (1,), generator=gen))
+        mask = dilate((batch["seg"] > 0).float(), radius)
+        insert = (torch.rand(b, generator=gen) < 0.5).float().view(b, 1, 1, 1, 1)
+        source = insert * healthy + (1 - insert) * lesion_img
+        target = insert * lesion_img + (1 - insert) * healthy
+        return target, {"conditions": torch.cat([masked_input(source, mask), mask, insert.expand_as(mask)], dim=1)}
+
+    def inputs(self, *, image: torch.Tensor, mask: torch.Tensor, insert: bool, device=None) -> dict:
+        """From the image and the mask (1, 1, ...) on the model grid; `insert` grows a lesion instead of a fill."""
+        flag = torch.full_like(mask, 1.0 if insert else 0.0)
+        return {"conditions": torch.cat([masked_input(image, mask), mask, flag], dim=1),
+                "projection": KnownVoxels(image.to(device), mask.to(device)), "mean_of": self.mean_of}
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+    """Make a task known to training (`task: <name>` in a run config) and to the jobs."""
+    TASKS[spec.name] = spec
+    return spec
+
+
+def task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise ValueError(f"task: '{name}' is not one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+for _spec in (Synthesis(), SuperResolution(), Inpainting()):
+    register(_spec)
