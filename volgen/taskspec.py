@@ -100,7 +100,8 @@ class SuperResolution(TaskSpec):
     def inputs(self, *, lowres: torch.Tensor, factor: int, dim: int, device=None) -> dict:
         """From the thick slices repeated onto the model grid, (1, 1, ...), `factor` model voxels each along `dim`."""
         observed = thick_slices(lowres, factor, dim)
-        return {"conditions": lowres, "projection": ThickSlices(observed.to(device), factor, dim)}
+        return {"conditions": lowres, "projection": ThickSlices(observed.to(device), factor, dim),
+                "prior_options": {"factor": factor, "dim": dim}}     # the interpolation prior follows this volume
 
     def metadata(self, data) -> dict:
         return {"sr_factor": data.sr_factor, "sr_axis": data.sr_axis}

@@ -1,5 +1,6 @@
 """VCM's lossless condition path (the backbone's own codec) and its regression prior: shapes, identity at
 initialisation, the prior's closed-form fit, the gate, and saving the fitted prior with the module."""
+import numpy as np
 import pytest
 import torch
 
@@ -172,7 +173,9 @@ def test_task_priors_keep_identity_at_initialisation(prior, conditions):
                               backbone.network(x_t, t, class_labels=labels), atol=1e-6)
 
 
-def test_the_super_resolution_job_points_the_interpolation_prior_at_its_own_factor_and_axis():
+def test_the_super_resolution_job_gives_the_prior_its_own_factor_and_axis_per_call(monkeypatch):
+    """2x along x: the interpolation prior is called with factor 2 on the model grid's first axis, and the module
+    (shared through the jobs' model cache) keeps the factor and axis it was trained with."""
     import numpy as np
 
     from volgen.io.volume import Volume
@@ -181,8 +184,25 @@ def test_the_super_resolution_job_points_the_interpolation_prior_at_its_own_fact
 
     module = build_conditioner("vcm", _backbone(), {**SETTINGS, "conditions": ("lowres",), "prior": "interpolation"})
     module.eval()
+    calls = []
+    forward = InterpolationPrior.forward
+    monkeypatch.setattr(InterpolationPrior, "forward", lambda self, *a, **kw: calls.append(kw) or forward(self, *a,
+                                                                                                            **kw))
     thick = Volume(np.random.default_rng(0).random((8, 16, 16)).astype(np.float32) + 1,
                    np.diag([4.0, 2.0, 2.0, 1.0]), name="scan-t2f")
     super_resolve(thick, factor=2, axis="x", sampling=None, model=module, steps=1, samples=1)
-    assert isinstance(module.prior, InterpolationPrior)
-    assert (module.prior.factor, module.prior.dim) == (2, 2)          # 2x along x: the model grid's first axis
+    assert calls and all((kw["factor"], kw["dim"]) == (2, 2) for kw in calls)
+    assert (module.prior.factor, module.prior.dim) == (4, 4)          # as built: nothing set on the cached model
+
+
+def test_the_spline_depends_on_the_factor_as_well_as_the_number_of_slices():
+    """The spline cache was keyed by the thick-slice count alone: a 2x call after a 4x one with as many slices got
+    the 4x spline."""
+    from volgen.baselines import cubic_upsample
+    from volgen.modules.prior import InterpolationPrior
+
+    prior = InterpolationPrior(4, 2)
+    four = prior.matrix(6)
+    two = prior.matrix(6, 2)
+    assert four.shape == (24, 6) and two.shape == (12, 6)
+    assert torch.allclose(two, torch.as_tensor(cubic_upsample(np.eye(6), 2, axis=0), dtype=torch.float32))

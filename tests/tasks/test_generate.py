@@ -120,7 +120,9 @@ def test_the_cpu_default_stops_after_two_of_the_five_step_timesteps_and_keeps_th
     assert not torch.equal(short.draws, full.draws) and short.spread.abs().max() > 0
 
 
-def test_a_module_reuses_its_conditions_codes_within_a_call_and_forgets_them_after():
+def test_a_call_computes_the_conditions_codes_once_and_leaves_nothing_on_the_module(monkeypatch):
+    """The codes depend on neither x_t nor t: generate computes them once and hands them to every step; the
+    guidance of a call travels with it (the jobs' model cache shares the module between calls)."""
     backbone = _backbone()
     module = VCM(backbone, VCMConfig(conditions=("t1n", "t2f"), channels=(8, 16), features=8, head_channels=8,
                                      num_head_channels=8, norm_num_groups=8, condition_path="codec")).eval()
@@ -129,11 +131,15 @@ def test_a_module_reuses_its_conditions_codes_within_a_call_and_forgets_them_aft
     first, second = torch.rand(1, 2, 16, 16, 16, generator=gen), torch.rand(1, 2, 16, 16, 16, generator=gen)
     x, t, labels = torch.randn(1, 8, 8, 8, 8, generator=gen), torch.tensor([500]), torch.tensor([1])
     with torch.no_grad():
-        a = module(x, t, conditions=first, class_labels=labels)
-        assert module._feature_cache is not None
-        assert module(x, t, conditions=first, class_labels=labels).equal(a)          # cached: the same answer
-        b = module(x, t, conditions=second, class_labels=labels)                     # another tensor: new codes
-        module._feature_cache = None
-        assert b.equal(module(x, t, conditions=second, class_labels=labels)) and not a.equal(b)
-    generate(module, (1, 16, 16, 16), contrast="t2f", conditions=first, steps=2)
-    assert module._feature_cache is None
+        given = module(x, t, conditions=first, class_labels=labels,
+                       features=module.constant_features(first, None, labels))
+        assert given.equal(module(x, t, conditions=first, class_labels=labels))      # the same as computed in place
+        assert not given.equal(module(x, t, conditions=second, class_labels=labels))
+    calls = []
+    compute = VCM.constant_features
+    monkeypatch.setattr(VCM, "constant_features", lambda self, *a: calls.append(1) or compute(self, *a))
+    state = dict(module.__dict__)
+    weak = generate(module, (1, 16, 16, 16), contrast="t2f", conditions=first, steps=3, guidance=0.5)
+    assert len(calls) == 1 and module.scale == 1.0 and module.__dict__.keys() == state.keys()
+    full = generate(module, (1, 16, 16, 16), contrast="t2f", conditions=first, steps=3)
+    assert not torch.equal(weak.image, full.image)

@@ -30,7 +30,7 @@ class Conditioner(torch.nn.Module):
             raise ValueError("a conditioner needs at least one condition channel")
         self.backbone = backbone
         self.conditions = tuple(self.config.conditions)
-        self.scale = 1.0
+        self.scale = 1.0            # the strength it was trained at; a sampling call passes its own (guidance)
         self.freeze_backbone()
 
     def config_dict(self) -> dict:
@@ -41,8 +41,9 @@ class Conditioner(torch.nn.Module):
         """The module of a saved config on `backbone` (the hub loads the one the config names)."""
         return cls(backbone, cls.config_class.from_dict(config.get("module", {})))
 
-    def clear_cache(self) -> None:
-        """Forget whatever was cached for one sampling call (generate() calls this at its end)."""
+    def strength(self, scale: float | None) -> float:
+        """A call's conditioning scale: its own, else the module's."""
+        return self.scale if scale is None else scale
 
     def freeze_backbone(self) -> None:
         self.backbone.requires_grad_(False)

@@ -49,10 +49,11 @@ class ConcatConditioner(Conditioner):
         return torch.cat([*codes, flags], dim=1)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, conditions: torch.Tensor | None = None,
-                present: torch.Tensor | None = None, **backbone_cond) -> torch.Tensor:
-        if conditions is None or self.scale == 0:
+                present: torch.Tensor | None = None, scale: float | None = None, **backbone_cond) -> torch.Tensor:
+        scale = self.strength(scale)
+        if conditions is None or scale == 0:
             return self.backbone.network(x_t, t, **backbone_cond)
-        encoded = self.scale * self.encode_conditions(conditions, present).to(x_t.dtype)
+        encoded = scale * self.encode_conditions(conditions, present).to(x_t.dtype)
         own = backbone_cond.pop("concat", None)
         concat = encoded if own is None else torch.cat([own, encoded], dim=1)
         return self.network(x_t, t, concat=concat, **backbone_cond)

@@ -49,11 +49,12 @@ class ControlNetConditioner(Conditioner):
         assert all(k.startswith(("controlnet_", "controlnet_cond_embedding")) for k in missing), missing
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, conditions: torch.Tensor | None = None,
-                present: torch.Tensor | None = None, **backbone_cond) -> torch.Tensor:
-        if conditions is None or self.scale == 0:
+                present: torch.Tensor | None = None, scale: float | None = None, **backbone_cond) -> torch.Tensor:
+        scale = self.strength(scale)
+        if conditions is None or scale == 0:
             return self.backbone.network(x_t, t, **backbone_cond)
         x_in = x_t if backbone_cond.get("concat") is None else torch.cat([x_t, backbone_cond["concat"]], dim=1)
         down, mid = self.controlnet(x_in, t, controlnet_cond=self.condition_input(conditions, present).to(x_t.dtype),
-                                    conditioning_scale=self.scale, context=backbone_cond.get("context"),
+                                    conditioning_scale=scale, context=backbone_cond.get("context"),
                                     class_labels=backbone_cond.get("class_labels"))
         return self.backbone.network(x_t, t, down_residuals=down, mid_residual=mid, **backbone_cond)

@@ -100,25 +100,31 @@ class InterpolationPrior(torch.nn.Module):
 
     def __init__(self, factor: int, axis: int):
         super().__init__()
-        self.factor, self.dim = factor, 2 + axis
-        self._matrices: dict[int, torch.Tensor] = {}
+        self.factor, self.dim = factor, 2 + axis          # as trained; a call may give its volume's own
+        self._matrices: dict[tuple[int, int], torch.Tensor] = {}
 
     def fit(self, volumes) -> None:
         """Nothing to fit."""
 
-    def matrix(self, n_thick: int) -> torch.Tensor:
-        if n_thick not in self._matrices:
-            columns = cubic_upsample(np.eye(n_thick), self.factor, axis=0)   # column j: slice j's spline
-            self._matrices[n_thick] = torch.as_tensor(columns, dtype=torch.float32)
-        return self._matrices[n_thick]
+    def matrix(self, n_thick: int, factor: int | None = None) -> torch.Tensor:
+        """The (thin x thick) spline matrix for `n_thick` slices split `factor` ways (the spline depends on both)."""
+        factor = factor or self.factor
+        if (n_thick, factor) not in self._matrices:
+            columns = cubic_upsample(np.eye(n_thick), factor, axis=0)   # column j: slice j's spline
+            self._matrices[n_thick, factor] = torch.as_tensor(columns, dtype=torch.float32)
+        return self._matrices[n_thick, factor]
 
-    def forward(self, conditions: torch.Tensor, present=None, target=None) -> torch.Tensor:
+    def forward(self, conditions: torch.Tensor, present=None, target=None, factor: int | None = None,
+                dim: int | None = None) -> torch.Tensor:
+        """The thick slices of `conditions` interpolated: `factor` model voxels per thick slice along tensor `dim`
+        (a job's own volume), by default the ones the module was trained with."""
+        factor, dim = factor or self.factor, dim or self.dim
         repeated = conditions[:, :1]
-        n = repeated.shape[self.dim]
-        index = torch.arange(0, n, self.factor, device=repeated.device)
-        thick = repeated.index_select(self.dim, index).movedim(self.dim, -1)     # every block holds its slice value
-        spline = self.matrix(thick.shape[-1]).to(device=thick.device, dtype=thick.dtype)
-        return (thick @ spline.T)[..., :n].movedim(-1, self.dim)
+        n = repeated.shape[dim]
+        index = torch.arange(0, n, factor, device=repeated.device)
+        thick = repeated.index_select(dim, index).movedim(dim, -1)     # every block holds its slice value
+        spline = self.matrix(thick.shape[-1], factor).to(device=thick.device, dtype=thick.dtype)
+        return (thick @ spline.T)[..., :n].movedim(-1, dim)
 
 
 class FillPrior(torch.nn.Module):

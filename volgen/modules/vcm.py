@@ -156,7 +156,6 @@ class VCM(Conditioner):
         for head in heads:
             torch.nn.init.zeros_(head.weight)
             torch.nn.init.zeros_(head.bias)
-        self._feature_cache = None          # (inputs, codes) of the sampling call under way
 
     def _bucket(self, t: torch.Tensor) -> torch.Tensor:
         """The gate-bias row of each item's timestep (B,)."""
@@ -186,37 +185,35 @@ class VCM(Conditioner):
         codes = codes.reshape(b, n, -1, *codes.shape[2:]) * flags[..., None]
         return torch.cat([codes.flatten(1, 2), flags.expand(b, n, *codes.shape[3:])], dim=1)
 
-    def _constant_features(self, conditions: torch.Tensor, present, labels) -> list[torch.Tensor]:
-        """The conditions' codes (and the prior's) on the backbone's grid. They depend on neither x_t nor t, so
-        while sampling (no autograd) they are computed at the first step and reused while the very same input
-        tensors come back (the cache holds them, so their identity cannot be reused; generate() clears it)."""
-        key = (conditions, present, labels)
-        cached = self._feature_cache
-        if not torch.is_grad_enabled() and cached is not None and all(a is b for a, b in zip(cached[0], key)):
-            return cached[1]
+    def constant_features(self, conditions: torch.Tensor, present, labels, prior_options=None) -> list:
+        """The conditions' codes (and the prior's) on the backbone's grid. They depend on neither x_t nor t: a
+        sampling call computes them once (`tasks.generate`) and hands them to every step as `features`.
+        `prior_options` are the prior's per-call settings (super-resolution: this volume's factor and axis)."""
         features = [self.condition_features(conditions, present)]
         if self.prior is not None:
             if present is None:
                 present = torch.ones(conditions.shape[:2], device=conditions.device, dtype=conditions.dtype)
-            features.append(self.backbone.codec.encode(self.prior(conditions, present, labels)))
-        self._feature_cache = None if torch.is_grad_enabled() else (key, features)
+            features.append(self.backbone.codec.encode(self.prior(conditions, present, labels,
+                                                                  **(prior_options or {}))))
         return features
 
-    def clear_cache(self) -> None:
-        self._feature_cache = None
-
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, conditions: torch.Tensor | None = None,
-                present: torch.Tensor | None = None, **backbone_cond) -> torch.Tensor:
+                present: torch.Tensor | None = None, scale: float | None = None, features: list | None = None,
+                prior_options: dict | None = None, **backbone_cond) -> torch.Tensor:
+        """`scale` is this call's conditioning strength (default the module's); `features`, the conditions'
+        `constant_features` when a sampling call computed them once (else they are computed here)."""
+        scale = self.strength(scale)
         with torch.no_grad():
             prediction = self.backbone.network(x_t, t, **backbone_cond)
-        if conditions is None or self.scale == 0:
+        if conditions is None or scale == 0:
             return prediction
         labels = backbone_cond.get("class_labels")
-        features = self._constant_features(conditions.to(x_t.dtype), present, labels)
+        if features is None:
+            features = self.constant_features(conditions.to(x_t.dtype), present, labels, prior_options)
         prior = features[-1] if self.prior is not None else None
         h = self.unet(torch.cat([x_t, prediction, *features], dim=1), t, class_labels=labels)
-        out = prediction * (1 + self.scale * self.gamma(h)) + self.scale * self.beta(h)
+        out = prediction * (1 + scale * self.gamma(h)) + scale * self.beta(h)
         if self.prior is not None:
             gate = self.gate(h) + GATE_GAIN * self.gate_bias[self._bucket(t)][..., None, None, None]
-            out = out + self.scale * gate * (prior - prediction)
+            out = out + scale * gate * (prior - prediction)
         return out

@@ -16,7 +16,6 @@ estimate: it lets the known voxels inform the fill).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -69,14 +68,17 @@ class Estimate:
 def generate(model, image_shape, *, contrast: str | None = None, conditions: torch.Tensor | None = None,
              present: torch.Tensor | None = None, projection=None, steps=25, sampler: str | None = None,
              seed: int = 0, guidance: float = 1.0, samples: int = 1, estimate: str = "mean",
-             mean_of: str = "first", precision: str = "fp32", progress: bool = False, group: int = 1) -> Estimate:
+             mean_of: str = "first", precision: str = "fp32", progress: bool = False, group: int = 1,
+             prior_options: dict | None = None) -> Estimate:
     """K = `samples` draws as one batch, in the model's intensity range ([-1, 1] for volgen's backbones), and the
     estimate made from them (see the module docstring; `mean_of="final"` averages the finished samples instead).
     `guidance` is a module's conditioning scale for this call (1: as trained). `precision` "bf16" runs the networks
     under bfloat16 autocast (the sampler's arithmetic stays float32). `group` G > 1 draws G images per sample that
     a projection couples (Patlak's Ki and V: batch item k * G + g is image g of sample k); the estimate then holds
     G images (G, C, D, H, W) and `draws` K * G. `steps` is a number (that many steps' timesteps, leading spacing)
-    or the descending timesteps themselves."""
+    or the descending timesteps themselves. `prior_options` are a module prior's settings for this call (the
+    super-resolution job's factor and axis). Everything per call travels with the call: nothing is set on `model`,
+    which the jobs' model cache shares between calls."""
     if estimate not in ESTIMATES:
         raise ValueError(f"estimate must be one of {', '.join(ESTIMATES)}, got '{estimate}'")
     if mean_of not in MEAN_OF:
@@ -84,50 +86,51 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     if samples < 1 or group < 1:
         raise ValueError(f"samples and group must be at least 1, got {samples} and {group}")
     batch = samples * group
-    with _module_scale(model, guidance):
-        backbone = model if isinstance(model, Backbone) else model.backbone
-        device = next(backbone.parameters()).device
-        denoiser = backbone.denoiser if model is backbone else model.denoiser()
-        cond = {}
-        if contrast is not None:
-            cond["class_labels"] = backbone.class_labels(contrast, device=device).expand(batch)
-        if conditions is not None:
-            cond["conditions"] = conditions.to(device).expand(batch, *conditions.shape[1:])
-            if present is not None:
-                cond["present"] = present.to(device).expand(batch, *present.shape[1:])
-        latent = backbone.codec.latent_shape(tuple(image_shape))
-        generator = torch.Generator(device=device).manual_seed(seed)
-        x_T = torch.randn((batch, *latent), generator=generator, device=device)
-        timesteps = backbone.denoiser.schedule.timesteps(steps) if isinstance(steps, int) else list(steps)
-        bar = tqdm(total=len(timesteps), desc="sampling", disable=not progress, leave=False)
-        first = []
+    backbone = model if isinstance(model, Backbone) else model.backbone
+    device = next(backbone.parameters()).device
+    denoiser = backbone.denoiser if model is backbone else model.denoiser()
+    cond = {} if model is backbone else {"scale": guidance}
+    if contrast is not None:
+        cond["class_labels"] = backbone.class_labels(contrast, device=device).expand(batch)
+    if conditions is not None:
+        cond["conditions"] = conditions.to(device).expand(batch, *conditions.shape[1:])
+        if present is not None:
+            cond["present"] = present.to(device).expand(batch, *present.shape[1:])
+    latent = backbone.codec.latent_shape(tuple(image_shape))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    x_T = torch.randn((batch, *latent), generator=generator, device=device)
+    timesteps = backbone.denoiser.schedule.timesteps(steps) if isinstance(steps, int) else list(steps)
+    bar = tqdm(total=len(timesteps), desc="sampling", disable=not progress, leave=False)
+    first = []
 
-        def callback(i, t, x, x0):
-            bar.update()
-            if i == 0:
-                first.append(x0)
+    def callback(i, t, x, x0):
+        bar.update()
+        if i == 0:
+            first.append(x0)
 
-        consistency = ImageSpaceProjection(backbone.codec, projection) if projection is not None else None
-        bf16 = resolve_precision(precision, device) == "bf16"
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            sample = get_sampler(sampler or default_sampler(backbone))(
-                denoiser, x_T, timesteps, cond=cond, generator=generator, callback=callback,
-                consistency=consistency)
-        bar.close()
-        if model is not backbone:
-            model.clear_cache()
-        sample, first = sample.float(), [x0.float() for x0 in first]
-        draws = _decode(backbone.codec, sample, projection)
-        per_sample = draws.view(samples, group, *draws.shape[1:])
-        final_mean, spread = mean_spread(per_sample) if samples > 1 else (per_sample[0], None)
-        if estimate == "sample":
-            image = per_sample[0]
-        elif mean_of != "first":          # the draws: finished ("final") or where the timesteps end ("draws")
-            image = final_mean
-        else:
-            first_mean = first[0].view(samples, group, *first[0].shape[1:]).mean(0)
-            image = _decode(backbone.codec, first_mean, projection)
-        return Estimate(image, spread, estimate, draws)
+    consistency = ImageSpaceProjection(backbone.codec, projection) if projection is not None else None
+    bf16 = resolve_precision(precision, device) == "bf16"
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        if conditions is not None and hasattr(model, "constant_features") and guidance != 0:
+            # the conditions' codes depend on neither x_t nor t: once per call, not once per step
+            cond["features"] = model.constant_features(cond["conditions"].to(x_T.dtype), cond.get("present"),
+                                                       cond.get("class_labels"), prior_options)
+        sample = get_sampler(sampler or default_sampler(backbone))(
+            denoiser, x_T, timesteps, cond=cond, generator=generator, callback=callback,
+            consistency=consistency)
+    bar.close()
+    sample, first = sample.float(), [x0.float() for x0 in first]
+    draws = _decode(backbone.codec, sample, projection)
+    per_sample = draws.view(samples, group, *draws.shape[1:])
+    final_mean, spread = mean_spread(per_sample) if samples > 1 else (per_sample[0], None)
+    if estimate == "sample":
+        image = per_sample[0]
+    elif mean_of != "first":          # the draws: finished ("final") or where the timesteps end ("draws")
+        image = final_mean
+    else:
+        first_mean = first[0].view(samples, group, *first[0].shape[1:]).mean(0)
+        image = _decode(backbone.codec, first_mean, projection)
+    return Estimate(image, spread, estimate, draws)
 
 
 def _decode(codec, z: torch.Tensor, projection) -> torch.Tensor:
@@ -136,16 +139,3 @@ def _decode(codec, z: torch.Tensor, projection) -> torch.Tensor:
     if projection is None:
         return image
     return projection(image, None) if getattr(projection, "takes_timestep", False) else projection(image)
-
-
-@contextlib.contextmanager
-def _module_scale(model, guidance: float):
-    """A conditioner's scale set to `guidance` for one call (a bare backbone has none)."""
-    if isinstance(model, Backbone):
-        yield
-        return
-    saved, model.scale = model.scale, guidance
-    try:
-        yield
-    finally:
-        model.scale = saved

@@ -19,7 +19,6 @@ from volgen.io.contrasts import contrast_of_file
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import resample
 from volgen.io.volume import Volume
-from volgen.modules.prior import InterpolationPrior
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
 from volgen.taskspec import TASKS
@@ -130,9 +129,6 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
         if grid_in.shape[dim] % steps:
             raise InputError(volume_path(source), f"model grid size {grid_in.shape[dim]} along {axis} is not a "
                                                   f"multiple of {steps}")
-        prior = getattr(model, "prior", None)
-        if isinstance(prior, InterpolationPrior):     # the module's interpolation follows this volume's slices
-            prior.factor, prior.dim = steps, dim
     device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
