@@ -27,7 +27,8 @@ from volgen.kinetics import default_tstar, patlak_regressors, patlak_statistics
 from volgen.phantom import PhantomSpec, generate_case
 from volgen.phantom.pet import PetSpec, add_noise, blur
 from volgen.ops import smooth_inside
-from volgen.tasks.patlak import SMOOTHED_FWHM_MM, weighted_patlak
+from bench_harness import weighted_patlak
+from volgen.tasks.patlak import SMOOTHED_FWHM_MM
 
 SWEEP_MM = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
 

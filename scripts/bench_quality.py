@@ -31,13 +31,13 @@ from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr, wasserstein_distance
 
 import bench_harness
-from bench_harness import CONTRASTS, DEVICE, brain_of, steps_for
+from bench_harness import CONTRASTS, DEVICE, LinearRegression, brain_of, local_rms_without_centre, steps_for
 from volgen import hub
-from volgen.baselines import LinearRegression, cubic_upsample, harmonic_fill
+from volgen.baselines import cubic_upsample, harmonic_fill
 from volgen.errors import VolgenError
 from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
-from volgen.metrics import local_rms_without_centre, psnr, ssim
+from volgen.metrics import psnr, ssim
 from volgen.modules.template_prior import TemplateFillPrior
 from volgen.error_model import uncertainty_map
 from volgen.ops import known_voxel_projection, thick_slices

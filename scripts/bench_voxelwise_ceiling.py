@@ -33,7 +33,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from volgen.io.preprocess import MEDIAN_LEVEL
-from volgen.metrics import local_rms_without_centre
+from bench_harness import local_rms_without_centre
 from volgen.training.config import DataConfig
 from volgen.training.data import load_cases
 

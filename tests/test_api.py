@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import volgen
-from tests.conftest import smooth_volume, write_brats_case
+from tests.helpers import smooth_volume, write_brats_case
 from volgen.errors import InputError, OutputError
 from volgen.io import Volume, read_volume
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_brats_case
+from tests.helpers import write_brats_case
 from volgen.augment import (ContrastDropout, InsertLesion, PseudoHealthy, RandomContrastDropout,
                             RandomSuperResolution, SynthesizeMissing)
 

@@ -7,7 +7,7 @@ import sys
 import nibabel as nib
 import numpy as np
 
-from tests.conftest import save_nifti, smooth_volume, write_brats_case
+from tests.helpers import save_nifti, smooth_volume, write_brats_case
 from volgen.cli import main
 
 FAST = ["--steps", "2", "--no-progress"]

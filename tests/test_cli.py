@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import save_nifti, smooth_volume
+from tests.helpers import save_nifti, smooth_volume
 from volgen.cli import main
 from volgen.io.preprocess import MEDIAN_LEVEL
 

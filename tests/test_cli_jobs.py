@@ -9,7 +9,7 @@ import pytest
 
 import volgen
 
-from tests.conftest import save_nifti, smooth_volume, write_brats_case
+from tests.helpers import save_nifti, smooth_volume, write_brats_case
 from volgen.cli import main
 
 FAST = ["--steps", "2", "--no-progress"]

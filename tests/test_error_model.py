@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from tests.conftest import write_brats_case
+from tests.helpers import write_brats_case
 from volgen import hub
 from volgen.cli import main
 from volgen.error_model import (CALIBRATED, EPS, METADATA_KEY, SPREAD, TINY, ErrorFit, ErrorModel, error_features,

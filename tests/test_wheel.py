@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import volgen
-from tests.conftest import write_brats_case
+from tests.helpers import write_brats_case
 
 ROOT = Path(__file__).parents[1]
 

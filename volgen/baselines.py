@@ -1,6 +1,6 @@
-"""Baselines that learn nothing (or only a linear map), which every volgen job must beat on the same cases.
+"""Baselines that learn nothing, which every volgen job must beat on the same cases, and which the modules' priors
+build on (the per-voxel regression baseline of synthesis is the benches' own: scripts/bench_harness.py).
 
-- `LinearRegression`: per-voxel least squares from source contrasts to a target, fitted on training volumes;
 - `cubic_upsample`: thick slices back to thin ones by cubic spline interpolation;
 - `harmonic_fill`: the voxels under a mask replaced by the solution of Laplace's equation whose boundary values are
   the known voxels around the mask (the smoothest fill, what "inpaint from the boundary" means without a model).
@@ -10,29 +10,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse.linalg import spsolve
-
-
-class LinearRegression:
-    """target ~ sum_j w_j source_j + b over the voxels inside the given masks."""
-
-    def __init__(self, sources: list[int], target: int):
-        self.sources, self.target = list(sources), target
-        self.coef: np.ndarray | None = None
-
-    def fit(self, volumes, masks) -> "LinearRegression":
-        """volumes: arrays (C, D, H, W) holding every contrast; masks: bool (D, H, W), where to fit."""
-        xs, ys = [], []
-        for images, mask in zip(volumes, masks):
-            xs.append(np.stack([images[i][mask] for i in self.sources] + [np.ones(mask.sum())], axis=1))
-            ys.append(images[self.target][mask])
-        self.coef, *_ = np.linalg.lstsq(np.concatenate(xs).astype(np.float64), np.concatenate(ys), rcond=None)
-        return self
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        if self.coef is None:
-            raise RuntimeError("fit the regression first")
-        sources = np.asarray(images[self.sources], dtype=np.float64)
-        return np.tensordot(self.coef[:-1], sources, axes=1) + self.coef[-1]
 
 
 def cubic_upsample(thick: np.ndarray, factor: int, axis: int) -> np.ndarray:

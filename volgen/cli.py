@@ -138,8 +138,8 @@ def _add_sampling_args(p, *, backbone: bool = True) -> None:
                         "modules), else the spread itself (default 2 on the CPU, 8 on a GPU; 1 writes no "
                         "uncertainty)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="network arithmetic: auto is bf16 on a CPU with native bf16 (1.5x faster, the mean within "
-                        "0.01 dB), fp32 elsewhere")
+                   help="network arithmetic: auto is bf16 on a CPU with native bf16 (faster, the same mean to what "
+                        "matters), fp32 elsewhere")
     g.add_argument("--estimate", choices=("mean", "sample"), default="mean",
                    help="mean: the posterior mean, for measurements and segmentation (default); sample: one draw, "
                         "for augmentation")

@@ -1,7 +1,7 @@
 """The uncertainty map as the expected absolute error: the spread over the samples, calibrated.
 
-The spread of K samples ranks a posterior mean's error poorly on its own (issue 10: Spearman 0.05-0.24 inside the
-brain or mask). Where a mean goes wrong also shows in its own local structure: a fill or a through-plane
+The spread of K samples ranks a posterior mean's error poorly on its own (two samples' variance is noisy, and a
+systematic error of the mean shows in no spread). Where a mean goes wrong also shows in its own local structure: a fill or a through-plane
 interpolation misplaces edges (the mean's gradient), and some tissues are harder than others (its intensity: the
 dark sulci of a FLAIR fill). An `ErrorModel` maps three per-voxel features of the mean and its spread to the expected
 absolute error,
@@ -9,7 +9,7 @@ absolute error,
     E|mean - truth| = scale * exp(w . [log spread, log |grad mean|, mean, 1]),
 
 with one (w, scale) per target contrast, fitted by least squares of log(|error| + EPS) on calibration cases the model
-never trained on (scripts/calibrate_uncertainty.py), then scaled so that its average over the cases is their mean
+never trained on (`volgen calibrate`), then scaled so that its average over the cases is their mean
 absolute error. It is stored in the model's config.json metadata ("error_model"), beside the weights, not in them.
 The spread is pooled over a Gaussian (sigma 1 voxel) first: the variance of 2 samples is a very noisy estimate.
 

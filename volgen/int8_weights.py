@@ -1,10 +1,9 @@
 """The shipping form of large weights: int8 values with one float32 scale per row, a row being one index of the
 first dimension (a convolution's output channel, a prior basis's contrast).
 
-Why: the shipped MRI models weighed 49.6 MB in float16, over issue 10's 40 MB. Symmetric absmax rounding,
+Why: the shipped models must stay small enough to ship inside the wheel. Symmetric absmax rounding,
 q = round(w / s) with s = max |w_row| / 127, keeps every element within s / 2 of its value, about 0.4% of the row's
-largest one; on the validation phantoms the posterior means moved by at most a few hundredths of a dB (the model
-cards give the figures). Only tensors of at least MIN_ELEMENTS floating values with two or more dimensions are
+largest one, far below what moves a posterior mean (the model cards give the measured figures). Only tensors of at least MIN_ELEMENTS floating values with two or more dimensions are
 packed: biases, norms, scales and small tables stay as they are.
 
 In the safetensors file a packed tensor keeps its key, now int8, and its scales sit beside it under

@@ -94,17 +94,6 @@ def ssim(pred, ref, mask=None, data_range=None, sigma: float = 1.5) -> float:
     return _mean_ssim(ssim_map(pred, ref, data_range, sigma), mask, sigma)
 
 
-def local_rms_without_centre(squared: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """sqrt of the Gaussian-weighted mean of `squared` over each voxel's neighbours, the voxel itself left out. Given a
-    true squared error, it is the oracle an uncertainty map is measured against: the best a map that is smooth at the
-    scale of a voxel, and knew every other voxel's error, could rank the error with."""
-    impulse = np.zeros((9, 9, 9))
-    impulse[4, 4, 4] = 1
-    centre = ndimage.gaussian_filter(impulse, sigma)[4, 4, 4]
-    blurred = ndimage.gaussian_filter(np.asarray(squared, dtype=np.float64), sigma)
-    return np.sqrt(np.clip((blurred - centre * squared) / (1 - centre), 0, None))
-
-
 def dice(pred, ref) -> float:
     """2|A and B| / (|A| + |B|) of two binary masks; 1.0 when both are empty (nothing to find, nothing found)."""
     a = np.asarray(pred).astype(bool)

@@ -4,7 +4,7 @@ import gzip
 import numpy as np
 import pytest
 
-from tests.conftest import save_nifti, smooth_volume
+from tests.helpers import save_nifti, smooth_volume
 from volgen.cli import main
 from volgen.errors import InputError
 from volgen.io import Volume, align_grids, read_volume

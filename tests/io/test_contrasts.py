@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import save_nifti, smooth_volume
+from tests.helpers import save_nifti, smooth_volume
 from volgen.errors import InputError
 from volgen.io import canonical_contrast, case_from_paths, find_case, find_cases, parse_contrasts
 

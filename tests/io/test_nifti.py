@@ -2,7 +2,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import save_nifti
+from tests.helpers import save_nifti
 from volgen.errors import OutputError
 from volgen.io import Volume, read_volume, write_volume
 

@@ -2,7 +2,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import smooth_volume
+from tests.helpers import smooth_volume
 from tests.io.test_nifti import _affine
 from volgen.io import GridMap, GridSpec, IntensityScale, Volume, preprocess
 from volgen.io.preprocess import MEDIAN_LEVEL

@@ -363,7 +363,7 @@ def test_a_fine_tune_on_cases_of_mixed_fields_of_view_runs(tmp_path, phantom_dir
     (96x112x96): crops larger than the small case along an axis are padded with background, not a stack error."""
     import numpy as np
 
-    from tests.conftest import save_nifti, smooth_volume
+    from tests.helpers import save_nifti, smooth_volume
 
     root = tmp_path / "mixed"
     brats = root / "BraTS2021_00000"

@@ -1,9 +1,8 @@
 """Patch autoencoder codec: each f x f x f block of voxels to C latent channels, and back.
 
-Why not only the KL autoencoder: on 2 CPU cores it never got near 30 dB on whole volumes (10 dB; its GroupNorm
-statistics learnt on crops do not hold over a whole volume), while a plain PCA of 4x4x4 blocks is already close:
-brain PSNR on held-out phantoms with 8 components t1n 26.3, t1c 28.5, t2w 24.2, t2f 25.1 dB; with 16 components
-29.5, 31.3, 27.0, 28.4 dB. So this codec *is* that PCA (fitted on the training volumes before training, `prepare`),
+Why not only the KL autoencoder: trained on crops within a small budget it reconstructs whole volumes poorly (its
+GroupNorm statistics learnt on crops do not hold over a whole volume), while a plain PCA of 4x4x4 blocks is already
+close to what the diffusion needs. So this codec *is* that PCA (fitted on the training volumes before training, `prepare`),
 plus zero-initialised convolutional branches that learn what a linear map of one block cannot: the encoder and
 decoder branches see the neighbouring blocks (3x3x3 convolutions on the latent grid), so they remove block seams
 and recover detail. It starts as good as the PCA and training can only add to it. Everything runs on the latent

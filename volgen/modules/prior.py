@@ -2,8 +2,8 @@
 
 One least-squares fit per (target contrast, subset of present conditions), 4 x 16 for BraTS, fitted in closed
 form on training cases before a module trains and stored as a buffer with the module's weights. Degree 1 is the
-linear-regression baseline of bench_quality; degree 2 adds the products of pairs of contrasts, which on held-out
-phantoms is 2-3 dB better than linear for t1n, t2w and t2f (tissue contrast is not linear across sequences). A
+linear-regression baseline of the quality bench; degree 2 adds the products of pairs of contrasts, because tissue
+contrast is not linear across sequences. A
 module that starts from it learns a correction of an estimate that is already good, instead of rediscovering a
 per-voxel map through a randomly initialised network.
 """
@@ -131,8 +131,8 @@ class FillPrior(torch.nn.Module):
     """Inpainting: the masked voxels filled with the harmonic function (6-neighbour Laplacian = 0) that equals the
     known voxels on the mask's boundary: `baselines.harmonic_fill`, solved here by conjugate gradients on the mask's
     bounding box (a few hundred 3x3x3 convolutions, no sparse matrix). Conditions are (masked image, mask, ...);
-    known voxels keep their value. A normalised-convolution fill was 4-6 dB worse inside tumour masks (it averages
-    in the background around the head)."""
+    known voxels keep their value. Not a normalised-convolution fill: that averages in the background around the
+    head."""
 
     fitted = True
 

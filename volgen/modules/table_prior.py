@@ -1,19 +1,16 @@
 """A per-voxel conditional-mean table from the present contrasts to a target contrast: the best any per-voxel map can
-do (scripts/bench_voxelwise_ceiling.py), as a module's prior.
+do, as a module's prior.
 
 For each (target, subset of present conditions without the target) the intensities of the present contrasts are
 binned (`bins` per contrast on [-1, 1]) and each cell holds the mean target intensity of the training head voxels
-that fall in it; a cell no training voxel reached holds the subset's linear regression at its centre. On held-out
-phantoms it beats the quadratic regression by 0.5-1 dB for t1n, t2w and t2f (brain PSNR t1n 24.85, t1c 21.80, t2w
-24.03, t2f 22.85 dB with 32 bins and all three others present), which the shipped synthesis VCM (trained on the
-regression) does not reach. One table of bins^(C-1) cells per (target, subset): 4 x 16 x 24^3 values for BraTS.
+that fall in it; a cell no training voxel reached holds the subset's linear regression at its centre. Why a table:
+a conditional mean makes no assumption about how tissue contrast maps across sequences, which a regression of any
+degree does (the CHANGELOG has the measured gap). One table of bins^(C-1) cells per (target, subset).
 
 A second, context stage corrects the first by its neighbourhood: a table indexed by (the first stage's estimate at the
 voxel, the mean of that estimate over the 26 neighbours inside the head) holding the mean target there. A voxel whose
 noisy intensities land in a cell of mostly enhancing tumour shows as an isolated bright speckle in an otherwise normal
-neighbourhood; the context stage learns that such voxels are rarely what the cell says. On the 12 validation phantoms
-(all three others present, head PSNR) it adds t1n +0.15, t1c +0.67, t2w +0.43, t2f +0.38 dB and removes two thirds
-of the t1c voxels the table overestimates by more than 0.4.
+neighbourhood; the context stage learns that such voxels are rarely what the cell says.
 """
 from __future__ import annotations
 
@@ -39,7 +36,7 @@ def _neighbour_sum(volumes: torch.Tensor) -> torch.Tensor:
 
 
 class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
-    half_buffers = ("table", "context")  # float16 keeps 11 significant bits; 0.14 MB saved packed for BraTS
+    half_buffers = ("table", "context")  # float16 keeps 11 significant bits, more than a cell's mean carries
 
     def __init__(self, n_conditions: int, n_targets: int, bins: int = 24, context_bins: int = 48):
         super().__init__()
@@ -56,8 +53,8 @@ class TablePrior(HalfPrecisionBuffers, torch.nn.Module):
                 for s in range(1, self.table.shape[1]) if self._sources(s, t) and not s >> t & 1]
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        # Saved as the cells a lookup can reach, one after another: 7% of the dense tables for BraTS (1.8 MB less
-        # per module). The rest of the dense buffers is zero or a copy, rebuilt on loading.
+        # Saved as the cells a lookup can reach, one after another: most of the dense tables can never be read. The
+        # rest of the dense buffers is zero or a copy, rebuilt on loading.
         super()._save_to_state_dict(destination, prefix, keep_vars)
         used = self._used()
         table, context = destination.pop(prefix + "table"), destination.pop(prefix + "context")

@@ -1,12 +1,10 @@
 """Inpainting: a population template of healthy anatomy, fitted to the case by a harmonic fill of the difference.
 
 The prior of `FillPrior` is a harmonic (Laplace) fill: smooth, it knows nothing of the anatomy under a large mask.
-This one adds what the training cases know: the mean healthy image of each contrast, T (healthy twins, 4 mm, so it
-weighs 1 MB for 4 contrasts). Inside the mask it returns T + harmonic fill of (image - T): the template's structure,
+This one adds what the training cases know: the mean healthy image of each contrast, T (healthy twins, at 4 mm: the
+anatomy a fill needs is coarse, and the buffer stays small). Inside the mask it returns T + harmonic fill of (image - T): the template's structure,
 shifted smoothly so that it meets the case's own voxels on the mask's boundary (Poisson image editing with the
-template's gradients). Outside the mask the image is unchanged. On the 20 held-out phantoms, pseudo-healthy t2f
-inside the tumour mask: harmonic fill 19.21 dB, this 20.30 dB (scripts/bench_quality.py prints it as a baseline row
-of a module that has it).
+template's gradients). Outside the mask the image is unchanged.
 
 The template is a position prior: it helps where the brain sits in the model grid as the training brains did (the
 phantoms, or data registered to an atlas as BraTS is). On another grid size it is centred, cropped or padded with
@@ -16,10 +14,8 @@ With `components` K > 0 the template is no longer one image per contrast: it is 
 principal components of the training twins (4 mm), and each case gets its own combination, fitted by ridge least
 squares to its known voxels in a thin shell around the mask (`shell` voxels wide). The shell is what the Poisson
 step has to meet anyway; the components carry how the training brains' shapes and intensities vary, so the fitted
-template follows this case's anatomy into the mask instead of the population's blur. On 12 validation phantoms
-(seed 300), pseudo-healthy t2f inside the mask: mean template 20.95 dB, K = 16 at 4 mm 21.58 dB (scripts/
-bench_quality.py reports the held-out figure). The basis is K x 4 contrasts at 4 mm: 16.5 MB in float16 at K = 16,
-saved as its non-zero voxels alone (6 MB for the phantoms).
+template follows this case's anatomy into the mask instead of the population's blur. The basis is K x 4 contrasts
+at 4 mm, saved as its non-zero voxels alone.
 
 In lesion mode (the conditions' third channel set) the fill also gets the training tumours' mean profile by depth
 in the mask (volgen/modules/lesion_profile.py), so that the module corrects a lesion rather than healthy tissue.
@@ -36,7 +32,7 @@ TEMPLATE_STRIDE = 2          # the template is stored at half the model grid's r
 
 
 class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
-    half_buffers = ("basis",)        # 16.5 MB at K = 16 in float16 (6 MB saved sparse), twice that in float32
+    half_buffers = ("basis",)        # float16: the basis is the largest buffer of a shipped module
 
     def __init__(self, n_contrasts: int, components: int = 0, shell: int = 2, ridge: float = 1e-3,
                  tolerance: float = 1e-5, max_iterations: int = 2000):
@@ -130,8 +126,8 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
         return torch.where(rest[:, :1] > 0.5, filled, image)          # known voxels exactly as they were
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        # Outside the head every training twin is background, so most of the basis is exactly zero (63% at 4 mm for
-        # the phantoms): it is saved as the voxels some component uses and their values (10 MB less at K = 16).
+        # Outside the head every training twin is background, so most of the basis is exactly zero: it is saved as
+        # the voxels some component uses and their values.
         super()._save_to_state_dict(destination, prefix, keep_vars)
         basis = destination.get(prefix + "basis")
         if basis is not None:                   # unfitted too: a built model names the tensors its save will have

@@ -9,7 +9,7 @@ The posterior mean is the average over the K samples of the x0 prediction at the
 with MSE outputs E[x0 | x_t, conditions]; at the first step x_t is almost pure noise, so each of those predictions
 is already the conditional mean E[x0 | conditions], and averaging K of them only removes what little x_T adds. The
 average of the K finished samples estimates the same mean with K times less variance than one sample, which is
-still worse (scripts/bench_estimate.py measures both; `mean_of="final"` gives the latter). `mean_of="draws"` is
+still worse (`mean_of="final"` gives the latter). `mean_of="draws"` is
 the same average of the samples as the sampler leaves them: on the CPU, whose default stops at the middle noise
 level, that is each sample's x0 prediction there, after a data-consistency projection has acted once (inpainting's
 estimate: it lets the known voxels inform the fill).
@@ -37,8 +37,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto": bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX: 1.5x faster per network call here, the
-    posterior mean within 0.01 dB of fp32), fp32 elsewhere (a CPU without it emulates bf16 slowly)."""
+    """"auto": bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX: faster per network call, and the posterior
+    mean does not move by what matters), fp32 elsewhere (a CPU without it emulates bf16 slowly)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if precision != "auto":

@@ -7,7 +7,7 @@ Methods:
 - `ls`: voxel-wise (weighted) least squares over the frames after t*, the field's standard; its uncertainty map is
   the least-squares standard error (residual variance x (A^T W A)^-1);
 - `smoothed`: the same maps smoothed by a Gaussian inside the mask (what practitioners do against noise), FWHM
-  chosen on training phantoms (`scripts/bench_patlak.py --choose-fwhm`) unless given;
+  chosen on training phantoms unless given;
 - `diffusion`: Ki and V sampled under a diffusion prior trained on static PET images, with the Patlak model as
   data consistency at every step (`volgen.tasks.patlak_diffusion`); the posterior mean of K samples and their spread.
 Inputs follow PET-BIDS (`volgen.io.pet`); outputs are named as PET tools name parametric maps:
@@ -31,9 +31,8 @@ from volgen.tasks.patlak_diffusion import diffusion_patlak, patlak_sampling
 
 METHODS = ("ls", "smoothed", "diffusion")
 WEIGHTS = ("none", "duration")
-# Post-smoothing FWHM (mm) for `smoothed`: the FWHM with the lowest brain Ki NRMSE on 8 training phantoms (seed 100)
-# at 1/10 dose in a sweep over 2-12 mm (scripts/bench_patlak.py --choose-fwhm: 0.211 at 2 mm, 0.151 at 4, 0.135 at 6,
-# 0.141 at 8, 0.155 at 10).
+# Post-smoothing FWHM (mm) for `smoothed`: the one with the lowest brain Ki error on training phantoms at 1/10 dose
+# (the sweep is in the CHANGELOG): less leaves the noise, more blurs the grey-white contrast.
 SMOOTHED_FWHM_MM = 6.0
 
 
@@ -62,12 +61,6 @@ def uncertainty_names(stem: str, method: str) -> dict[str, str]:
     if tag is None:
         return {}
     return {key: f"{stem}_model-patlak_meas-{key}{tag}_mimap.nii.gz" for key in ("Ki", "V")}
-
-
-def weighted_patlak(frames: np.ndarray, regressors: np.ndarray, weights: np.ndarray | None = None):
-    """(Ki, V, standard error of Ki, of V) per voxel from frames (n, ...) and regressors (n, 2), all frames used."""
-    fit = patlak_statistics(frames, regressors, weights)
-    return (fit.ki, fit.v, *fit.standard_errors())
 
 
 def _map_volume(array: np.ndarray, pet: Volume, description: str) -> Volume:

@@ -24,14 +24,11 @@ from volgen.tasks.job import Sampling, model_spacing
 from volgen.tasks.models import backbone_of
 
 # How much the prior's x0 is doubted: a scale on its error at each noise level (large: follow the data, the LS fit;
-# small: follow the prior). Tuned on 2 training phantoms at 1/10 dose with the PET prior of runs/backbone-pet at
-# 375 CPU steps (bench_patlak.py --tune-doubt): brain Ki NRMSE 0.147 at 0.3, 0.119 at 1, 0.117 at 3, 0.104 at 6,
-# 0.104 at 12.
+# small: follow the prior). Tuned on training phantoms at 1/10 dose: the error falls until here and then stays.
 PRIOR_DOUBT = 6.0
-# The prior's own x0 error at the lowest noise, in model units: the PET prior (runs/backbone-pet, 600 CPU steps)
-# given true Ki and V maps of 4 training phantoms (resolution-matched, scaled like here) noised to t = 0 predicts
-# them with an RMS error of 0.09 (Ki) and 0.11 (V) in the brain (0.16, 0.17 at t = 200). On 6 held-out phantoms at
-# 1/10 dose, this floor took the tumour's Ki bias from -9.4% to -6.1% at a Ki NRMSE of 0.102 (0.100 without).
+# The prior's own x0 error at the lowest noise, in model units (measured on true Ki and V maps of training phantoms
+# noised to t = 0): without this floor the doubt falls to zero at the end and the prior's own error, a bias on hot
+# tumours, becomes the estimate.
 PRIOR_ERROR_FLOOR = 0.1
 # The doubt and the floor were tuned with 5 DDIM steps; without --steps the job takes them on every device.
 PATLAK_STEPS = 5

@@ -1,7 +1,7 @@
 """Training run configs: YAML + `key=value` overrides, checked field by field before any training starts.
 
 A config error is one line naming the config file and the key (an unknown key, a wrong type, a missing data
-folder, no cases), raised as InputError, so `scripts/train_*.py` exit non-zero without starting.
+folder, no cases), raised as InputError, so `volgen train` exits non-zero without starting.
 """
 from __future__ import annotations
 
