@@ -76,10 +76,10 @@ phantoms/calib/.done: | $(STAMP)
 	$(PY) -m volgen phantom --n 12 --seed 600 --no-pet --no-montage --out phantoms/calib --overwrite
 	touch $@
 calibrate: phantoms/calib/.done
-	$(PY) scripts/calibrate_uncertainty.py volgen-vcm-inpainting-2mm inpainting --write
-	$(PY) scripts/calibrate_uncertainty.py volgen-vcm-super-resolution-2mm super_resolution --write
-	$(PY) scripts/calibrate_uncertainty.py volgen-vcm-synthesis-2mm synthesis --write
-	$(PY) scripts/calibrate_uncertainty.py volgen-vcm-synthesis-latent-2mm synthesis --write
+	$(PY) -m volgen calibrate volgen-vcm-inpainting-2mm --task inpainting --cases phantoms/calib --write
+	$(PY) -m volgen calibrate volgen-vcm-super-resolution-2mm --task super_resolution --cases phantoms/calib --write
+	$(PY) -m volgen calibrate volgen-vcm-synthesis-2mm --task synthesis --cases phantoms/calib --write
+	$(PY) -m volgen calibrate volgen-vcm-synthesis-latent-2mm --task synthesis --cases phantoms/calib --write
 
 # The ControlNet and Concat baselines of bench_quality.py (not shipped), as CPU-sized runs of their configs; the
 # bench figures in the notes come from the GPU recipe in the configs' headers. An interrupted run resumes.

@@ -1,9 +1,7 @@
-"""What the benches share: a job's estimate of one phantom case on the model grid, as bench_quality.py scores it and
-calibrate_uncertainty.py fits the uncertainty on it. The conditions, projection and estimate rule are the jobs' own
-(volgen/taskspec.py); the timesteps are the jobs' defaults on this device.
-
-The benches' own baselines and measures live here too: the per-voxel linear regression synthesis must beat, the
-oracle an uncertainty map is ranked against, and the all-frames weighted Patlak fit.
+"""What the benches share: each job's estimate of one phantom case on the model grid (volgen.calibrate's, the
+jobs' own conditions, projection, estimate rule and default timesteps), and the benches' own baselines and measures:
+the per-voxel linear regression synthesis must beat, the oracle an uncertainty map is ranked against, and the
+all-frames weighted Patlak fit.
 
 Each job function returns (Estimate, truth, region): the truth in the model's range (D, H, W) and the boolean region its
 error is scored in (the brain; the inpainted mask).
@@ -11,77 +9,11 @@ error is scored in (the brain; the inpainted mask).
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import ndimage
 
-from volgen.backbones import Backbone
-from volgen.io.contrasts import MRI_CONTRASTS
+from volgen.calibrate import (CONTRASTS, DEVICE, JOBS, SR_AXIS, SR_FACTOR, brain_of, pseudo_healthy,  # noqa: F401
+                              steps_for, super_resolution, synthesis, thick, tumour_mask)
 from volgen.kinetics import patlak_statistics
-from volgen.ops import dilate, thick_slices
-from volgen.tasks import generate
-from volgen.tasks.models import default_timesteps
-from volgen.taskspec import TASKS
-
-CONTRASTS = list(MRI_CONTRASTS)
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-SR_FACTOR, SR_AXIS = 4, 2          # 4x through-plane, the last axis
-
-
-def steps_for(model, steps):
-    """The asked steps, else the jobs' default timesteps for this model on this device."""
-    backbone = model if isinstance(model, Backbone) else model.backbone
-    return steps or default_timesteps(backbone.denoiser.schedule, DEVICE, finished=False)
-
-
-def brain_of(case) -> np.ndarray:
-    return case.brain.numpy() if case.brain is not None else case.images[0].numpy() > -0.99
-
-
-def synthesis(model, case, target: str, *, steps=None, samples: int, seed: int):
-    """`target` from the other three contrasts."""
-    volumes = {c: case.images[i] for i, c in enumerate(CONTRASTS) if c != target}
-    inputs = TASKS["synthesis"].inputs(volumes=volumes, contrasts=tuple(getattr(model, "conditions", CONTRASTS)),
-                                       shape=tuple(case.images.shape[1:]))
-    est = generate(model, (1, *case.images.shape[1:]), contrast=target, steps=steps_for(model, steps),
-                   samples=samples, seed=seed, **inputs)
-    return est, case.images[CONTRASTS.index(target)].numpy(), brain_of(case)
-
-
-def thick(case, contrast: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the volume (1, 1, D, H, W), its thick slices): 4 slices averaged along the last axis."""
-    volume = case.images[CONTRASTS.index(contrast)][None, None]
-    return volume, thick_slices(volume, SR_FACTOR, 2 + SR_AXIS)
-
-
-def super_resolution(model, case, contrast: str, *, steps=None, samples: int, seed: int):
-    """4x through-plane super-resolution of `contrast` from its thick slices."""
-    volume, observed = thick(case, contrast)
-    inputs = TASKS["super_resolution"].inputs(lowres=observed.repeat_interleave(SR_FACTOR, dim=2 + SR_AXIS),
-                                              factor=SR_FACTOR, dim=2 + SR_AXIS, device=DEVICE)
-    est = generate(model, (1, *volume.shape[2:]), contrast=contrast, steps=steps_for(model, steps),
-                   samples=samples, seed=seed, **inputs)
-    return est, volume[0, 0].numpy(), brain_of(case)
-
-
-def tumour_mask(case) -> torch.Tensor:
-    """(1, 1, D, H, W): the tumour grown by one voxel, the region the inpainting rows fill."""
-    return dilate((case.seg > 0).float()[None, None], 1)
-
-
-def pseudo_healthy(model, case, contrast: str, *, steps=None, samples: int, seed: int, with_module: bool = True):
-    """Healthy tissue filled into the tumour mask, scored against the healthy twin; `with_module=False` samples the
-    bare backbone of `model` (a Backbone) with the same known-voxel replacement."""
-    c = CONTRASTS.index(contrast)
-    image, mask = case.images[c][None, None], tumour_mask(case)
-    inputs = TASKS["inpainting"].inputs(image=image, mask=mask, insert=False, device=DEVICE)
-    if not with_module:
-        inputs["conditions"] = None
-    est = generate(model, (1, *image.shape[2:]), contrast=contrast, steps=steps_for(model, steps),
-                   samples=samples, seed=seed, **inputs)
-    return est, case.healthy[c].numpy(), mask[0, 0].numpy() > 0
-
-
-JOBS = {"synthesis": synthesis, "super_resolution": super_resolution, "inpainting": pseudo_healthy}
 
 
 class LinearRegression:

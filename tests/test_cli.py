@@ -46,7 +46,7 @@ def test_evaluate_prints_a_table_and_writes_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["phantom", "evaluate", "synthesize", "super-resolve", "inpaint", "patlak", "models",
-                                     "train"])
+                                     "train", "calibrate"])
 def test_help_is_complete_with_an_example(command):
     out = subprocess.run([sys.executable, "-m", "volgen", command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "example" in out.stdout and f"volgen {command}" in out.stdout

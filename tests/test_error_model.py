@@ -135,3 +135,22 @@ def test_the_cli_writes_the_calibrated_map_of_a_model_folder_that_has_one(tmp_pa
         maps[name] = np.asarray(nib.load(tmp_path / name / "case-c/case-c-t1c-uncertainty.nii.gz").dataobj)
     assert maps["calibrated"].shape == maps["plain"].shape and maps["calibrated"].min() >= 0
     assert not np.allclose(maps["calibrated"], maps["plain"])
+
+
+def test_volgen_calibrate_fits_and_stores_a_fine_tuned_modules_error_model(tmp_path, tiny_models, phantom_dir):
+    """The packaged way a user calibrates a module of their own: `volgen calibrate MODEL --cases DIR --write`."""
+    import json
+    import shutil
+
+    from volgen.cli import main
+    from volgen.error_model import METADATA_KEY
+
+    model = tmp_path / "sr"
+    shutil.copytree(tiny_models["super_resolution"], model)
+    assert main(["calibrate", str(model), "--cases", str(phantom_dir.parent), "--task", "super_resolution",
+                 "--contrasts", "t2f", "--max-cases", "1", "--write"]) == 0
+    stored = json.loads((model / "config.json").read_text())["metadata"][METADATA_KEY]
+    assert list(stored["contrasts"]) == ["t2f"] and stored["fitted_on"]["job"] == "super_resolution"
+    from volgen import hub
+
+    assert hub.from_pretrained(model).hub_metadata[METADATA_KEY]["contrasts"]["t2f"]["scale"] > 0   # sha256 intact

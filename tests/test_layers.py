@@ -29,7 +29,7 @@ LAYERS = [
     # 7: training and the jobs
     ("volgen.training", "volgen.tasks"),
     # 8: what users call
-    ("volgen.api", "volgen.augment", "volgen.batch", "volgen.evaluate"),
+    ("volgen.api", "volgen.augment", "volgen.batch", "volgen.evaluate", "volgen.calibrate"),
     # 9: the command layer
     ("volgen.cli", "volgen.training.cli", "volgen.__main__", "volgen"),
 ]

@@ -68,7 +68,7 @@ def test_every_shipped_mri_module_carries_an_error_model_for_each_contrast(name)
 
     model = hub.from_pretrained(name)
     error_model = error_model_of(model)
-    assert error_model is not None, f"{name}: no error model (scripts/calibrate_uncertainty.py)"
+    assert error_model is not None, f"{name}: no error model (make calibrate)"
     assert sorted(error_model.fits) == sorted(["t1n", "t1c", "t2w", "t2f"])
     for fit in error_model.fits.values():
         assert all(abs(w) < 20 for w in fit.weights) and 0.5 < fit.scale < 3

@@ -384,6 +384,37 @@ def _run_inpaint_batch(args) -> int:
     return summary(outcomes, "inpainted", args.out)
 
 
+def _add_calibrate(sub) -> None:
+    p = _subcommand(
+        sub, "calibrate", help="fit a module's uncertainty maps to the error it makes, on cases it never trained on",
+        description="Fit the error model that turns a module's spread over its samples into the expected absolute "
+                    "error of its posterior mean (what the shipped modules' uncertainty maps hold). Each case under "
+                    "--cases is estimated as the jobs estimate it, at their defaults on this device: synthesis and "
+                    "super-resolution need the four contrasts, inpainting healthy twins as well (phantoms). Prints "
+                    "how well the spread and the fitted map rank the error; --write stores the fit in the model "
+                    "folder's config.json (the weights are untouched).",
+        epilog="example:\n  volgen calibrate runs/my-vcm/model --cases my_calibration_cases/ --write")
+    p.add_argument("model", help="model name or folder (a fine-tuned module: runs/<run>/model)")
+    p.add_argument("--cases", required=True, type=Path, help="folder of BraTS-layout cases the module never saw")
+    p.add_argument("--task", choices=("synthesis", "super_resolution", "inpainting"),
+                   help="the module's task (default: from its training metadata)")
+    p.add_argument("--contrasts", default="t1n,t1c,t2w,t2f", help="target contrasts to fit (default all four)")
+    p.add_argument("--max-cases", type=_positive_int, default=12, help="cases to use (default 12)")
+    p.add_argument("--write", action="store_true", help="store the fit in the model's config.json")
+    p.set_defaults(run=_run_calibrate)
+
+
+def _run_calibrate(args) -> int:
+    from volgen.calibrate import calibrate
+    from volgen.io.contrasts import parse_contrasts
+
+    fitted = calibrate(args.model, args.cases, task=args.task, contrasts=parse_contrasts(args.contrasts),
+                       max_cases=args.max_cases, write=args.write)
+    if not args.write:
+        print(json.dumps(fitted.to_dict(), indent=1))
+    return 0
+
+
 def _add_models(sub) -> None:
     p = _subcommand(sub, "models", help="list the registered models with their sha256 and card",
                        description="The models volgen can load by name: shipped defaults and any registered.",
@@ -416,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inpaint(sub)
     _add_patlak(sub)
     _add_models(sub)
+    _add_calibrate(sub)
     from volgen.training.cli import add_parser as _add_train
     _add_train(sub)
     return parser

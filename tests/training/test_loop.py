@@ -416,3 +416,8 @@ def test_a_training_folder_without_cases_names_no_option_train_lacks(tmp_path):
     assert result.returncode == 1
     error = [line for line in result.stderr.splitlines() if line.startswith("volgen: error:")]
     assert len(error) == 1 and "no case folders found" in error[0] and "--t1n" not in result.stderr
+
+
+def test_train_vcm_py_is_volgen_train():
+    result = subprocess.run([sys.executable, "train_vcm.py", "--list"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "vcm_synthesis" in result.stdout and "vcm_inpainting" in result.stdout
