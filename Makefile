@@ -36,12 +36,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP) corpus baselines
-	$(PY) scripts/bench_phantom.py
-	$(PY) scripts/bench_sampling.py
-	$(PY) scripts/bench_quality.py
-	$(PY) scripts/bench_cli.py
-	$(PY) scripts/bench_patlak.py
-	$(PY) scripts/bench_kernels.py
+	$(PY) scripts/benchmarks/bench_phantom.py
+	$(PY) scripts/benchmarks/bench_sampling.py
+	$(PY) scripts/benchmarks/bench_quality.py
+	$(PY) scripts/benchmarks/bench_cli.py
+	$(PY) scripts/benchmarks/bench_patlak.py
+	$(PY) scripts/benchmarks/bench_kernels.py
 
 # The phantom corpus the shipped models were trained on (seed 100) and the held-out cases (seed 200); the same
 # training cases with their PET studies for the PET prior (bench_patlak simulates its held-out PET in memory).

@@ -1,5 +1,5 @@
 """`volgen synthesize`, `super-resolve`, `inpaint` and `models` end to end on small cases with tiny models (the
-shipped models' quality is measured by scripts/bench_quality.py, not here)."""
+shipped models' quality is measured by scripts/benchmarks/bench_quality.py, not here)."""
 import json
 import shutil
 

@@ -1,5 +1,5 @@
 """Baselines that learn nothing, which every volgen job must beat on the same cases, and which the modules' priors
-build on (the per-voxel regression baseline of synthesis is the benches' own: scripts/bench_harness.py).
+build on (the per-voxel regression baseline of synthesis is the benches' own harness).
 
 - `cubic_upsample`: thick slices back to thin ones by cubic spline interpolation;
 - `harmonic_fill`: the voxels under a mask replaced by the solution of Laplace's equation whose boundary values are

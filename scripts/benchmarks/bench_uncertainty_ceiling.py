@@ -13,7 +13,7 @@ would be (a lower bound: the anatomy is taken as known). It reports, inside the 
 The local-RMS oracle of bench_quality reaches about 0.5 because it knows the case's realised bias field; no spread
 over samples can.
 
-    python scripts/bench_uncertainty_ceiling.py [--target t1c] [--cases 20] [--redraws 16]
+    python scripts/benchmarks/bench_uncertainty_ceiling.py [--target t1c] [--cases 20] [--redraws 16]
 """
 from __future__ import annotations
 

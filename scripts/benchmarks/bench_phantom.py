@@ -1,6 +1,6 @@
 """Timings of the foundation: phantom generation (target: one 2 mm case in under 5 s) and NIfTI IO round trips.
 
-    python scripts/bench_phantom.py [--cases 3] [--out bench_out]
+    python scripts/benchmarks/bench_phantom.py [--cases 3] [--out bench_out]
 """
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
 """Ship a trained model: copy `<run>/model` into volgen/pretrained/<name>/ and register it with its sha256.
 
-    python scripts/ship_model.py runs/backbone-wavelet/model volgen-wavelet-brain-2mm \
+    python scripts/tools/release/ship_model.py runs/backbone-wavelet/model volgen-wavelet-brain-2mm \
         --description "wavelet diffusion backbone, 4 MRI contrasts"
-    python scripts/ship_model.py --all      # every shipped model again, in today's saving rules
+    python scripts/tools/release/ship_model.py --all      # every shipped model again, in today's saving rules
 
 The weights are verified (sha256) on the way and written again through volgen.hub, so today's saving rules apply
 (float16 weights and float16 fitted priors, the large tensors packed as int8 rows: volgen.int8_weights); the registry
 entry records the new hash. A module trained on a backbone from a run folder names the shipped backbone with the
 same sha256 instead, so the shipped module loads without the run. `--all` loads every shipped model first, then
 writes the backbones and then the modules, naming their backbones' new hashes. The card
-(volgen/pretrained/<name>/README.md, scripts/write_model_card.py) and its pictures stay where they are.
+(volgen/pretrained/<name>/README.md, scripts/tools/release/write_model_card.py) and its pictures stay where they are.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Patlak Ki and V on held-out PET phantoms at four doses: least squares, smoothed least squares, and (once its PET
 prior ships) the diffusion prior with kinetic data consistency.
 
-    python scripts/bench_patlak.py [--cases 20] [--doses 1,0.25,0.1,0.05] [--out bench_out/patlak]
-    python scripts/bench_patlak.py --choose-fwhm        # the smoothed method's FWHM, on training phantoms
-    python scripts/bench_patlak.py --tune-doubt --prior runs/backbone-pet/model   # the diffusion prior's doubt
+    python scripts/benchmarks/bench_patlak.py [--cases 20] [--doses 1,0.25,0.1,0.05] [--out bench_out/patlak]
+    python scripts/benchmarks/bench_patlak.py --choose-fwhm        # the smoothed method's FWHM, on training phantoms
+    python scripts/benchmarks/bench_patlak.py --tune-doubt --prior runs/backbone-pet/model   # the diffusion prior's doubt
 
 Each case is simulated once without noise (2TCM kinetics, heterogeneity, 5 mm PSF), then gets correlated noise at
 each dose. The reference maps are the true Ki and V at the scanner's resolution (blurred by the same PSF): no method

@@ -15,7 +15,7 @@ from volgen.io.volume import Volume
 from volgen.phantom import PhantomSpec, generate_case, write_case
 from volgen.tasks.slice_means import block_means
 
-IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
 
 
 def thick_slices(volume, factor: int = 4, axis: int = 2):

@@ -3,7 +3,7 @@
 # command limit: makes 288 phantom cases in parallel (48 + 96 of the default corpus, 144 more of seed 500), starts
 # the runs as detached processes so they outlive one command (a later call with the machine still warm finds them
 # running, or resumes them from their checkpoints), prints progress, then exports each run's newest EMA weights and
-# packs them under $OUT (15 MB parts). Usage: scripts/gpu_finetune.sh SECONDS [DEPS_DIR]
+# packs them under $OUT (15 MB parts). Usage: scripts/tools/release/gpu_finetune.sh SECONDS [DEPS_DIR]
 #
 # Prepare DEPS_DIR (default .gpu, git-ignored, carried) here first: DEPS_DIR/whl holds the wheels of monai, nibabel
 # and importlib_metadata (see ../shared/gpu/wheels.sh), DEPS_DIR/site/nilearn/datasets/data the three MNI152 maps

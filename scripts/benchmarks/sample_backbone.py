@@ -1,6 +1,6 @@
 """Unconditional samples of a backbone, one per contrast, as the montage its card shows (does it draw a brain?).
 
-    python scripts/sample_backbone.py volgen-latent-brain-2mm [--steps 25] [--out PNG] [--reference phantoms/val]
+    python scripts/benchmarks/sample_backbone.py volgen-latent-brain-2mm [--steps 25] [--out PNG] [--reference phantoms/val]
 A backbone alone knows nothing of a case, so each row is one random draw of that contrast on the 2 mm grid; the
 sampler is the backbone's default (DDIM for a VP schedule, Euler for a flow). With --reference, each sample's head
 (voxels above the background) is scored by its Dice with where the reference cases' heads usually are (in at least

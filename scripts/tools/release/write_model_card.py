@@ -1,6 +1,6 @@
 """Write volgen/pretrained/<name>/README.md, a shipped model's card, from its config, its run and the benchmark.
 
-    python scripts/write_model_card.py volgen-vcm-synthesis-2mm --run runs/vcm-synthesis \
+    python scripts/tools/release/write_model_card.py volgen-vcm-synthesis-2mm --run runs/vcm-synthesis \
         --config vcm_synthesis [--results bench_out/quality/results.json]
 """
 from __future__ import annotations
@@ -135,19 +135,19 @@ def measured(task: str, results_path: str, rows_tasks: list[str] | None) -> list
     path = Path(results_path)
     if rows_tasks is None or not path.is_file():
         return lines + ["Backbones are measured through the modules on them (see their cards); "
-                        "`scripts/bench_sampling.py` times sampling." if task == "backbone" else
-                        "Not measured yet: run `scripts/bench_quality.py`."]
+                        "`scripts/benchmarks/bench_sampling.py` times sampling." if task == "backbone" else
+                        "Not measured yet: run `scripts/benchmarks/bench_quality.py`."]
     results = json.loads(path.read_text())
     for rows_task in rows_tasks:
         rows = [r for r in results if r["task"] == rows_task]
         if not rows:
-            lines += [f"Not measured yet: run `scripts/bench_quality.py` (no '{rows_task}' rows in {path}).", ""]
+            lines += [f"Not measured yet: run `scripts/benchmarks/bench_quality.py` (no '{rows_task}' rows in {path}).", ""]
             continue
         keys = [k for k in ("brain_psnr", "brain_ssim", "tumour_psnr", "mask_psnr", "w1_to_real_tumour",
                             "spearman", "spearman_spread", "spearman_4mm", "consistency", "brain_psnr_t1n",
                             "brain_psnr_t1c", "brain_psnr_t2w", "brain_psnr_t2f", "seconds")
                 if any(k in r for r in rows)]
-        lines += [f"`scripts/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, "
+        lines += [f"`scripts/benchmarks/bench_quality.py` on {rows[0].get('cases', '?')} held-out cases, "
                   f"{_steps(rows[0].get('steps', '?'))}, {rows[0].get('samples', 1)} samples per estimate "
                   f"({rows_task}; PSNR in dB on [0, 1], seconds per case):", "",
                   "| method | params | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]

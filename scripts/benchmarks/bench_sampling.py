@@ -5,7 +5,7 @@ Each (grid, method) runs in its own process so peak memory is its own (CUDA: max
 The network is wrapped in a timer, so 'overhead' is the share of the sampling time spent outside the network.
 Targets: volgen's time at most 1.0x either baseline; its overhead outside the network under 2%.
 
-    python scripts/bench_sampling.py [--steps 50] [--image-steps N] [--device cuda]
+    python scripts/benchmarks/bench_sampling.py [--steps 50] [--image-steps N] [--device cuda]
 On the CPU the image grid runs 10 steps by default (a forward pass takes seconds there); the ratios are per step.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ brain), for the conditional mean's error:
 - an oracle that knows the true error of every other voxel: the local RMS of the true error in a Gaussian window
   (sigma 1 voxel) leaving the voxel itself out. No map that is smooth at the scale of a voxel can do much better.
 
-    python scripts/bench_voxelwise_ceiling.py [--target t1c] [--bins 32] [--cases 20] [--reference percentile]
+    python scripts/benchmarks/bench_voxelwise_ceiling.py [--target t1c] [--bins 32] [--cases 20] [--reference percentile]
 """
 from __future__ import annotations
 

@@ -2,11 +2,11 @@
 training cases, and save the result (how the shipped volgen-vcm-synthesis-2mm was made from its training run, and
 how a module fitted before the context stage existed gains one).
 
-    python scripts/swap_table_prior.py runs/vcm-synthesis/model OUT_FOLDER [--train phantoms/train]
-    python scripts/swap_table_prior.py runs/vcm-synthesis-latent/model OUT_FOLDER --prior-from OTHER_MODULE
+    python scripts/tools/release/swap_table_prior.py runs/vcm-synthesis/model OUT_FOLDER [--train phantoms/train]
+    python scripts/tools/release/swap_table_prior.py runs/vcm-synthesis-latent/model OUT_FOLDER --prior-from OTHER_MODULE
 (--prior-from copies the fitted table of another module fitted on the same cases: the table depends only on the
 cases' voxels, not on the backbone, so this skips the minutes of fitting.)
-Measure the result with scripts/bench_quality.py --vcm OUT_FOLDER before shipping it.
+Measure the result with scripts/benchmarks/bench_quality.py --vcm OUT_FOLDER before shipping it.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ run is the sampling time the sidecar records, so 'overhead' is the share of the 
 The breakdown: the phases the sidecar times (read, load model, preprocess, sample, restore, write) and 'start-up',
 the rest of the wall time (Python, imports, argument parsing, the montage).
 
-    python scripts/bench_cli.py [--out bench_out/cli] [--device cpu] [--repeats 1]
+    python scripts/benchmarks/bench_cli.py [--out bench_out/cli] [--device cpu] [--repeats 1]
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Kernels and end-to-end sampling: fused (Triton) against eager, and against MONAI's own sampling loop.
 
-    python scripts/bench_kernels.py [--repeat 5] [--skip-e2e]
+    python scripts/benchmarks/bench_kernels.py [--repeat 5] [--skip-e2e]
 
 Per kernel: achieved GB/s (bytes each must move once / time) against the copy bandwidth measured in the same run,
 and kernel against eager time. End to end: the shipped synthesis module sampling a 2 mm case and a BraTS-size

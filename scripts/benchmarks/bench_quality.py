@@ -15,7 +15,7 @@ the same for an oracle map (the local RMS of the true error, the voxel itself le
 seconds per case (the mean and the sample come from the same batch of K samples: the same seconds). Each run
 replaces the rows of the tasks it measured in results.json and keeps the rest.
 
-    python scripts/bench_quality.py [--cases 20] [--steps N] [--samples K]
+    python scripts/benchmarks/bench_quality.py [--cases 20] [--steps N] [--samples K]
         [--tasks synthesis,super_resolution,inpainting,lesion,latent] [--targets t1n,t1c,t2w,t2f]
 """
 from __future__ import annotations
@@ -99,7 +99,7 @@ def spearman(maps: tuple[np.ndarray, np.ndarray], pred: np.ndarray, truth: np.nd
     the oracle's: the local RMS of the true error around each voxel, the voxel itself left out, ranks the error as
     well as a map smooth at the voxel's scale could; a map far below it is missing structure the error has, or the
     structure is the case's own draw, which no map made from the inputs can know (synthesis:
-    scripts/bench_uncertainty_ceiling.py). `maps` = (the job's map, the spread), in the model's range."""
+    scripts/benchmarks/bench_uncertainty_ceiling.py). `maps` = (the job's map, the spread), in the model's range."""
     (u, s), error = maps, np.abs(pred - truth)
     oracle = local_rms_without_centre(error ** 2)
     return {"spearman": float(spearmanr(u[region], error[region]).correlation),

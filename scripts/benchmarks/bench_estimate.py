@@ -4,7 +4,7 @@ For each setting (K samples as one batch, S steps, sampler) on held-out cases: b
 (mean first-step prediction) and of the mean of the K finished samples, of one sample, Spearman(uncertainty,
 |error of the mean|) in the brain, and seconds per estimate, for one synthesis target.
 
-    python scripts/bench_estimate.py [--cases 3] [--target t1c] [--settings 4x10:ddim,4x10:ddpm,4x5:ddpm]
+    python scripts/benchmarks/bench_estimate.py [--cases 3] [--target t1c] [--settings 4x10:ddim,4x10:ddpm,4x5:ddpm]
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train and ship volgen's default models on the phantom corpus, in order (each run resumes from its checkpoints
 # when interrupted): wavelet backbone -> VCMs on it (synthesis, super-resolution, inpainting) -> the ControlNet and
-# Concat baselines -> patch autoencoder -> latent backbone -> the VCM on it. Usage: scripts/train_defaults.sh [python]
+# Concat baselines -> patch autoencoder -> latent backbone -> the VCM on it. Usage: scripts/tools/release/train_defaults.sh [python]
 set -euo pipefail
 PY=${1:-.venv/bin/python}
 
@@ -17,7 +17,7 @@ run() {  # run <packaged config> <run dir> [overrides...]
 }
 
 ship() {  # ship <run dir> <name> <description>
-    "$PY" scripts/ship_model.py "$1/model" "$2" --description "$3"
+    "$PY" scripts/tools/release/ship_model.py "$1/model" "$2" --description "$3"
 }
 
 run backbone_wavelet runs/backbone-wavelet
