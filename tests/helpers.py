@@ -10,7 +10,7 @@ import numpy as np
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "benchmarks"
 
 
-def _load_script(name: str):
+def load_script(name: str):
     if str(SCRIPTS) not in sys.path:          # the benches import each other by bare name, as when run as scripts
         sys.path.insert(0, str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
@@ -19,7 +19,7 @@ def _load_script(name: str):
     return module
 
 
-bench_harness = _load_script("bench_harness")
+bench_harness = load_script("bench_harness")
 
 
 def save_nifti(path, array, affine=None, dtype=None):

@@ -70,3 +70,21 @@ def test_local_rms_leaves_the_voxel_itself_out():
     assert out[5, 5, 5] == pytest.approx(0.0, abs=1e-12)                  # only the voxel's own error is there
     assert out[6, 5, 5] == pytest.approx(np.sqrt(2.0 * k1 * k0 ** 2 / (1 - k0 ** 3)), rel=1e-6)
     assert np.allclose(bench_harness.local_rms_without_centre(np.full((8, 8, 8), 0.09)), 0.3)
+
+
+def test_the_downstream_bench_reads_brats_regions_and_writes_them_back():
+    """WT = labels 1-3, TC = 1 and 3, ET = 3 (BraTS), and the segmenter's regions give the labels back."""
+    import torch
+
+    from tests.helpers import load_script
+
+    seg, bench = load_script("segmenter"), load_script("bench_downstream")
+    labels = torch.tensor([[[0, 1, 2, 3]]])
+    regions = seg.regions(labels)
+    assert regions[:, 0, 0].tolist() == [[0, 1, 1, 1], [0, 1, 0, 1], [0, 0, 0, 1]]
+    assert np.array_equal(bench.brats_labels(regions.numpy() > 0), labels.numpy())
+    images = torch.tensor([[[[1.0, 3.0, 5.0, 100.0]]]] * 2)
+    brain = torch.tensor([[[True, True, True, False]]])
+    normalised = seg.normalise(images, brain, present=[True, False])
+    assert torch.allclose(normalised[0, 0, 0, :3], torch.tensor([-1.0, 0.0, 1.0])) and normalised[0, 0, 0, 3] == 0
+    assert normalised[1].abs().max() == 0                  # an absent contrast is zeros after normalisation

@@ -1,0 +1,179 @@
+"""Does volgen help a segmenter? BraSyn's protocol on held-out phantoms.
+
+A tumour segmenter (scripts/benchmarks/segmenter.py: SegResNet, sigmoid outputs for WT, TC and ET, Dice loss) is
+trained on complete training phantoms. On each held-out phantom, for each single missing contrast, it segments the case
+with the missing contrast being:
+- the real one;
+- volgen's posterior mean, and one volgen sample (the shipped synthesis module, CPU defaults; the sample finishes the
+  5-step sampler);
+- the per-voxel linear regression from the other three (fitted on the training phantoms);
+- the per-voxel conditional-mean table (the shipped module's own prior, alone);
+- absent (all zeros after normalisation).
+It reports Dice per region (mean and sd over the cases), BraSyn's SSIM of each synthesised contrast against the real
+one (whole volume on [0, 1]), writes bench_out/downstream.json, prints the table, and draws one case with each arm's
+segmentation over the image the segmenter saw for the missing contrast (bench_out/downstream-<contrast>.png).
+
+    python scripts/benchmarks/segmenter.py --train phantoms/train --run runs/segmenter --steps 3000
+    python scripts/benchmarks/bench_downstream.py --segmenter runs/segmenter --heldout phantoms/heldout
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+import segmenter as seg
+from bench_harness import DEVICE, CONTRASTS, LinearRegression, brain_of, synthesis
+from volgen.io.montage import HEADER, save_montage
+from volgen.io.volume import Volume
+from volgen.metrics import dice, ssim
+from volgen.tasks import generate
+from volgen.tasks.models import load_model
+from volgen.taskspec import TASKS
+
+ARMS = ("real", "volgen mean", "volgen sample", "regression", "table", "absent")
+SAMPLE_STEPS = 5
+
+
+def volgen_sample(model, case, target: str, seed: int) -> torch.Tensor:
+    """One finished sample of `target` from the other three (the 5-step sampler to its end)."""
+    volumes = {c: case.images[i] for i, c in enumerate(CONTRASTS) if c != target}
+    inputs = TASKS["synthesis"].inputs(volumes=volumes, contrasts=tuple(model.conditions),
+                                       shape=tuple(case.images.shape[1:]))
+    est = generate(model, (1, *case.images.shape[1:]), contrast=target, samples=1, seed=seed, estimate="sample",
+                   steps=model.backbone.denoiser.schedule.timesteps(SAMPLE_STEPS), **inputs)
+    return est.image[0, 0].cpu()
+
+
+def table_estimate(model, case, target: str) -> torch.Tensor:
+    """The module's per-voxel conditional-mean table alone (its prior, before any network)."""
+    volumes = {c: case.images[i] for i, c in enumerate(CONTRASTS) if c != target}
+    inputs = TASKS["synthesis"].inputs(volumes=volumes, contrasts=tuple(model.conditions),
+                                       shape=tuple(case.images.shape[1:]))
+    labels = model.backbone.class_labels(target)
+    with torch.no_grad():
+        return model.prior(inputs["conditions"], inputs["present"], labels)[0, 0].float()
+
+
+def replacements(model, regressions, case, target: str, seed: int) -> dict[str, torch.Tensor | None]:
+    k = CONTRASTS.index(target)
+    brain = torch.from_numpy(brain_of(case))
+    mean = synthesis(model, case, target, samples=2, seed=seed)[0].image[0, 0].cpu()
+    regression = torch.from_numpy(regressions[target].predict(case.images.numpy()).astype(np.float32))
+    out = {"real": case.images[k], "volgen mean": mean, "volgen sample": volgen_sample(model, case, target, seed),
+           "regression": regression, "table": table_estimate(model, case, target), "absent": None}
+    # every estimate is background outside the brain, as the real contrasts are (the segmenter normalises inside it)
+    return {arm: (None if v is None else torch.where(brain, v, case.images[k])) for arm, v in out.items()}
+
+
+def segment(net, images: torch.Tensor, brain: torch.Tensor, present) -> np.ndarray:
+    """(3, D, H, W) bool: WT, TC, ET."""
+    x = seg.normalise(images, brain, present)[None]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return (net(x)[0].float() > 0).numpy()
+
+
+def brats_labels(regions: np.ndarray) -> np.ndarray:
+    """BraTS labels from (WT, TC, ET) masks: ET 3, the rest of TC 1, the rest of WT 2."""
+    wt, tc, et = regions
+    return np.where(et, 3, np.where(tc, 1, np.where(wt, 2, 0))).astype(np.int16)
+
+
+def montage(path: Path, case, target: str, shown: dict, segmentations: dict) -> None:
+    """One row per arm: the image the segmenter saw for the missing contrast, with that arm's segmentation; the
+    truth's labels on the real image last."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    centre = tuple(int(v) for v in np.round(np.argwhere(case.seg.numpy() > 0).mean(0)))   # every row: one place
+    rows = []
+    for arm, image in [*shown.items(), ("truth labels", shown["real"])]:
+        labels = case.seg.numpy() if arm == "truth labels" else brats_labels(segmentations[arm])
+        picture = path.with_name(f".{path.stem}-{len(rows)}.png")
+        save_montage({f"{target} ({arm})": Volume((image.numpy() + 1) / 2, affine)}, picture, centre=centre,
+                     labels=Volume(labels.astype(np.int16), affine), overwrite=True)
+        rows.append(picture)
+    images = [Image.open(p) for p in rows]
+    # each montage is a title, an image row and an overlay row: keep the overlay row
+    crops = [im.crop((0, HEADER + (im.height - HEADER) // 2, im.width, im.height)) for im in images]
+    sheet = Image.new("RGB", (max(c.width for c in crops), sum(c.height for c in crops)), "black")
+    y = 0
+    for c in crops:
+        sheet.paste(c, (0, y))
+        y += c.height
+    sheet.save(path)
+    for p in rows:
+        p.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--segmenter", default="runs/segmenter")
+    parser.add_argument("--heldout", default="phantoms/heldout")
+    parser.add_argument("--train", default="phantoms/train", help="what the regression baseline is fitted on")
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--targets", default=",".join(CONTRASTS))
+    parser.add_argument("--out", default="bench_out/downstream.json")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    net = seg.load(args.segmenter)
+    model = load_model("synthesis", None, device=DEVICE)
+    train = seg.prepared(args.train, max_cases=16)
+    regressions = {t: LinearRegression([i for i, c in enumerate(CONTRASTS) if c != t], CONTRASTS.index(t)).fit(
+        [c["case"].images.numpy() for c in train], [brain_of(c["case"]) for c in train]) for t in CONTRASTS}
+    cases = seg.prepared(args.heldout, max_cases=args.cases)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = {"segmenter": json.loads((Path(args.segmenter) / "segmenter.json").read_text()), "cases": len(cases),
+               "heldout": args.heldout, "dice": {}, "ssim": {}}
+    began = time.perf_counter()
+    for target in args.targets.split(","):
+        k = CONTRASTS.index(target)
+        dices = {arm: [] for arm in ARMS}
+        ssims = {arm: [] for arm in ARMS if arm not in ("real", "absent")}
+        for index, item in enumerate(cases):
+            case = item["case"]
+            truth = seg.regions(case.seg[None])[:, 0].numpy() > 0
+            shown, segmentations = {}, {}
+            for arm, image in replacements(model, regressions, case, target, seed=index).items():
+                images = case.images.clone()
+                present = [True] * len(CONTRASTS)
+                if image is None:
+                    present[k] = False
+                else:
+                    images[k] = image
+                regions = segment(net, images, case.brain, present)
+                dices[arm].append([dice(regions[r], truth[r]) for r in range(len(seg.REGIONS))])
+                if arm in ssims:
+                    ssims[arm].append(ssim((image.numpy() + 1) / 2, (case.images[k].numpy() + 1) / 2,
+                                           data_range=1.0))
+                shown[arm] = images[k] if image is not None else torch.full_like(images[k], -1.0)
+                segmentations[arm] = regions
+            if index == 0:
+                montage(out.with_name(f"downstream-{target}.png"), case, target, shown, segmentations)
+            print(f"{target} {case.name}: " + ", ".join(f"{a} {np.mean(d[-1]):.3f}" for a, d in dices.items()),
+                  flush=True)
+        results["dice"][target] = {arm: {r: [float(np.mean([d[i] for d in v])), float(np.std([d[i] for d in v]))]
+                                         for i, r in enumerate(seg.REGIONS)} for arm, v in dices.items()}
+        results["ssim"][target] = {arm: float(np.mean(v)) for arm, v in ssims.items()}
+    results["seconds"] = round(time.perf_counter() - began, 1)
+    out.write_text(json.dumps(results, indent=1))
+    print_table(results)
+    print(f"wrote {out}")
+
+
+def print_table(results: dict) -> None:
+    print(f"\nDice (mean over {results['cases']} held-out phantoms) with the missing contrast replaced by each arm")
+    print(f"{'missing':8} {'arm':14} " + " ".join(f"{r:>6}" for r in seg.REGIONS) + "   SSIM")
+    for target, arms in results["dice"].items():
+        for arm, regions in arms.items():
+            s = results["ssim"][target].get(arm)
+            print(f"{target:8} {arm:14} " + " ".join(f"{regions[r][0]:6.3f}" for r in seg.REGIONS) +
+                  (f"  {s:.3f}" if s is not None else ""))
+
+
+if __name__ == "__main__":
+    main()

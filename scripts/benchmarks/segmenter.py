@@ -1,0 +1,147 @@
+"""The downstream bench's tumour segmenter: a MONAI SegResNet with sigmoid outputs for the BraTS regions (whole tumour,
+tumour core, enhancing tumour), trained with a Dice loss on random crops of complete training phantoms, on the model
+grid (2 mm, RAS, intensities z-normalised per contrast inside the brain: an absent contrast is then all zeros).
+
+Training checkpoints every `--checkpoint-every` steps into its run folder and resumes from the newest checkpoint with
+the same crops the uninterrupted run would have drawn (each step's generator is seeded by the step), so a long run is
+chained across sessions:
+
+    python scripts/benchmarks/segmenter.py --train phantoms/train --run runs/segmenter --steps 3000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceLoss
+from monai.networks.nets import SegResNet
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from volgen.io.contrasts import MRI_CONTRASTS
+from volgen.training.config import DataConfig
+from volgen.training.data import load_cases
+
+REGIONS = ("WT", "TC", "ET")          # BraTS regions: labels {1, 2, 3}, {1, 3}, {3}
+CROP = 64
+
+
+def regions(seg: torch.Tensor) -> torch.Tensor:
+    """(3, ...) float: whole tumour, tumour core, enhancing tumour of a BraTS label map (1 NCR, 2 ED, 3 ET)."""
+    return torch.stack([seg > 0, (seg == 1) | (seg == 3), seg == 3]).float()
+
+
+def normalise(images: torch.Tensor, brain: torch.Tensor, present=None) -> torch.Tensor:
+    """(C, ...) z-scored per contrast inside the brain, zero outside it; contrasts not `present` are all zeros."""
+    out = torch.zeros_like(images)
+    for c in range(images.shape[0]):
+        if present is not None and not present[c]:
+            continue
+        values = images[c][brain]
+        out[c] = torch.where(brain, (images[c] - values.mean()) / values.std().clamp_min(1e-6), 0.0)
+    return out
+
+
+def build() -> torch.nn.Module:
+    return SegResNet(spatial_dims=3, in_channels=len(MRI_CONTRASTS), out_channels=len(REGIONS), init_filters=16,
+                     blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1))
+
+
+def load(run: Path) -> torch.nn.Module:
+    net = build()
+    net.load_state_dict(load_file(str(Path(run) / "segmenter.safetensors")))
+    return net.eval()
+
+
+def crop_batch(cases, batch: int, gen: torch.Generator):
+    """Random CROP^3 windows, half centred on a tumour voxel, half on a brain voxel, mirrored left-right at random."""
+    xs, ys = [], []
+    for _ in range(batch):
+        case = cases[int(torch.randint(len(cases), (1,), generator=gen))]
+        tumour = case["target"][0] > 0
+        where = tumour if torch.rand(1, generator=gen) < 0.5 and tumour.any() else case["brain"]
+        voxels = where.nonzero()
+        centre = voxels[int(torch.randint(len(voxels), (1,), generator=gen))]
+        shape = case["image"].shape[1:]
+        start = [int(min(max(int(c) - CROP // 2, 0), s - CROP)) for c, s in zip(centre, shape)]
+        window = tuple(slice(a, a + CROP) for a in start)
+        x, y = case["image"][(slice(None), *window)], case["target"][(slice(None), *window)]
+        if torch.rand(1, generator=gen) < 0.5:
+            x, y = x.flip(1), y.flip(1)
+        xs.append(x)
+        ys.append(y)
+    return torch.stack(xs), torch.stack(ys)
+
+
+def prepared(root, max_cases=None) -> list[dict]:
+    cases = load_cases(DataConfig(root=str(root), contrasts=list(MRI_CONTRASTS), max_cases=max_cases), multiple=16,
+                       with_healthy=True)
+    return [{"name": c.name, "image": normalise(c.images, c.brain), "target": regions(c.seg[None])[:, 0],
+             "brain": c.brain, "case": c} for c in cases]
+
+
+def train(args) -> None:
+    run = Path(args.run)
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    net = build()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-5)
+    start = 0
+    found = sorted((run / "checkpoints").glob("step-*.safetensors"))
+    if found:
+        state = load_file(str(found[-1]))
+        net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        optimizer.load_state_dict(torch.load(found[-1].with_suffix(".opt"), weights_only=True))
+        start = int(found[-1].stem.split("-")[1])
+    cases = prepared(args.train)
+    loss_fn = DiceLoss(sigmoid=True, batch=True)
+    log = (run / "metrics.csv").open("a")
+    if start == 0:
+        log.write("step,loss,seconds\n")
+    began = time.perf_counter()
+    net.train()
+    for step in tqdm(range(start, args.steps), initial=start, total=args.steps, desc="segmenter", mininterval=30):
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        x, y = crop_batch(cases, args.batch, gen)
+        for group in optimizer.param_groups:        # cosine decay over the run
+            group["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps))
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            out = net(x)
+        loss = loss_fn(out.float(), y)
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % 20 == 0:
+            log.write(f"{step + 1},{float(loss):.5f},{time.perf_counter() - began:.1f}\n")
+            log.flush()
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
+            path = run / "checkpoints" / f"step-{step + 1:06d}.safetensors"
+            save_file({f"net.{k}": v.contiguous() for k, v in net.state_dict().items()}, str(path))
+            torch.save(optimizer.state_dict(), path.with_suffix(".opt"))
+            for old in sorted((run / "checkpoints").glob("step-*.safetensors"))[:-2]:
+                old.unlink()
+                old.with_suffix(".opt").unlink(missing_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(run / "segmenter.safetensors"))
+    (run / "segmenter.json").write_text(json.dumps({"steps": args.steps, "train": str(args.train), "crop": CROP,
+                                                    "batch": args.batch, "lr": args.lr, "seed": args.seed}, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", default="phantoms/train", help="complete training cases (with healthy twins)")
+    parser.add_argument("--run", default="runs/segmenter")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 (a CPU without native bf16)")
+    train(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
