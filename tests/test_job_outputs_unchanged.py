@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 REFERENCE = Path(__file__).parent / "data" / "job_outputs.npz"
 CROP = (slice(28, 76), slice(36, 84), slice(36, 76))          # 48 x 48 x 40 voxels around the phantom's centre
@@ -38,21 +37,17 @@ def _crop_case(folder: Path, out: Path) -> dict[str, Path]:
 def job_outputs(folder: Path, work: Path) -> dict[str, np.ndarray]:
     """Every job's output arrays on the cropped case, by name."""
     from volgen.api import run_inpainting, run_patlak, run_super_resolution, run_synthesis
-    from volgen.io.volume import Volume
-    from volgen.tasks.slice_means import block_means
+    from volgen.io.nifti import read_volume
+    from volgen.tasks.super_resolution import thick_volume
 
     paths = _crop_case(folder, work)
     out = {}
     made = run_synthesis({c: paths[c] for c in ("t1n", "t2w", "t2f")}, target="t1c", **SETTINGS)
     out["synthesis t1c"] = made.outputs["t1c"].array
     out["synthesis t1c uncertainty"] = made.uncertainty["t1c"].array
-    t2f = nib.load(paths["t2f"])
-    affine = t2f.affine.copy()
-    affine[:3, 2] *= 4
-    affine[:3, 3] += t2f.affine[:3, 2] * 1.5
-    thick = Volume(block_means(np.asarray(t2f.dataobj, dtype=np.float32), 4, 2).astype(np.float32), affine,
-                   name="crop-t2f-thick")
-    made = run_super_resolution(thick, factor=4, axis="z", contrast="t2f", **SETTINGS)
+    t2f = read_volume(paths["t2f"])
+    made = run_super_resolution(thick_volume(t2f.with_array(t2f.array.astype(np.float32)), 4, 2), factor=4,
+                                axis="z", contrast="t2f", **SETTINGS)
     out["super-resolution"] = made.outputs["sr"].array
     for mode in ("healthy", "lesion"):
         made = run_inpainting(paths["t2f"], paths["seg"], mode=mode, **SETTINGS)

@@ -35,10 +35,9 @@ from monai.transforms import Randomizable
 
 from volgen.io.contrasts import MRI_CONTRASTS, canonical_contrast
 from volgen.io.volume import Volume
-from volgen.ops import thick_slices
 from volgen.tasks.inpainting import inpaint
 from volgen.tasks.job import Sampling
-from volgen.tasks.super_resolution import super_resolve, thick_array_axis
+from volgen.tasks.super_resolution import super_resolve, thick_array_axis, thick_volume
 from volgen.tasks.synthesis import synthesize
 
 
@@ -289,11 +288,7 @@ class RandomSuperResolution(_VolgenTransform):
             for key in (k for k in self.keys if k in sample):
                 image = self.volume(sample, key)
                 axis, _ = thick_array_axis(image, self.axis)
-                thick = thick_slices(torch.from_numpy(image.array), self.factor, axis).numpy()
-                affine = image.affine.copy()
-                affine[:3, axis] *= self.factor
-                affine[:3, 3] += image.affine[:3, axis] * (self.factor - 1) / 2.0
-                result = super_resolve(Volume(thick, affine, name=str(key)), factor=self.factor, axis=self.axis,
+                result = super_resolve(thick_volume(image, self.factor, axis), factor=self.factor, axis=self.axis,
                                        contrast=canonical_contrast(key), sampling=self.sampling(rng))
                 self.write(sample, key, result, "sr")
         sample["super_resolved"] = torch.tensor(float(applied))

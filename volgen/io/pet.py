@@ -18,6 +18,8 @@ ACTIVITY_UNITS = {"bq/ml": 1.0, "kbq/ml": 1e3, "mbq/ml": 1e6, "bq/cc": 1.0, "kbq
                   "nci/ml": 37.0, "uci/ml": 37e3, "µci/ml": 37e3}
 TIME_UNITS = {"s": 1.0 / 60.0, "sec": 1.0 / 60.0, "seconds": 1.0 / 60.0, "min": 1.0, "minutes": 1.0}
 
+BIDS_VERSION = "1.10.0"          # what the PET-BIDS files volgen writes declare
+
 
 @dataclass
 class InputFunction:

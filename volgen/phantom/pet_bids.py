@@ -11,9 +11,9 @@ import numpy as np
 
 from volgen.version import __version__
 from volgen.io.atomic import atomic_folder, atomic_paths
+from volgen.io.pet import BIDS_VERSION
 
 PET_UNITS = "kBq/mL"
-BIDS_VERSION = "1.10.0"
 INJECTED_MBQ = 185.0          # a typical adult FDG dose; the phantom's activity is per unit of it
 
 

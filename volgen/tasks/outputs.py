@@ -9,6 +9,7 @@ from volgen.provenance import software
 from volgen.io.atomic import atomic_paths, check_output, split_suffix
 from volgen.io.montage import save_montage
 from volgen.io.nifti import is_nifti_path, write_volume
+from volgen.io.pet import BIDS_VERSION
 from volgen.errors import InputError
 from volgen.tasks.job import JobResult
 
@@ -65,9 +66,6 @@ def write_result(result: JobResult, images: dict[str, Path], montage: Path, side
         info["seconds"] = {**info.get("seconds", {}), "write": round(time.perf_counter() - start, 3)}
         tmps[-1].write_text(json.dumps(info, indent=1, default=str))
     return info
-
-
-BIDS_VERSION = "1.10.0"
 
 
 def write_dataset_description(folder) -> Path:

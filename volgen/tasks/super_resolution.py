@@ -22,7 +22,7 @@ from volgen.io.volume import Volume
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
 from volgen.taskspec import TASKS
-from volgen.tasks.slice_means import consistency_error, project_block_means, round_keeping_block_sums
+from volgen.tasks.slice_means import block_means, consistency_error, project_block_means, round_keeping_block_sums
 
 SPEC = TASKS["super_resolution"]
 WORLD_AXES = {"x": 0, "y": 1, "z": 2, "lr": 0, "ap": 1, "si": 2}
@@ -49,6 +49,16 @@ def thin_grid(volume: Volume, array_axis: int, factor: int) -> tuple[tuple[int, 
     return tuple(shape), affine
 
 
+def thick_volume(volume: Volume, factor: int, array_axis: int) -> Volume:
+    """`volume` as a scanner with `factor`x thicker slices along `array_axis` would have acquired it (block means):
+    the inverse of `thin_grid`, for simulating the input of a super-resolution."""
+    affine = volume.affine.copy()
+    affine[:3, array_axis] *= factor
+    affine[:3, 3] += volume.affine[:3, array_axis] * (factor - 1) / 2.0
+    thick = block_means(volume.array, factor, array_axis).astype(np.float32)
+    return Volume(thick, affine, None, f"{volume.name}-thick")
+
+
 AXIS_NAMES = "xyz"
 
 
@@ -73,11 +83,11 @@ def model_factor(thick_mm: float, model_mm: float) -> int:
     return max(2, int(round(thick_mm / model_mm)))
 
 
-def outside_training(model, factor: int, thick_mm: float, model_mm: float) -> str | None:
-    """A one-line warning when this volume asks the module for another factor than it was trained for."""
+def outside_training(model, factor: int, thick_mm: float, seen: int, model_mm: float) -> str | None:
+    """A one-line warning when this volume (`seen` model voxels per thick slice) asks the module for another factor
+    than it was trained for."""
     meta = getattr(model, "hub_metadata", None) or {}
     trained = meta.get("sr_factor")
-    seen = model_factor(thick_mm, model_mm)
     if not trained or (seen == trained and factor == trained):
         return None
     return (f"--factor {factor} on {thick_mm:g} mm slices asks the module for {seen}x at its {model_mm:g} mm grid; "
@@ -110,7 +120,7 @@ def super_resolve(volume, *, factor: int = 4, axis: str = "z", contrast: str | N
     thick_mm = float(source.spacing[array_axis])
     model_mm = model_spacing(model)
     steps = model_factor(thick_mm, model_mm)          # model voxels per thick slice
-    warning = outside_training(model, factor, thick_mm, model_mm)
+    warning = outside_training(model, factor, thick_mm, steps, model_mm)
     if warning:
         warnings.warn(warning, VolgenWarning, stacklevel=2)
     with timer("preprocess"):

@@ -7,23 +7,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from volgen.api import run_inpainting, run_super_resolution, run_synthesis
 from volgen.io.nifti import read_volume, write_volume
-from volgen.io.volume import Volume
 from volgen.phantom import PhantomSpec, generate_case, write_case
-from volgen.tasks.slice_means import block_means
+from volgen.tasks.super_resolution import thick_volume
 
 IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
-
-
-def thick_slices(volume, factor: int = 4, axis: int = 2):
-    """`volume` as a scanner with `factor`x thicker slices along array `axis` would have acquired it."""
-    affine = volume.affine.copy()
-    affine[:3, axis] *= factor
-    affine[:3, 3] += volume.affine[:3, axis] * (factor - 1) / 2.0
-    return Volume(block_means(volume.array, factor, axis).astype(np.float32), affine, None, f"{volume.name}-thick")
 
 
 def main(out=IMAGES) -> int:
@@ -34,7 +23,7 @@ def main(out=IMAGES) -> int:
         made = run_synthesis(case, cond="t1n,t2w,t2f", out=work / "syn", progress=True)
         shutil.copy(made.info["montage"], out / "synthesize.png")
         thick = work / f"{name}-t2f-thick.nii.gz"
-        write_volume(thick_slices(read_volume(case / f"{name}-t2f.nii.gz")), thick)
+        write_volume(thick_volume(read_volume(case / f"{name}-t2f.nii.gz"), 4, 2), thick)
         made = run_super_resolution(thick, factor=4, axis="z", contrast="t2f", out=work / "sr.nii.gz",
                                                progress=True)
         shutil.copy(made.info["montage"], out / "super-resolve.png")
