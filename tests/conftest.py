@@ -43,7 +43,7 @@ def tiny_models(tmp_path_factory):
     hub.save_pretrained(backbone, root / "backbone")
     backbone = hub.from_pretrained(root / "backbone")
     folders = {"backbone": root / "backbone"}
-    for job in ("synthesis", "super_resolution", "inpainting"):
+    for job in ("synthesis", "super_resolution", "inpainting", "lesion"):
         conditions = TASKS[job].conditions(MRI_CONTRASTS)
         module = VCM(backbone, VCMConfig(conditions=conditions, channels=(8, 16), encoder_channels=(8,), features=8,
                                          head_channels=8, num_head_channels=8, norm_num_groups=8))

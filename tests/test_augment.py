@@ -166,3 +166,27 @@ def test_transforms_draw_one_sample_and_can_return_the_uncertainty(cases, tiny_m
     assert float(many["t1c_uncertainty"].min()) >= 0 and float(many["t1c_uncertainty"].max()) > 0
     # one draw either way (not the mean): the first of the batch is the single run's sample
     assert np.allclose(np.asarray(one["t1c"]), np.asarray(many["t1c"]), atol=1e-4)
+
+
+def test_labelled_lesion_insertion_in_a_monai_loader_draws_afresh_and_updates_the_labels(cases, tiny_models):
+    from monai.utils import set_determinism
+
+    set_determinism(2)
+    try:
+        loader = _monai_loader(cases, [InsertLesion(KEYS, label_key="seg", model=str(tiny_models["lesion"]),
+                                                    steps=2)], num_workers=2)
+        epochs = [list(loader) for _ in range(2)]
+    finally:
+        set_determinism(None)
+    plain = _monai_batches(cases, [], num_workers=0)
+    for batch, ref in zip(epochs[0], plain):
+        assert batch["lesion_inpainted"].tolist() == [1.0, 1.0]
+        new, old = batch["seg"].as_tensor(), ref["seg"].as_tensor()
+        assert torch.all(new[old > 0] == old[old > 0])                       # the case's own tumour stays
+        tumour = new != old
+        assert tumour.any() and set(new[tumour].unique().tolist()) <= {1.0, 2.0, 3.0}
+        near = torch.nn.functional.max_pool3d(tumour.float(), 3, stride=1, padding=1) > 0
+        for key in KEYS:                                                       # every contrast, only there
+            assert torch.equal(batch[key][~near], ref[key][~near].float()), key
+            assert not torch.equal(batch[key][tumour], ref[key][tumour].float()), key
+    assert not torch.equal(_stacked(epochs[0], "seg"), _stacked(epochs[1], "seg"))   # another tumour next epoch

@@ -1,11 +1,12 @@
 """volgen: diffusion-based synthesis of 3D medical volumes.
 
-The jobs (`volgen.synthesize`, `volgen.super_resolve`, `volgen.inpaint`, `volgen.patlak`) are imported on first use, so
+The jobs (`volgen.synthesize`, `volgen.super_resolve`, `volgen.inpaint`, `volgen.insert_lesion`, `volgen.patlak`) are
+imported on first use, so
 `import volgen` stays light (no torch) until one is called.
 """
 from volgen.version import __version__
 
-_API = ("synthesize", "super_resolve", "inpaint", "patlak")
+_API = ("synthesize", "super_resolve", "inpaint", "insert_lesion", "patlak")
 # the other public names, and the module each comes from (imported on first use, like the jobs)
 _NAMES = {"Volume": "volgen.io.volume", "read_volume": "volgen.io.nifti", "write_volume": "volgen.io.nifti",
           "InputError": "volgen.errors", "OutputError": "volgen.errors", "VolgenError": "volgen.errors",

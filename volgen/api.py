@@ -6,6 +6,7 @@ the files the CLI writes (NIfTI, PNG montage, JSON sidecar).
     thin = volgen.super_resolve("case-t2f.nii.gz", factor=4, out="case-t2f-sr.nii.gz")
     healthy = volgen.inpaint("case-t2f.nii.gz", "case-seg.nii.gz", mode="healthy")
     maps = volgen.patlak("sub-01_pet.nii.gz", input="sub-01_blood.tsv")     # {"Ki": Volume, "V": Volume}
+    case = volgen.insert_lesion("healthy-case", "labels.nii.gz", out="healthy-case-lesion")   # every contrast + seg
 
 Sampling settings (all optional): model (name or folder), backbone ("wavelet" | "latent"), steps (default 5 on
 the CPU, 10 on a GPU), samples (K drawn as one batch: 2 on the CPU, 8 on a GPU), estimate ("mean": the posterior
@@ -20,9 +21,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from volgen.io.contrasts import Case, FileNaming, find_case, parse_contrasts
+from volgen.io.atomic import atomic_paths
+from volgen.io.nifti import write_volume
 from volgen.io.volume import Volume
 from volgen.tasks.inpainting import inpaint as inpaint_job
 from volgen.tasks.job import JobResult
+from volgen.tasks.lesion import insert_lesion as insert_lesion_job
+from volgen.tasks.lesion_mask import draw_labels
 from volgen.tasks.patlak import output_names, patlak as patlak_job, stem_of, uncertainty_names
 from volgen.tasks.outputs import (check_outputs, companion_paths, output_paths, write_dataset_description,
                                   write_result)
@@ -88,6 +93,51 @@ def run_super_resolution(volume, *, factor=4, axis="z", out=None, overwrite=Fals
 def run_inpainting(volume, mask, *, mode="healthy", out=None, overwrite=False, **settings) -> JobResult:
     return _run_single(lambda v, **kw: inpaint_job(v, mask, **kw), volume, out, overwrite,
                        lambda r: f"inpainting ({mode}), {r.info['mask_voxels']} voxels", mode=mode, **settings)
+
+
+def lesion_outputs(contrasts, out, naming: FileNaming = FileNaming()) -> tuple[dict, Path, Path]:
+    """A new BraTS-layout case: out/<name>-<contrast>.nii.gz for each contrast and out/<name>-seg.nii.gz, where
+    <name> is the folder's (in the input files' naming convention), plus its montage and sidecar."""
+    folder = Path(out)
+    images = {c: folder / naming.file_name(folder.name, c) for c in [*contrasts, "seg"]}
+    return (images, *companion_paths(folder / f"{folder.name}.nii.gz"))
+
+
+def run_lesion_insertion(case, labels, *, out=None, overwrite=False, **settings) -> JobResult:
+    found = find_case(case) if isinstance(case, (str, Path)) else case if isinstance(case, Case) else None
+    naming = found.naming if found is not None else FileNaming()
+    if out is not None:
+        contrasts = [c for c in found.paths if c != "seg"] if found is not None else list(case)
+        images, montage, sidecar = lesion_outputs(contrasts, out, naming)
+        with_uncertainty = output_paths({c: p for c, p in images.items() if c != "seg"}, _with_uncertainty(settings))
+        check_outputs([*with_uncertainty.values(), images["seg"], montage, sidecar], overwrite=overwrite)
+    result = insert_lesion_job(case, labels, **settings)
+    if out is not None:
+        images, montage, sidecar = lesion_outputs([c for c in result.outputs if c != "seg"], out, naming)
+        title = (f"{Path(out).name}: tumour of {Path(result.info['labels']).name} in "
+                 f"{', '.join(result.info['contrasts'])} ({result.info['steps']} steps)")
+        result.info = write_result(result, images, montage, sidecar, overwrite=overwrite, title=title)
+    return result
+
+
+def insert_lesion(case, labels, *, out=None, overwrite=False, **settings) -> dict[str, Volume]:
+    """Every contrast of a healthy case (folder, or {contrast: path or Volume}) with the tumour of a BraTS label map
+    (1 necrotic core, 2 oedema, 3 enhancing tumour; path or Volume on the case's grid) drawn in: {contrast: Volume,
+    "seg": the labels}. With `out=` (a folder) they are written as a BraTS-layout case named after the folder."""
+    return run_lesion_insertion(case, labels, out=out, overwrite=overwrite, **settings).outputs
+
+
+def lesion_mask(case, *, out=None, seed: int = 0, overwrite=False) -> Volume:
+    """A plausible BraTS label map for a case that has none (volgen/tasks/lesion_mask.py), on its grid (int16);
+    with `out=` (a NIfTI path) also written there."""
+    if out is not None:
+        check_outputs([Path(out)], overwrite=overwrite)
+    reference, labels, info = draw_labels(case, seed=seed)
+    volume = reference.with_array(labels, name=f"{info['case']}-seg", meta={"tumour": info})
+    if out is not None:
+        with atomic_paths([Path(out)], overwrite=overwrite) as (tmp,):
+            write_volume(volume, tmp, overwrite=True)
+    return volume
 
 
 def patlak_outputs(pet, out, method: str = "ls") -> tuple[dict, dict, Path, Path]:

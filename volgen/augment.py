@@ -8,7 +8,8 @@ its container type, channel layout and affine. Plain arrays without an affine ar
   `ContrastDropout` drops the ones it is told to.
 - `SynthesizeMissing`: fills absent or dropped contrasts with synthesised ones; sample["synthesized"] is a float
   tensor of flags in `keys` order, so training code can tell real from synthetic (non-leaky training).
-- `PseudoHealthy` / `InsertLesion`: inpaint the region of a mask key with healthy tissue / a lesion.
+- `PseudoHealthy` / `InsertLesion`: inpaint the region of a mask key with healthy tissue / a lesion; `InsertLesion`
+  with a `label_key` draws a labelled tumour into every contrast at once and updates the labels.
 - `RandomSuperResolution`: thick slices simulated along an axis and restored by super-resolution.
 
 Models load once per process (each data-loader worker loads its own on first use) and run on `device` with a
@@ -37,6 +38,8 @@ from volgen.io.contrasts import MRI_CONTRASTS, canonical_contrast
 from volgen.io.volume import Volume
 from volgen.tasks.inpainting import inpaint
 from volgen.tasks.job import Sampling
+from volgen.tasks.lesion import insert_lesion
+from volgen.tasks.lesion_mask import draw_labels
 from volgen.tasks.super_resolution import super_resolve, thick_array_axis, thick_volume
 from volgen.tasks.synthesis import synthesize
 
@@ -266,10 +269,46 @@ class PseudoHealthy(_Inpaint):
 
 
 class InsertLesion(_Inpaint):
-    """Grow a lesion inside sample[mask_key] (a region where one should appear) in each of `keys`, with
-    probability `prob`; sample["lesion_inpainted"] flags it."""
+    """With probability `prob`, a tumour in the sample; sample["lesion_inpainted"] flags it. Two forms:
+
+    - with `label_key` (the sample's BraTS labels, e.g. "seg"): a labelled tumour drawn into every contrast of
+      `keys` in one sampling call (the lesion module, `volgen inpaint CASE --mask LABELS --mode lesion`). Its label
+      map is sample[`labels`] when that names a key (say another case's seg, paired in by the pipeline), else one
+      drawn afresh at each call (`volgen lesion-mask`, away from a tumour the sample has). sample[label_key]
+      becomes the sample's labels with the new tumour's on top, so a segmenter trains on what was drawn;
+    - without: a lesion grown inside sample[mask_key] in each of `keys`, one contrast at a time, the labels left
+      as they are."""
 
     mode = "lesion"
+
+    def __init__(self, keys=("t2f",), mask_key: str = "seg", prob: float = 1.0, label_key: str | None = None,
+                 labels: str | None = None, **settings):
+        super().__init__(keys, mask_key, prob, **settings)
+        self.label_key, self.labels = label_key, labels
+
+    def __call__(self, sample):
+        if self.label_key is None:
+            return super().__call__(sample)
+        rng = self.generator(sample, self.keys)
+        done = rng.random() < self.prob
+        if done:
+            keys = [k for k in self.keys if k in sample]
+            volumes = {canonical_contrast(k): self.volume(sample, k) for k in keys}
+            reference = next(iter(volumes.values()))
+            own = read_value(sample[self.label_key], self.spacing)[0].astype(np.int16) \
+                if self.label_key in sample else np.zeros(reference.shape, np.int16)
+            if self.labels is not None:
+                new = read_value(sample[self.labels], self.spacing)[0].astype(np.int16)
+            else:
+                _, new, _ = draw_labels({**volumes, "seg": Volume(own, reference.affine)},
+                                        seed=int(rng.integers(2 ** 31 - 1)))
+            result = insert_lesion(volumes, Volume(new, reference.affine), sampling=self.sampling(rng))
+            for key in keys:
+                self.write(sample, key, result, canonical_contrast(key))
+            merged = np.where(new > 0, new, own)
+            sample[self.label_key] = write_value(sample.get(self.label_key, sample[keys[0]]), merged)
+        sample["lesion_inpainted"] = torch.tensor(float(done))
+        return sample
 
 
 class RandomSuperResolution(_VolgenTransform):

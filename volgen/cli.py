@@ -288,10 +288,16 @@ def _add_inpaint(sub) -> None:
         sub, "inpaint", help="fill a masked region with healthy tissue, or grow a lesion inside it",
         description="Re-synthesise the voxels under MASK (non-zero, same grid as IN): --mode healthy fills them "
                     "with healthy tissue (pseudo-healthy), --mode lesion grows a lesion inside. Every voxel "
-                    "outside the mask is copied from IN unchanged (same dtype, affine and header).",
+                    "outside the mask is copied from IN unchanged (same dtype, affine and header). Given a case "
+                    "folder and a BraTS label map (1 necrotic core, 2 oedema, 3 enhancing tumour), --mode lesion "
+                    "draws that tumour into every contrast of the case at once and writes a new BraTS-layout case "
+                    "(its contrasts and the labels as its -seg) into the folder -o names; only the labels and a "
+                    "one-voxel border around them change ('volgen lesion-mask' draws a label map).",
         epilog="examples:\n  volgen inpaint case-t2f.nii.gz --mask case-seg.nii.gz -o case-t2f-healthy.nii.gz\n"
-               "  volgen inpaint healthy-t2f.nii.gz --mask blob.nii.gz --mode lesion -o with-lesion-t2f.nii.gz")
-    p.add_argument("input", type=Path, help="NIfTI volume, or a folder of BraTS-layout cases (a batch)")
+               "  volgen inpaint healthy-t2f.nii.gz --mask blob.nii.gz --mode lesion -o with-lesion-t2f.nii.gz\n"
+               "  volgen inpaint healthy-case/ --mask labels.nii.gz --mode lesion -o healthy-case-lesion")
+    p.add_argument("input", type=Path, help="NIfTI volume, a case folder (with --mode lesion and a label map), or a "
+                                            "folder of BraTS-layout cases (a batch)")
     p.add_argument("--mask", type=Path, help="mask NIfTI on the same grid (non-zero = inpaint); for a folder of "
                                             "cases, each case's seg is its mask")
     p.add_argument("-o", "--out", required=True, type=Path,
@@ -305,6 +311,8 @@ def _add_inpaint(sub) -> None:
 def _run_inpaint(args) -> int:
     from volgen.api import run_inpainting
 
+    if args.input.is_dir() and args.mode == "lesion" and args.mask is not None:
+        return _run_insert_lesion(args)
     if args.input.is_dir():
         return _run_inpaint_batch(args)
     if args.mask is None:
@@ -314,6 +322,33 @@ def _run_inpaint(args) -> int:
                             overwrite=args.overwrite, **_sampling(args))
     print(f"wrote {args.out} ({result.info['mask_voxels']} voxels inpainted, mode {args.mode})")
     _print_seconds(result.info)
+    return 0
+
+
+def _add_lesion_mask(sub) -> None:
+    p = _subcommand(
+        sub, "lesion-mask", help="draw a plausible tumour label map for a case (to insert with inpaint --mode lesion)",
+        description="A BraTS label map (1 necrotic core, 2 oedema, 3 enhancing tumour) on the case's grid, drawn "
+                    "from the tumours the shipped lesion module was trained on (the phantom glioma: size, shape, "
+                    "compartments, a supratentorial place in grey and white matter estimated from the case's own "
+                    "intensities). A tumour the case already has (its -seg) is avoided.",
+        epilog="example:\n  volgen lesion-mask healthy-case/ -o labels.nii.gz --seed 3\n"
+               "  volgen inpaint healthy-case/ --mask labels.nii.gz --mode lesion -o healthy-case-lesion")
+    p.add_argument("case", type=Path, help="a case folder (BraTS layout)")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output label map (.nii.gz)")
+    p.add_argument("--seed", type=int, default=0, help="which tumour (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=_run_lesion_mask)
+
+
+def _run_lesion_mask(args) -> int:
+    from volgen.api import lesion_mask
+
+    volume = lesion_mask(args.case, out=args.out, seed=args.seed, overwrite=args.overwrite)
+    tumour = volume.meta["tumour"]
+    volumes = ", ".join(f"{k} {v:.1f}" for k, v in tumour["volumes_ml"].items())
+    print(f"wrote {args.out}: tumour of radius {tumour['radius_mm']:.0f} mm at voxel {tumour['centre_voxel']} "
+          f"(mL: {volumes})")
     return 0
 
 
@@ -363,6 +398,17 @@ def _run_patlak(args) -> int:
     info = result.info
     print(f"t* {info['tstar_min']:g} min, {len(info['frames_used'])} frames, method {info['method']}")
     _print_seconds(info)
+    return 0
+
+
+def _run_insert_lesion(args) -> int:
+    from volgen.api import run_lesion_insertion
+
+    result = run_lesion_insertion(args.input, args.mask, out=args.out, overwrite=args.overwrite, **_sampling(args))
+    counts = result.info["label_voxels"]
+    print(f"wrote {args.out}: {', '.join(result.info['contrasts'])} and seg with the tumour inserted "
+          f"({counts['necrotic']} necrotic, {counts['oedema']} oedema, {counts['enhancing']} enhancing voxels)")
+    _print_seconds(result.info)
     return 0
 
 
@@ -445,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synthesize(sub)
     _add_super_resolve(sub)
     _add_inpaint(sub)
+    _add_lesion_mask(sub)
     _add_patlak(sub)
     _add_models(sub)
     _add_calibrate(sub)

@@ -5,6 +5,7 @@ nothing of volgen's.
   volumes with given thick slices, `KnownVoxels` onto those with given voxels outside a mask. They are classes, not
   closures, so a codec can fuse them with its transform (Haar: one pass).
 - `dilate` grows a binary mask; `smooth_inside` smooths within a mask without pulling the background in.
+- `compartments` and `label_zones`: a BraTS label map's three compartments, and the region inserting it may change.
 """
 from __future__ import annotations
 
@@ -54,7 +55,25 @@ class KnownVoxels:
         self.known, self.mask = known, mask
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.known * (1 - self.mask) + x * self.mask
+        return keep_known(x, self.known, self.mask)
+
+
+def tiled(t: torch.Tensor, n: int) -> torch.Tensor:
+    """`t` (G, ...) repeated to n items when G divides n: a group of G images, the samples one after another
+    (item k * G + g is image g of sample k, as `tasks.generate` draws them); one item is expanded (a view)."""
+    if len(t) == n:
+        return t
+    if len(t) == 1:
+        return t.expand(n, *t.shape[1:])
+    if n % len(t):
+        raise ValueError(f"{len(t)} images do not tile a batch of {n}")
+    return t.repeat(n // len(t), *([1] * (t.ndim - 1)))
+
+
+def keep_known(x: torch.Tensor, known: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """x inside the mask (1), the known image outside (0); known and mask (1, G or B items) tile x's batch."""
+    known, mask = tiled(known, len(x)), tiled(mask, len(x))
+    return known * (1 - mask) + x * mask
 
 
 def known_voxel_projection(known: torch.Tensor, mask: torch.Tensor) -> KnownVoxels:
@@ -66,6 +85,23 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     if radius <= 0:
         return mask
     return F.max_pool3d(mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+LESION_BORDER = 1         # voxels around a tumour's labels that inserting it may change (its blurred edge)
+
+
+def compartments(seg: torch.Tensor) -> torch.Tensor:
+    """(B, 3, ...) float: the necrotic core, oedema and enhancing tumour of BraTS labels (B, 1, ...)."""
+    return torch.cat([(seg == label).to(torch.float32) for label in (1, 2, 3)], dim=1)
+
+
+def label_zones(one_hot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels (B, 1, ...) long: 1-3 inside the tumour, 0 elsewhere; region (B, 1, ...) bool: the labels and their
+    `LESION_BORDER`) from the three compartment channels (B, 3, ...)."""
+    inside = one_hot > 0.5
+    labels = (inside * torch.arange(1, 4, device=one_hot.device).view(1, 3, 1, 1, 1)).amax(1, keepdim=True)
+    region = dilate((labels > 0).float(), LESION_BORDER) > 0.5
+    return labels.long(), region
 
 
 def smooth_inside(image: np.ndarray, mask: np.ndarray, fwhm_mm: float, spacing) -> np.ndarray:

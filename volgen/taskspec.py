@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from volgen.ops import KnownVoxels, ThickSlices, dilate, repeat_slices, thick_slices
+from volgen.ops import KnownVoxels, ThickSlices, compartments, dilate, label_zones, repeat_slices, thick_slices
 
 # a masked voxel reads as background on the model's [-1, 1] scale, not as a value the module could take literally
 MASKED = -1.0
@@ -138,6 +138,31 @@ class Inpainting(TaskSpec):
                 "projection": KnownVoxels(image.to(device), mask.to(device)), "mean_of": self.mean_of}
 
 
+class LesionInsertion(TaskSpec):
+    """A tumour drawn by its label map into a healthy image, each contrast of a case from the same labels: the
+    conditions are the whole healthy image (the tissue the tumour grows in stays visible) and the three compartments;
+    the target is the tumour image. The data consistency keeps every voxel outside the labels and their one-voxel
+    border (`volgen.ops.label_zones`)."""
+
+    name, priors, output = "lesion", ("label_table", "none"), "lesion"
+    needs_healthy = crop_around_lesion = True
+
+    def conditions(self, contrasts) -> tuple[str, ...]:
+        return ("healthy", "necrotic", "oedema", "enhancing")
+
+    def example(self, images, k, batch, data, gen):
+        return pick(images, k), {"conditions": torch.cat([pick(batch["healthy"], k), compartments(batch["seg"])],
+                                                         dim=1)}
+
+    def inputs(self, *, healthy: torch.Tensor, seg: torch.Tensor, device=None) -> dict:
+        """From the healthy images (G, 1, ...), one per contrast sampled together, and the labels (1, 1, ...) on the
+        model grid."""
+        one_hot = compartments(seg).expand(len(healthy), -1, *seg.shape[2:])
+        _, region = label_zones(one_hot)
+        return {"conditions": torch.cat([healthy, one_hot], dim=1),
+                "projection": KnownVoxels(healthy.to(device), region.float().to(device)), "group": len(healthy)}
+
+
 TASKS: dict[str, TaskSpec] = {}
 
 
@@ -153,5 +178,5 @@ def task(name: str) -> TaskSpec:
     return TASKS[name]
 
 
-for _spec in (Synthesis(), SuperResolution(), Inpainting()):
+for _spec in (Synthesis(), SuperResolution(), Inpainting(), LesionInsertion()):
     register(_spec)

@@ -14,7 +14,7 @@ import torch
 from volgen.kernels import backend, blocks
 from volgen.kernels.haar_eager import check_even as _check_even, haar_dwt3 as _dwt_reference
 from volgen.kernels.haar_eager import haar_idwt3 as _idwt_reference
-from volgen.ops import thick_slice_projection
+from volgen.ops import keep_known, thick_slice_projection, tiled
 
 BLOCK = 1024
 NORM = 1.0 / (2.0 * math.sqrt(2.0))
@@ -71,23 +71,22 @@ def haar_idwt3(z: torch.Tensor, lowpass_scale: float = 1.0) -> torch.Tensor:
 
 def haar_keep_known_eager(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
                           lowpass_scale: float = 1.0) -> torch.Tensor:
-    x = haar_idwt3_eager(z, lowpass_scale)
-    return haar_dwt3_eager(known * (1 - mask) + x * mask, lowpass_scale)
+    return haar_dwt3_eager(keep_known(haar_idwt3_eager(z, lowpass_scale), known, mask), lowpass_scale)
 
 
 def haar_keep_known(z: torch.Tensor, known: torch.Tensor, mask: torch.Tensor,
                     lowpass_scale: float = 1.0) -> torch.Tensor:
     """The known-voxel projection of a codec-space estimate, encode(known (1 - mask) + decode(z) mask), in one pass:
-    z is (B, 8C, D, H, W); known and mask are images (B or 1, C, 2D, 2H, 2W)."""
+    z is (B, 8C, D, H, W); known and mask are images (G, C, 2D, 2H, 2W) with G dividing B (`volgen.ops.tiled`)."""
     if backend(z, known, mask) == "eager":
         return haar_keep_known_eager(z, known, mask, lowpass_scale)
     b, c8, d, h, w = z.shape
     image = (c8 // 8, 2 * d, 2 * h, 2 * w)
-    if known.shape[1:] != image or known.shape[0] not in (1, b):
+    if known.shape[1:] != image or b % known.shape[0]:
         raise ValueError(f"known image {tuple(known.shape)} does not match the estimate's image (B, {image})")
     z = z.contiguous()
     known = known.to(z.dtype).contiguous()
-    mask = mask.to(z.dtype).expand_as(known).contiguous()
+    mask = tiled(mask.to(z.dtype), len(known)).expand_as(known).contiguous()
     out = torch.empty_like(z)
     n = b * (c8 // 8) * d * h * w
     _kernels()[2][blocks(n, BLOCK)](z, known, mask, out, n, known.shape[0] * (c8 // 8), d, h, w,

@@ -14,7 +14,9 @@
    `interpolation` (super-resolution) the thick slices interpolated by cubic splines; `fill` (inpainting) the
    harmonic fill of the mask from its boundary (both exactly the baselines bench_quality scores); `template_fill`
    (inpainting) the training cases' mean healthy image, with `prior_components` also their principal components
-   combined per case, fitted into the mask (volgen/modules/template_prior.py):
+   combined per case, fitted into the mask (volgen/modules/template_prior.py); `label_table` (lesion insertion) the
+   healthy image with each labelled compartment's intensity from a line fitted per contrast and compartment
+   (volgen/modules/label_prior.py):
    prediction' += scale g (prior - prediction). The U-Net sees the prior too, so it learns a correction of an
    estimate that is already as good as a simple baseline.
 All heads start at zero, so an untrained VCM is the identity (the published VCM starts by perturbing the backbone).
@@ -29,6 +31,7 @@ from monai.networks.nets import DiffusionModelUNet
 
 from volgen.config import DictConfig
 from volgen.modules.base import Conditioner
+from volgen.modules.label_prior import LabelTablePrior
 from volgen.modules.prior import FillPrior, InterpolationPrior, RegressionPrior
 from volgen.modules.table_prior import TablePrior
 from volgen.modules.template_prior import TemplateFillPrior
@@ -51,6 +54,7 @@ PRIORS = {
     "interpolation": lambda config, n, classes: InterpolationPrior(config.prior_factor, config.prior_axis),
     "fill": lambda config, n, classes: FillPrior(),
     "template_fill": lambda config, n, classes: TemplateFillPrior(max(classes or 0, 1), config.prior_components),
+    "label_table": lambda config, n, classes: LabelTablePrior(_labelled("label_table", classes)),
 }
 
 # The gate's bias is stored divided by this gain: Adam moves a parameter by about lr per step whatever its
@@ -73,7 +77,7 @@ class VCMConfig(DictConfig):
     head_channels: int = 32                          # U-Net output features the gamma/beta heads read
     condition_path: str = "encoder"                  # encoder (learned, strided) | codec (the backbone's codec)
     mid_attention: bool = True                       # MONAI's mid-block attention over the whole lowest grid
-    prior: str = "none"              # none | regression | table (synthesis) | interpolation (SR) | fill | template_fill
+    prior: str = "none"  # none | regression | table (synthesis) | interpolation (SR) | fill | template_fill | label_table
     prior_degree: int = 1                            # regression: 1 linear; 2 with the products of pairs
     prior_factor: int = 4                            # interpolation: thick-slice factor and model-grid axis
     prior_axis: int = 2

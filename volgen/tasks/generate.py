@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from volgen.backbones.backbone import Backbone
 from volgen.kernels.sampler import mean_spread
+from volgen.ops import tiled
 from volgen.sampling import get_sampler
 from volgen.sampling.consistency import ImageSpaceProjection
 
@@ -74,8 +75,9 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     estimate made from them (see the module docstring; `mean_of="final"` averages the finished samples instead).
     `guidance` is a module's conditioning scale for this call (1: as trained). `precision` "bf16" runs the networks
     under bfloat16 autocast (the sampler's arithmetic stays float32). `group` G > 1 draws G images per sample that
-    a projection couples (Patlak's Ki and V: batch item k * G + g is image g of sample k); the estimate then holds
-    G images (G, C, D, H, W) and `draws` K * G. `steps` is a number (that many steps' timesteps, leading spacing)
+    a projection couples (Patlak's Ki and V: batch item k * G + g is image g of sample k), or that share their
+    conditions' labels (lesion insertion: one contrast each, `contrast` then names the G, and `conditions` has one
+    item per image); the estimate then holds G images (G, C, D, H, W) and `draws` K * G. `steps` is a number (that many steps' timesteps, leading spacing)
     or the descending timesteps themselves. `prior_options` are a module prior's settings for this call (the
     super-resolution job's factor and axis). Everything per call travels with the call: nothing is set on `model`,
     which the jobs' model cache shares between calls."""
@@ -91,11 +93,12 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     denoiser = backbone.denoiser if model is backbone else model.denoiser()
     cond = {} if model is backbone else {"scale": guidance}
     if contrast is not None:
-        cond["class_labels"] = backbone.class_labels(contrast, device=device).expand(batch)
+        names = [contrast] if isinstance(contrast, str) else list(contrast)
+        cond["class_labels"] = tiled(torch.cat([backbone.class_labels(name, device=device) for name in names]), batch)
     if conditions is not None:
-        cond["conditions"] = conditions.to(device).expand(batch, *conditions.shape[1:])
+        cond["conditions"] = tiled(conditions.to(device), batch)
         if present is not None:
-            cond["present"] = present.to(device).expand(batch, *present.shape[1:])
+            cond["present"] = tiled(present.to(device), batch)
     latent = backbone.codec.latent_shape(tuple(image_shape))
     generator = torch.Generator(device=device).manual_seed(seed)
     x_T = torch.randn((batch, *latent), generator=generator, device=device)

@@ -19,6 +19,7 @@ DEFAULT_MODELS = {
     ("synthesis", "wavelet"): "volgen-vcm-synthesis-2mm",
     ("super_resolution", "wavelet"): "volgen-vcm-super-resolution-2mm",
     ("inpainting", "wavelet"): "volgen-vcm-inpainting-2mm",
+    ("lesion", "wavelet"): "volgen-vcm-lesion-2mm",
     ("synthesis", "latent"): "volgen-vcm-synthesis-latent-2mm",
     ("patlak", "wavelet"): "volgen-pet-prior-2mm",          # a backbone on static PET images (the Ki and V prior)
 }

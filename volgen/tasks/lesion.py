@@ -1,0 +1,122 @@
+"""Lesion insertion: a tumour given by its BraTS label map (1 necrotic core, 2 oedema, 3 enhancing tumour) drawn into
+every contrast of a healthy case in one sampling call.
+
+The contrasts are one group of the sampler's batch (`tasks.generate`): each item is one contrast, conditioned on
+that contrast's healthy image and the same labels, so the oedema, the enhancing rim and the core sit where the labels
+put them in every contrast. Sampling runs on the labels' box on the model grid (plus a margin of context): the
+module is local, and a tumour's box is a fraction of the head. Every voxel outside the labels and their one-voxel
+border is copied from the input bit for bit; the labels are written as the new case's seg.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from volgen.error_model import uncertainty_map
+from volgen.errors import InputError
+from volgen.io.preprocess import GridSpec, preprocess
+from volgen.io.resample import grid_difference, same_grid
+from volgen.ops import compartments, label_zones
+from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
+from volgen.tasks.models import backbone_of
+from volgen.tasks.synthesis import read_case
+from volgen.taskspec import TASKS
+
+SPEC = TASKS["lesion"]              # its conditions and projection (volgen/taskspec.py)
+CONTEXT = 8                         # model voxels of tissue around the labels' region that the module sees
+LABELS = (0, 1, 2, 3)
+
+
+def read_labels(labels, reference, allow_empty: bool = False) -> tuple:
+    """(the label Volume, its labels as int16) on the reference's grid; anything but BraTS labels 0-3, or no
+    tumour at all (unless `allow_empty`), is refused."""
+    volume = as_volume(labels, allow_constant=True, what="labels")
+    where = volume_path(volume)
+    if not same_grid(volume.shape, volume.affine, reference.shape, reference.affine):
+        raise InputError(where, "label grid differs from the case's: " + grid_difference(
+            volume.shape, volume.affine, reference.shape, reference.affine))
+    values = np.unique(volume.array)
+    if not np.all(np.isin(values, LABELS)):
+        odd = ", ".join(f"{v:g}" for v in values[~np.isin(values, LABELS)][:5])
+        raise InputError(where, f"not a BraTS label map: values {odd} (expected 0 background, 1 necrotic core, "
+                                f"2 oedema, 3 enhancing tumour)")
+    if not allow_empty and not np.any(volume.array > 0):
+        raise InputError(where, "label map is empty: no tumour to insert")
+    return volume, volume.array.astype(np.int16)
+
+
+def crop_window(region: np.ndarray, multiple: int) -> tuple[slice, ...]:
+    """The box of `region` plus CONTEXT voxels, each side grown to a multiple of `multiple` (at least 2 of them)
+    and kept inside the grid (whose sides are multiples already)."""
+    window = []
+    for axis, size in enumerate(region.shape):
+        hit = np.flatnonzero(region.any(axis=tuple(a for a in range(3) if a != axis)))
+        lo, hi = max(int(hit[0]) - CONTEXT, 0), min(int(hit[-1]) + 1 + CONTEXT, size)
+        length = min(max(-(-(hi - lo) // multiple) * multiple, 2 * multiple), size)
+        start = min(max(lo - (length - (hi - lo)) // 2, 0), size - length)
+        window.append(slice(start, start + length))
+    return tuple(window)
+
+
+def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings) -> JobResult:
+    """Every contrast of `case` (folder, Case or {contrast: path or Volume}) with the tumour of `labels` (path or
+    Volume on the same grid) inserted; outputs {contrast: Volume, "seg": the labels}."""
+    sampling = sampling or Sampling(**settings)
+    timer = Timer()
+    with timer("read"):
+        name, volumes = read_case(case)
+        (reference_contrast, reference), *_ = volumes.items()
+        label_volume, label_array = read_labels(labels, reference)
+    with timer("load model"):
+        model = sampling.load("lesion")
+    known = tuple(backbone_of(model).config.contrasts)
+    unknown = [c for c in volumes if c not in known]
+    if unknown:
+        raise InputError(name, f"the model cannot draw a tumour into {', '.join(unknown)} (it knows {', '.join(known)})")
+    contrasts = list(volumes)
+    with timer("preprocess"):
+        backbone = backbone_of(model)
+        spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone.image_multiple)
+        first = preprocess(reference, spec, contrast=reference_contrast, out_range=(-1.0, 1.0))
+        prepared = {c: first if c == reference_contrast else
+                    preprocess(v, spec, grid=first.grid, contrast=c, out_range=(-1.0, 1.0)) for c, v in volumes.items()}
+        seg = torch.from_numpy(first.grid.forward(label_array, order=0, fill=0).astype(np.int64))[None, None]
+        _, region = label_zones(compartments(seg))
+        region = region[0, 0].numpy()
+        if not region.any():
+            raise InputError(volume_path(label_volume), "the tumour lies outside the head's model grid")
+        window = crop_window(region, backbone.image_multiple)
+        healthy = torch.stack([torch.from_numpy(prepared[c].array[window].copy()) for c in contrasts])[:, None]
+    device, _ = sampling.device_and_steps(model)
+    with timer("sample"):
+        estimate = sampling.estimate_of(model, healthy.shape[2:], contrast=contrasts,
+                                        **SPEC.inputs(healthy=healthy, seg=seg[(slice(None), slice(None), *window)],
+                                                      device=device))
+    with timer("restore"):
+        inside = first.grid.inverse(region.astype(np.float32), order=1, fill=0.0) > 1e-3
+        inside |= label_array > 0
+        outputs, uncertainty = {}, {}
+        for g, contrast in enumerate(contrasts):
+            model_array = prepared[contrast].array.copy()
+            model_array[window] = estimate.image[g, 0].float().cpu().numpy()
+            source = volumes[contrast]
+            output = source.array.copy()
+            output[inside] = prepared[contrast].restore(model_array).array[inside]
+            outputs[contrast] = source.with_array(output, name=f"{name}-{contrast}", meta={})
+            if estimate.spread is not None:
+                spread = np.zeros(region.shape, np.float32)
+                spread[window] = uncertainty_map(model, contrast, estimate.image[g, 0].float().cpu().numpy(),
+                                                 estimate.spread[g, 0].float().cpu().numpy()) \
+                    if sampling.estimate == "mean" else estimate.spread[g, 0].float().cpu().numpy()
+                spread = prepared[contrast].restore_spread(spread).array
+                uncertainty[contrast] = source.with_array(np.where(inside, spread, 0.0).astype(np.float32),
+                                                          name=f"{name}-{contrast}-uncertainty", meta={})
+        outputs["seg"] = label_volume.with_array(label_array, name=f"{name}-seg", meta={})
+    counts = {part: int(np.count_nonzero(label_array == v)) for part, v in
+              (("necrotic", 1), ("oedema", 2), ("enhancing", 3))}
+    info = {"job": "lesion insertion", "case": name, "labels": volume_path(label_volume), "contrasts": contrasts,
+            "label_voxels": counts, "changed_voxels": int(inside.sum()),
+            **sampling.describe(model, SPEC.mean_of, contrasts), "model_grid": list(first.grid.model_shape),
+            "sampled_box": [[s.start, s.stop] for s in window], "seconds": timer.seconds}
+    return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=volumes, info=info,
+                     labels=label_volume.with_array(label_array))
