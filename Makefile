@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 # Re-install when the package metadata or the pins change.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean corpus baselines calibrate bench-downstream
+.PHONY: demo test bench install clean corpus baselines calibrate bench-downstream bench-lesion bench-few-labels gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,22 @@ runs/%-synthesis/model/config.json: volgen/configs/%_synthesis.yaml phantoms/tra
 bench-downstream: phantoms/train/.done phantoms/heldout/.done
 	$(PY) scripts/benchmarks/segmenter.py --train phantoms/train --run runs/segmenter --steps 3000
 	$(PY) scripts/benchmarks/bench_downstream.py --segmenter runs/segmenter --heldout phantoms/heldout
+
+# Labelled tumour insertion (volgen inpaint CASE --mask LABELS --mode lesion) on the held-out phantoms' healthy twins,
+# against the twin and the label table: bench_out/lesion-insertion.json and .png.
+bench-lesion: phantoms/heldout/.done
+	$(PY) scripts/benchmarks/bench_lesion.py --cases phantoms/heldout
+
+# Few labels: segmenters on N = 4, 8, 16 labelled phantoms, with and without volgen-made labelled cases, 3 seeds
+# (runs/few-labels keeps every run: the bench resumes). bench_out/few-labels.json and the table.
+bench-few-labels: phantoms/train/.done phantoms/heldout/.done
+	$(PY) scripts/benchmarks/bench_few_labels.py
+
+# The GPU path in one command: tests with the kernels compiled, bench_kernels, every job with --device cuda against
+# the CPU, 20 training steps and a resume. Results in $$OUT (the device tool's folder) or bench_out/gpu-check.
+# Without CUDA it runs the same steps at tiny sizes on the CPU (tests/test_gpu_check.py does).
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/tools/gpu_check.py --out $${OUT:-bench_out/gpu-check}
 
 clean:
 	rm -rf $(VENV) demo_out bench_out runs

@@ -41,12 +41,13 @@ def test_haar_kernels_match_the_reference(triton_forced, dtype, lowpass):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("known_batch", [1, 3])
+@pytest.mark.parametrize("known_batch", [1, 3, 6])
 def test_keep_known_kernel_matches_decode_blend_encode(triton_forced, dtype, known_batch):
+    """One known image for every item, one per item, or a group of 3 tiled over 2 samples."""
     from volgen.codecs.haar import HaarCodec
     from volgen.sampling.consistency import ImageSpaceProjection
-    from volgen.ops import known_voxel_projection
-    z = _rand(3, 16, 3, 5, 7, dtype=dtype)                                # 2 channels, blocks not a block multiple
+    from volgen.ops import known_voxel_projection, tiled
+    z = _rand(6, 16, 3, 5, 7, dtype=dtype)                                # 2 channels, blocks not a block multiple
     known = _rand(known_batch, 2, 6, 10, 14, dtype=dtype, seed=1)
     mask = (_rand(1, 2, 6, 10, 14, seed=2) > 0).to(dtype)
     codec = HaarCodec()
@@ -54,7 +55,7 @@ def test_keep_known_kernel_matches_decode_blend_encode(triton_forced, dtype, kno
     want = haar_keep_known_eager(z.float(), known.float(), mask.float(), codec.lowpass_scale)
     torch.testing.assert_close(got.float(), want, **TOL[dtype])
     kept = haar_idwt3_eager(got.float(), codec.lowpass_scale)
-    torch.testing.assert_close(kept * (1 - mask.float()), (known.float() * (1 - mask.float())).expand_as(kept),
+    torch.testing.assert_close(kept * (1 - mask.float()), tiled(known.float() * (1 - mask.float()), len(kept)),
                                **TOL[dtype])                              # the known voxels come back exactly
 
 

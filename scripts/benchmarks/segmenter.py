@@ -7,6 +7,9 @@ the same crops the uninterrupted run would have drawn (each step's generator is 
 chained across sessions:
 
     python scripts/benchmarks/segmenter.py --train phantoms/train --run runs/segmenter --steps 3000
+
+Few labels (scripts/benchmarks/bench_few_labels.py): `--subset N --subset-seed S` trains on N of the cases, and
+`--extra FOLDER` mixes made cases into the batches (`--extra-fraction` of the crops).
 """
 from __future__ import annotations
 
@@ -57,11 +60,13 @@ def load(run: Path) -> torch.nn.Module:
     return net.eval()
 
 
-def crop_batch(cases, batch: int, gen: torch.Generator):
-    """Random CROP^3 windows, half centred on a tumour voxel, half on a brain voxel, mirrored left-right at random."""
+def crop_batch(cases, batch: int, gen: torch.Generator, extra=(), extra_fraction: float = 0.0):
+    """Random CROP^3 windows, half centred on a tumour voxel, half on a brain voxel, mirrored left-right at random;
+    each from an `extra` case (made ones) with probability `extra_fraction`."""
     xs, ys = [], []
     for _ in range(batch):
-        case = cases[int(torch.randint(len(cases), (1,), generator=gen))]
+        pool = extra if extra and torch.rand(1, generator=gen) < extra_fraction else cases
+        case = pool[int(torch.randint(len(pool), (1,), generator=gen))]
         tumour = case["target"][0] > 0
         where = tumour if torch.rand(1, generator=gen) < 0.5 and tumour.any() else case["brain"]
         voxels = where.nonzero()
@@ -78,10 +83,22 @@ def crop_batch(cases, batch: int, gen: torch.Generator):
 
 
 def prepared(root, max_cases=None) -> list[dict]:
-    cases = load_cases(DataConfig(root=str(root), contrasts=list(MRI_CONTRASTS), max_cases=max_cases), multiple=16,
-                       with_healthy=True)
-    return [{"name": c.name, "image": normalise(c.images, c.brain), "target": regions(c.seg[None])[:, 0],
-             "brain": c.brain, "case": c} for c in cases]
+    """The labelled cases under `root` (every contrast and a seg) on the model grid, normalised."""
+    cases = load_cases(DataConfig(root=str(root), contrasts=list(MRI_CONTRASTS), max_cases=max_cases), multiple=16)
+    out = []
+    for c in (c for c in cases if c.seg is not None):
+        brain = c.brain if c.brain is not None else (c.images > -0.99).any(0)   # a case without a brain mask file
+        out.append({"name": c.name, "image": normalise(c.images, brain), "target": regions(c.seg[None])[:, 0],
+                    "brain": brain, "case": c})
+    return out
+
+
+def subset(cases: list, n: int | None, seed: int) -> list:
+    """`n` of the cases drawn without replacement by `seed` (all of them when n is None)."""
+    if not n:
+        return cases
+    order = np.random.default_rng(seed).permutation(len(cases))[:n]
+    return [cases[i] for i in sorted(order)]
 
 
 def train(args) -> None:
@@ -97,7 +114,8 @@ def train(args) -> None:
         net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
         optimizer.load_state_dict(torch.load(found[-1].with_suffix(".opt"), weights_only=True))
         start = int(found[-1].stem.split("-")[1])
-    cases = prepared(args.train)
+    cases = subset(prepared(args.train), args.subset, args.subset_seed)
+    extra = prepared(args.extra) if args.extra else []
     loss_fn = DiceLoss(sigmoid=True, batch=True)
     log = (run / "metrics.csv").open("a")
     if start == 0:
@@ -106,7 +124,7 @@ def train(args) -> None:
     net.train()
     for step in tqdm(range(start, args.steps), initial=start, total=args.steps, desc="segmenter", mininterval=30):
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        x, y = crop_batch(cases, args.batch, gen)
+        x, y = crop_batch(cases, args.batch, gen, extra, args.extra_fraction)
         for group in optimizer.param_groups:        # cosine decay over the run
             group["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps))
         optimizer.zero_grad()
@@ -127,12 +145,21 @@ def train(args) -> None:
                 old.with_suffix(".opt").unlink(missing_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(run / "segmenter.safetensors"))
     (run / "segmenter.json").write_text(json.dumps({"steps": args.steps, "train": str(args.train), "crop": CROP,
-                                                    "batch": args.batch, "lr": args.lr, "seed": args.seed}, indent=1))
+                                                    "batch": args.batch, "lr": args.lr, "seed": args.seed,
+                                                    "cases": [c["name"] for c in cases],
+                                                    "extra": str(args.extra) if args.extra else None,
+                                                    "extra_cases": len(extra),
+                                                    "extra_fraction": args.extra_fraction if extra else 0.0},
+                                                   indent=1))
 
 
-def main() -> None:
+def arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", default="phantoms/train", help="complete training cases (with healthy twins)")
+    parser.add_argument("--train", default="phantoms/train", help="labelled training cases (four contrasts, a seg)")
+    parser.add_argument("--subset", type=int, help="train on this many of them (few labels)")
+    parser.add_argument("--subset-seed", type=int, default=0, help="which ones")
+    parser.add_argument("--extra", type=Path, help="made cases (e.g. volgen-inserted tumours) mixed into the batches")
+    parser.add_argument("--extra-fraction", type=float, default=0.5, help="share of crops from --extra")
     parser.add_argument("--run", default="runs/segmenter")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=2)
@@ -140,7 +167,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 (a CPU without native bf16)")
-    train(parser.parse_args())
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    train(arguments())
 
 
 if __name__ == "__main__":

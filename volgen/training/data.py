@@ -33,7 +33,7 @@ class CaseArrays:
 
 def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArrays]:
     """The cases under `data.root` that have every contrast in `data.contrasts` (and healthy twins and a seg when
-    asked), preprocessed onto the model grid, in the order `find_cases` gives. Raises InputError naming the folder
+    asked; a seg is loaded wherever there is one), preprocessed onto the model grid, in the order `find_cases` gives. Raises InputError naming the folder
     when none qualify. Cases are read in parallel worker processes (reading and resampling is most of a run's set-up:
     a quarter of a second per case on one core)."""
     root = Path(data.root)
@@ -48,7 +48,7 @@ def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArra
         if with_healthy and (seg_path is None or not all(p.is_file() for p in healthy_paths)):
             skipped.append(case.name)
             continue
-        jobs.append((case, folder, data, multiple, healthy_paths if with_healthy else None))
+        jobs.append((case, folder, data, multiple, healthy_paths if with_healthy else None, seg_path))
         if data.max_cases and len(jobs) >= data.max_cases:
             break
     if not jobs:
@@ -93,7 +93,7 @@ def _load_case_job(job) -> CaseArrays:
     return _load_case(*job)
 
 
-def _load_case(case, folder: Path, data, multiple: int, healthy_paths) -> CaseArrays:
+def _load_case(case, folder: Path, data, multiple: int, healthy_paths, seg_path) -> CaseArrays:
     spec = GridSpec(spacing=(data.spacing,) * 3, multiple=multiple)
     first = preprocess(read_volume(case.paths[data.contrasts[0]]), spec, contrast=data.contrasts[0],
                        out_range=(-1.0, 1.0))
@@ -107,8 +107,9 @@ def _load_case(case, folder: Path, data, multiple: int, healthy_paths) -> CaseAr
         healthy = torch.from_numpy(np.stack([
             p.scale.forward(first.grid.forward(twin, order=1, fill=float(twin.min())))
             for p, twin in zip(prepared, twins)]))
-        seg = torch.from_numpy(preprocess(read_volume(case.paths["seg"]), spec, grid=first.grid, label=True)
-                               .array.astype(np.int64))
+    if seg_path is not None:            # labels wherever a case has them (a segmenter trains on any labelled case)
+        seg = torch.from_numpy(preprocess(read_volume(seg_path, allow_constant=True), spec, grid=first.grid,
+                                          label=True).array.astype(np.uint8))
     brain = None
     brain_path = folder / f"{case.name}-brainmask.nii.gz"
     if brain_path.is_file():

@@ -1,0 +1,159 @@
+"""Few labels: does a segmenter trained on N labelled cases get better when volgen-made labelled cases join them?
+
+For N in --n (default 4, 8, 16) and each of --seeds, the segmenter of scripts/benchmarks/segmenter.py is trained twice
+on the same N training phantoms (drawn by the seed), at the same steps and with the same augmentation (random crops,
+left-right flips):
+- plain: the N cases alone;
+- volgen: the N cases, with half of the crops from volgen-made cases instead: healthy brains (the training phantoms'
+  healthy twins, unlabelled scans a user has plenty of) with a tumour drawn in by `volgen lesion-mask` and inserted
+  into all four contrasts by `volgen inpaint CASE --mask LABELS --mode lesion` (one sample each), its labels as the
+  case's seg. The lesion module is volgen's shipped one: trained on phantoms, none of them held out here.
+Each segmenter is scored on the held-out phantoms with every contrast real: Dice for WT, TC, ET and their mean. The
+table gives mean and sd over the seeds per arm and N. Runs, made cases and scores are kept under --runs, so the
+bench resumes where it stopped (a run resumes from its last checkpoint).
+
+    python scripts/benchmarks/bench_few_labels.py [--n 4,8,16] [--seeds 0,1,2] [--steps 600] [--made 24]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import segmenter as seg
+from volgen.api import lesion_mask, run_lesion_insertion
+from volgen.io.contrasts import MRI_CONTRASTS, find_cases
+from volgen.metrics import dice
+
+
+def make_cases(train_root: Path, folder: Path, count: int, model: str) -> Path:
+    """`count` volgen-made labelled cases in `folder` (kept: made once, reused by every run)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = find_cases(train_root)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(count):
+            out = folder / f"made-{i:03d}"
+            if (out / f"made-{i:03d}.json").is_file():
+                continue
+            source = sources[i % len(sources)]
+            twin = Path(tmp) / f"twin-{i:03d}"
+            twin.mkdir()
+            for contrast in MRI_CONTRASTS:
+                shutil.copy(source.paths[contrast].with_name(f"{source.name}-{contrast}-healthy.nii.gz"),
+                            twin / f"twin-{i:03d}-{contrast}.nii.gz")
+            labels = Path(tmp) / f"labels-{i:03d}.nii.gz"
+            lesion_mask(twin, out=labels, seed=1000 + i)
+            shutil.rmtree(out, ignore_errors=True)
+            run_lesion_insertion(twin, labels, out=out, model=model, estimate="sample", samples=1, seed=i,
+                                 progress=False)
+            print(f"made {out.name} (healthy twin of {source.name})", flush=True)
+    return folder
+
+
+def heldout_dice(run: Path, heldout: list[dict]) -> dict:
+    """Dice per region on the held-out cases, every contrast real (cached in the run folder)."""
+    cached = run / "heldout-dice.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    net = seg.load(run)
+    scores = []
+    for item in heldout:
+        case = item["case"]
+        x = item["image"][None]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            regions = (net(x)[0].float() > 0).numpy()
+        truth = item["target"].numpy() > 0
+        scores.append([dice(regions[r], truth[r]) for r in range(len(seg.REGIONS))])
+    result = {r: float(np.mean([s[i] for s in scores])) for i, r in enumerate(seg.REGIONS)}
+    result["mean"] = float(np.mean([result[r] for r in seg.REGIONS]))
+    cached.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def train_run(run: Path, args, n: int, seed: int, extra: Path | None) -> None:
+    info = run / "segmenter.json"
+    if info.is_file() and json.loads(info.read_text())["steps"] == args.steps:
+        return
+    argv = ["--train", str(args.train), "--run", str(run), "--steps", str(args.steps), "--subset", str(n),
+            "--subset-seed", str(seed), "--seed", str(seed), "--checkpoint-every", "100"]
+    if extra is not None:
+        argv += ["--extra", str(extra)]
+    began = time.perf_counter()
+    seg.train(seg.arguments(argv))
+    print(f"trained {run.name} in {(time.perf_counter() - began) / 60:.1f} min", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", default="phantoms/train", type=Path)
+    parser.add_argument("--heldout", default="phantoms/heldout", type=Path)
+    parser.add_argument("--cases", type=int, default=20, help="held-out cases scored")
+    parser.add_argument("--n", default="4,8,16")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--made", type=int, default=24, help="volgen-made cases")
+    parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
+    parser.add_argument("--runs", default="runs/few-labels", type=Path)
+    parser.add_argument("--out", default="bench_out/few-labels.json", type=Path)
+    args = parser.parse_args()
+    made = make_cases(args.train, args.runs / "made", args.made, args.model)
+    heldout = seg.prepared(args.heldout, max_cases=args.cases)
+    results = {"steps": args.steps, "made_cases": args.made, "model": args.model, "heldout": str(args.heldout),
+               "cases": len(heldout), "runs": {}}
+    for n in (int(v) for v in args.n.split(",")):
+        for seed in (int(v) for v in args.seeds.split(",")):
+            for arm, extra in (("plain", None), ("volgen", made)):
+                run = args.runs / f"n{n}-seed{seed}-{arm}"
+                train_run(run, args, n, seed, extra)
+                results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm, **heldout_dice(run, heldout)}
+                print(f"{run.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results["runs"][run.name].items()
+                                                  if isinstance(v, float)), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    results["summary"] = summary(results["runs"])
+    args.out.write_text(json.dumps(results, indent=1))
+    print_table(results)
+    print(f"wrote {args.out}")
+
+
+def summary(runs: dict) -> dict:
+    out = {}
+    for n in sorted({r["n"] for r in runs.values()}):
+        row = {}
+        for arm in ("plain", "volgen"):
+            values = {k: [r[k] for r in runs.values() if r["n"] == n and r["arm"] == arm] for k in
+                      (*seg.REGIONS, "mean")}
+            row[arm] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in values.items() if v}
+        if row["plain"] and row["volgen"]:
+            row["gain"] = row["volgen"]["mean"][0] - row["plain"]["mean"][0]
+        out[str(n)] = row
+    return out
+
+
+def print_table(results: dict) -> None:
+    print(f"\nDice on {results['cases']} held-out phantoms (mean +- sd over seeds), {results['steps']} steps each")
+    print(f"{'N':>3} {'arm':7} " + " ".join(f"{r:>13}" for r in (*seg.REGIONS, "mean")))
+    for n, row in results["summary"].items():
+        for arm in ("plain", "volgen"):
+            if row.get(arm):
+                print(f"{n:>3} {arm:7} " + " ".join(f"{row[arm][k][0]:6.3f}+-{row[arm][k][1]:.3f}"
+                                                    for k in (*seg.REGIONS, "mean")))
+        if "gain" in row:
+            sd = max(row["plain"]["mean"][1], row["volgen"]["mean"][1])
+            print(f"    volgen - plain (mean Dice): {row['gain']:+.3f} (seeds' sd {sd:.3f})")
+    eight, sixteen = results["summary"].get("8", {}), results["summary"].get("16", {})
+    if "gain" in eight:
+        sd = max(eight["plain"]["mean"][1], eight["volgen"]["mean"][1])
+        met = eight["gain"] >= 0.05 and eight["gain"] > sd
+        print(f"target N=8: gain >= 0.05 and > one sd: {eight['gain']:+.3f} ({'met' if met else 'MISSED'})")
+    if "gain" in sixteen:
+        print(f"target N=16: no loss: {sixteen['gain']:+.3f} ({'met' if sixteen['gain'] >= 0 else 'MISSED'})")
+
+
+if __name__ == "__main__":
+    main()
