@@ -64,7 +64,6 @@ def heldout_dice(run: Path, heldout: list[dict]) -> dict:
     net = seg.load(run)
     scores = []
     for item in heldout:
-        case = item["case"]
         x = item["image"][None]
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             regions = (net(x)[0].float() > 0).numpy()

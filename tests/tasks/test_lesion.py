@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import binary_dilation
+from scipy.ndimage import binary_dilation, distance_transform_edt
 
 from tests.helpers import save_nifti, write_brats_case
 from volgen.cli import main
@@ -157,3 +157,26 @@ def test_lesion_mask_draws_a_tumour_in_the_brain_per_seed(phantom_twin, phantom_
         (phantom_twin / "twin-0-seg.nii.gz").unlink()
     assert main(["lesion-mask", str(phantom_twin), "-o", str(out), "--seed", "4"]) == 1      # no overwrite
     assert "exists" in capsys.readouterr().err
+
+
+def test_insertion_on_a_1mm_grid_keeps_its_geometry_and_dtype(tmp_path, tiny_models):
+    """A BraTS-like 1 mm LPS case: the module samples on its 2 mm grid, the result comes back on the case's grid."""
+    import volgen
+
+    affine = np.array([[-1.0, 0, 0, 40], [0, -1.0, 0, 50], [0, 0, 1.0, -20], [0, 0, 0, 1]])
+    folder = write_brats_case(tmp_path, "one-mm", shape=(48, 56, 40), affine=affine)
+    (folder / "one-mm-seg.nii.gz").unlink()
+    labels = _labels((48, 56, 40))
+    save_nifti(tmp_path / "labels.nii.gz", labels, affine)
+    outputs = volgen.insert_lesion(folder, tmp_path / "labels.nii.gz", out=tmp_path / "new", model=str(
+        tiny_models["lesion"]), steps=2, progress=False)
+    far = distance_transform_edt(labels == 0) > 2.0             # beyond one model voxel (2 mm) of the labels
+    for contrast in ("t1n", "t1c", "t2w", "t2f"):
+        source = nib.load(folder / f"one-mm-{contrast}.nii.gz")
+        written = nib.load(tmp_path / "new" / f"new-{contrast}.nii.gz")
+        assert written.shape == source.shape and np.array_equal(written.affine, source.affine)
+        assert written.get_data_dtype() == source.get_data_dtype() == np.int16
+        a, b = np.asarray(source.dataobj), np.asarray(written.dataobj)
+        assert np.array_equal(a[far], b[far]) and not np.array_equal(a[labels > 0], b[labels > 0])
+        assert np.array_equal(outputs[contrast].array, b)
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "new" / "new-seg.nii.gz").dataobj), labels)

@@ -4,13 +4,14 @@ every contrast of a healthy case in one sampling call.
 The contrasts are one group of the sampler's batch (`tasks.generate`): each item is one contrast, conditioned on
 that contrast's healthy image and the same labels, so the oedema, the enhancing rim and the core sit where the labels
 put them in every contrast. Sampling runs on the labels' box on the model grid (plus a margin of context): the
-module is local, and a tumour's box is a fraction of the head. Every voxel outside the labels and their one-voxel
-border is copied from the input bit for bit; the labels are written as the new case's seg.
+module is local, and a tumour's box is a fraction of the head. Every voxel farther than one model voxel (2 mm) from
+the labels is copied from the input bit for bit; the labels are written as the new case's seg.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from volgen.error_model import uncertainty_map
 from volgen.errors import InputError
@@ -43,6 +44,13 @@ def read_labels(labels, reference, allow_empty: bool = False) -> tuple:
     if not allow_empty and not np.any(volume.array > 0):
         raise InputError(where, "label map is empty: no tumour to insert")
     return volume, volume.array.astype(np.int16)
+
+
+def changed_region(labels: np.ndarray, affine, border_mm: float) -> np.ndarray:
+    """The source-grid voxels the insertion writes: the labels and every voxel within `border_mm` of them (one model
+    voxel: the module re-synthesises the labels and a one-voxel border on its grid)."""
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    return ndimage.distance_transform_edt(labels == 0, sampling=spacing) <= border_mm + 1e-6
 
 
 def crop_window(region: np.ndarray, multiple: int) -> tuple[slice, ...]:
@@ -93,8 +101,7 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings)
                                         **SPEC.inputs(healthy=healthy, seg=seg[(slice(None), slice(None), *window)],
                                                       device=device))
     with timer("restore"):
-        inside = first.grid.inverse(region.astype(np.float32), order=1, fill=0.0) > 1e-3
-        inside |= label_array > 0
+        inside = changed_region(label_array, reference.affine, model_spacing(model))
         outputs, uncertainty = {}, {}
         for g, contrast in enumerate(contrasts):
             model_array = prepared[contrast].array.copy()

@@ -27,6 +27,9 @@ USES = {
     "super_resolution": "restoring isotropic 2 mm volumes from 4x thick-slice (8 mm) acquisitions along one axis",
     "inpainting": "filling a masked region with healthy-looking tissue (pseudo-healthy), or growing a lesion inside "
                   "a mask, for augmentation",
+    "lesion": "drawing a tumour given by a BraTS label map (1 necrotic core, 2 oedema, 3 enhancing tumour) into every "
+              "contrast of a healthy case, to make labelled training cases (`volgen inpaint CASE --mask LABELS "
+              "--mode lesion`, `volgen lesion-mask`, `volgen.augment.InsertLesion(label_key=...)`)",
 }
 TASK_ROWS = {"synthesis": ["t1n synthesis", "t1c synthesis", "t2w synthesis", "t2f synthesis"],
              "super_resolution": ["4x super-resolution (t2f)"],
@@ -130,8 +133,33 @@ def _flips(data: dict) -> str:
     return "with left-right flips" if list(axes) == [0] else f"with flips along model-grid axes {list(axes)}"
 
 
+def measured_lesion(path: Path) -> list[str]:
+    """The lesion insertion bench (scripts/benchmarks/bench_lesion.py): W1 ratios to the twin's, PSNR, rim, time."""
+    r = json.loads(path.read_text())
+    contrasts, parts = ("t1n", "t1c", "t2w", "t2f"), ("necrotic", "oedema", "enhancing")
+    lines = [f"`scripts/benchmarks/bench_lesion.py` on {r['n']} held-out cases (`{r['cases']}`): each case's own labels "
+             f"drawn into its healthy twin by the job (CPU defaults), {r['seconds_per_case']:.1f} s per case for all "
+             "four contrasts. 1-Wasserstein distance of the intensities to the real tumours' (all cases pooled), as "
+             "a fraction of the healthy twin's (target: one sample at most 0.5 everywhere):", "",
+             "| arm | " + " | ".join(f"{c} {p}" for c in contrasts for p in parts) + " |",
+             "|---" * (1 + len(contrasts) * len(parts)) + "|"]
+    for arm, values in r["w1_ratio_to_twin_pooled"].items():
+        lines.append(f"| {arm} | " + " | ".join(f"{values.get(f'{c}_{p}_w1', float('nan')):.2f}" for c in contrasts
+                                                for p in parts) + " |")
+    lines += ["", "PSNR (dB) inside the labels and their one-voxel border, and the enhancing rim's contrast on t1c "
+                  "(mean of the enhancing tumour minus the necrotic core, as a fraction of the real one's):", "",
+              "| arm | " + " | ".join(contrasts) + " | t1c rim |", "|---" * (len(contrasts) + 2) + "|"]
+    for arm, values in r["mean"].items():
+        lines.append(f"| {arm} | " + " | ".join(f"{values[f'{c}_psnr']:.2f}" for c in contrasts) +
+                     f" | {values.get('t1c_rim_contrast', float('nan')):.2f} |")
+    return lines + [""]
+
+
 def measured(task: str, results_path: str, rows_tasks: list[str] | None) -> list[str]:
     lines = ["## Measured", ""]
+    if task == "lesion":
+        return lines + (measured_lesion(Path(results_path)) if Path(results_path).is_file() else
+                        ["Not measured yet: run `scripts/benchmarks/bench_lesion.py`."])
     path = Path(results_path)
     if rows_tasks is None or not path.is_file():
         return lines + ["Backbones are measured through the modules on them (see their cards); "
