@@ -180,3 +180,15 @@ def test_insertion_on_a_1mm_grid_keeps_its_geometry_and_dtype(tmp_path, tiny_mod
         assert np.array_equal(a[far], b[far]) and not np.array_equal(a[labels > 0], b[labels > 0])
         assert np.array_equal(outputs[contrast].array, b)
     assert np.array_equal(np.asarray(nib.load(tmp_path / "new" / "new-seg.nii.gz").dataobj), labels)
+
+
+def test_a_case_with_its_own_tumour_keeps_its_labels_beside_the_new_ones(tmp_path, tiny_models):
+    folder = write_brats_case(tmp_path, "with-own")                # its seg: a block of label 1
+    own = np.asarray(nib.load(folder / "with-own-seg.nii.gz").dataobj)
+    new = np.zeros_like(_labels())
+    new[20:26, 24:30, 18:24] = 3                                    # apart from the block
+    save_nifti(tmp_path / "labels.nii.gz", new, AFFINE)
+    assert main(["inpaint", str(folder), "--mask", str(tmp_path / "labels.nii.gz"), "--mode", "lesion", "-o",
+                 str(tmp_path / "out"), "--model", str(tiny_models["lesion"]), *FAST]) == 0
+    seg = np.asarray(nib.load(tmp_path / "out" / "out-seg.nii.gz").dataobj)
+    assert np.array_equal(seg, np.where(new > 0, new, own)) and (seg == 1).any() and (seg == 3).any()

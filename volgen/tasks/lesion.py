@@ -5,9 +5,12 @@ The contrasts are one group of the sampler's batch (`tasks.generate`): each item
 that contrast's healthy image and the same labels, so the oedema, the enhancing rim and the core sit where the labels
 put them in every contrast. Sampling runs on the labels' box on the model grid (plus a margin of context): the
 module is local, and a tumour's box is a fraction of the head. Every voxel farther than one model voxel (2 mm) from
-the labels is copied from the input bit for bit; the labels are written as the new case's seg.
+the labels is copied from the input bit for bit; the labels are written as the new case's seg (on top of the case's own
+labels, if it has a tumour already).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +18,7 @@ from scipy import ndimage
 
 from volgen.error_model import uncertainty_map
 from volgen.errors import InputError
+from volgen.io.contrasts import Case, find_case
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import grid_difference, same_grid
 from volgen.ops import compartments, label_zones
@@ -72,9 +76,14 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings)
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
+        if isinstance(case, (str, Path)):
+            case = find_case(case)
         name, volumes = read_case(case)
         (reference_contrast, reference), *_ = volumes.items()
         label_volume, label_array = read_labels(labels, reference)
+        own = case.paths.get("seg") if isinstance(case, Case) else case.get("seg") if isinstance(case, dict) else None
+        # a case with a tumour of its own keeps its labels where the new tumour has none
+        own_labels = read_labels(own, reference, allow_empty=True)[1] if own is not None else 0
     with timer("load model"):
         model = sampling.load("lesion")
     known = tuple(backbone_of(model).config.contrasts)
@@ -118,7 +127,8 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings)
                 spread = prepared[contrast].restore_spread(spread).array
                 uncertainty[contrast] = source.with_array(np.where(inside, spread, 0.0).astype(np.float32),
                                                           name=f"{name}-{contrast}-uncertainty", meta={})
-        outputs["seg"] = label_volume.with_array(label_array, name=f"{name}-seg", meta={})
+        outputs["seg"] = label_volume.with_array(np.where(label_array > 0, label_array, own_labels).astype(np.int16),
+                                                 name=f"{name}-seg", meta={})
     counts = {part: int(np.count_nonzero(label_array == v)) for part, v in
               (("necrotic", 1), ("oedema", 2), ("enhancing", 3))}
     info = {"job": "lesion insertion", "case": name, "labels": volume_path(label_volume), "contrasts": contrasts,
