@@ -1,8 +1,7 @@
 """volgen: diffusion-based synthesis of 3D medical volumes.
 
 The jobs (`volgen.synthesize`, `volgen.super_resolve`, `volgen.inpaint`, `volgen.insert_lesion`, `volgen.patlak`) are
-imported on first use, so
-`import volgen` stays light (no torch) until one is called.
+imported on first use, so `import volgen` stays light (no torch) until one is called.
 """
 from volgen.version import __version__
 

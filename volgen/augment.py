@@ -293,20 +293,19 @@ class InsertLesion(_Inpaint):
         done = rng.random() < self.prob
         if done:
             keys = [k for k in self.keys if k in sample]
-            volumes = {canonical_contrast(k): self.volume(sample, k) for k in keys}
-            reference = next(iter(volumes.values()))
-            own = read_value(sample[self.label_key], self.spacing)[0].astype(np.int16) \
-                if self.label_key in sample else np.zeros(reference.shape, np.int16)
+            case = {canonical_contrast(k): self.volume(sample, k) for k in keys}
+            affine = case[canonical_contrast(keys[0])].affine
+            if self.label_key in sample:          # the job keeps the sample's own tumour beside the new one
+                case["seg"] = Volume(read_value(sample[self.label_key], self.spacing)[0].astype(np.int16), affine)
             if self.labels is not None:
                 new = read_value(sample[self.labels], self.spacing)[0].astype(np.int16)
             else:
-                _, new, _ = draw_labels({**volumes, "seg": Volume(own, reference.affine)},
-                                        seed=int(rng.integers(2 ** 31 - 1)))
-            result = insert_lesion(volumes, Volume(new, reference.affine), sampling=self.sampling(rng))
+                _, new, _ = draw_labels(case, seed=int(rng.integers(2 ** 31 - 1)))
+            result = insert_lesion(case, Volume(new, affine), sampling=self.sampling(rng))
             for key in keys:
                 self.write(sample, key, result, canonical_contrast(key))
-            merged = np.where(new > 0, new, own)
-            sample[self.label_key] = write_value(sample.get(self.label_key, sample[keys[0]]), merged)
+            like = sample.get(self.label_key, sample[keys[0]])
+            sample[self.label_key] = write_value(like, result.outputs["seg"].array)
         sample["lesion_inpainted"] = torch.tensor(float(done))
         return sample
 

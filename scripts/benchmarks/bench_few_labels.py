@@ -28,8 +28,9 @@ import torch
 
 import segmenter as seg
 from volgen.api import lesion_mask, run_lesion_insertion
-from volgen.io.contrasts import MRI_CONTRASTS, find_cases
+from volgen.io.contrasts import find_cases
 from volgen.metrics import dice
+from volgen.phantom.case import write_twin_case
 
 
 def make_cases(train_root: Path, folder: Path, count: int, model: str) -> Path:
@@ -42,11 +43,7 @@ def make_cases(train_root: Path, folder: Path, count: int, model: str) -> Path:
             if (out / f"made-{i:03d}.json").is_file():
                 continue
             source = sources[i % len(sources)]
-            twin = Path(tmp) / f"twin-{i:03d}"
-            twin.mkdir()
-            for contrast in MRI_CONTRASTS:
-                shutil.copy(source.paths[contrast].with_name(f"{source.name}-{contrast}-healthy.nii.gz"),
-                            twin / f"twin-{i:03d}-{contrast}.nii.gz")
+            twin = write_twin_case(source.paths["t1n"].parent, Path(tmp) / f"twin-{i:03d}")
             labels = Path(tmp) / f"labels-{i:03d}.nii.gz"
             lesion_mask(twin, out=labels, seed=1000 + i)
             shutil.rmtree(out, ignore_errors=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,21 +37,12 @@ from volgen.io.montage import save_montage
 from volgen.io.nifti import read_volume
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.metrics import psnr
+from volgen.phantom.case import write_twin_case
 from volgen.ops import compartments, label_zones
 from volgen.tasks.job import model_spacing
 from volgen.tasks.models import backbone_of
 
 PARTS = {"necrotic": 1, "oedema": 2, "enhancing": 3}
-
-
-def twin_folder(case, root: Path) -> Path:
-    """The case's healthy twins as a case folder of their own (what a user's healthy case looks like)."""
-    folder = root / f"{case.name}-twin"
-    folder.mkdir()
-    for contrast in MRI_CONTRASTS:
-        shutil.copy(case.paths[contrast].with_name(f"{case.name}-{contrast}-healthy.nii.gz"),
-                    folder / f"{case.name}-twin-{contrast}.nii.gz")
-    return folder
 
 
 def table_fill(model, folder: Path, seg: np.ndarray) -> dict[str, np.ndarray]:
@@ -125,7 +115,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         for index, case in enumerate(cases):
-            folder = twin_folder(case, Path(tmp))
+            folder = write_twin_case(case.paths["seg"].parent, Path(tmp) / f"{case.name}-twin")
             seg_volume = read_volume(case.paths["seg"], allow_constant=True)
             seg = seg_volume.array.astype(np.int16)
             real = {c: read_volume(case.paths[c]).array.astype(np.float32) for c in MRI_CONTRASTS}
@@ -160,9 +150,10 @@ def main() -> None:
     real_pool = {k: np.concatenate(v) for k, v in pools.pop("real").items()}
     pooled_w1 = {arm: {k: wasserstein_distance(np.concatenate(v), real_pool[k]) for k, v in pool.items()}
                  for arm, pool in pools.items()}
-    pooled = {arm: {k: v / pooled_w1["healthy twin"][k] for k, v in values.items()} for arm, values in pooled_w1.items()}
-    result = {"cases": str(args.cases), "n": len(cases), "model": args.model, "seconds_per_case": float(np.mean(seconds)),
-              "mean": summary, "w1_ratio_to_twin_paired": paired, "w1_pooled": pooled_w1,
+    pooled = {arm: {k: v / pooled_w1["healthy twin"][k] for k, v in values.items()}
+              for arm, values in pooled_w1.items()}
+    result = {"cases": str(args.cases), "n": len(cases), "model": args.model,
+              "seconds_per_case": float(np.mean(seconds)), "mean": summary, "w1_ratio_to_twin_paired": paired, "w1_pooled": pooled_w1,
               "w1_ratio_to_twin_pooled": pooled}
     (args.out / "lesion-insertion.json").write_text(json.dumps(result, indent=1))
     print(f"\n{len(cases)} cases of {args.cases}, model {args.model}; job {np.mean(seconds):.1f} s per case (mean)")

@@ -54,8 +54,8 @@ def crop_case(folder: Path, out: Path, size: int) -> Path:
     name = folder.name
     seg = np.asarray(nib.load(folder / f"{name}-seg.nii.gz").dataobj)
     centre = np.argwhere(seg > 0).mean(0).round().astype(int)
-    box = tuple(slice(int(min(max(c - size // 2, 0), n - size)), int(min(max(c - size // 2, 0), n - size)) + size)
-                for c, n in zip(centre, seg.shape))
+    starts = [int(min(max(c - size // 2, 0), n - size)) for c, n in zip(centre, seg.shape)]
+    box = tuple(slice(a, a + size) for a in starts)
     for path in folder.iterdir():
         if path.name.endswith(".nii.gz"):
             img = nib.load(path)
@@ -77,15 +77,6 @@ def make_cases(work: Path, tiny: bool) -> dict[str, Path]:
     return cases
 
 
-def twin_case(folder: Path, out: Path) -> Path:
-    """The case's healthy twins as a case of their own (the lesion job's input)."""
-    out.mkdir(parents=True, exist_ok=True)
-    for contrast in ("t1n", "t1c", "t2w", "t2f"):
-        (out / f"{out.name}-{contrast}.nii.gz").write_bytes(
-            (folder / f"{folder.name}-{contrast}-healthy.nii.gz").read_bytes())
-    return out
-
-
 def thick_t2f(folder: Path, out: Path) -> Path:
     """The case's t2f averaged over blocks of 4 slices along z: a thick-slice input for super-resolution."""
     from volgen.io.nifti import read_volume, write_volume
@@ -101,10 +92,11 @@ def thick_t2f(folder: Path, out: Path) -> Path:
 def jobs(case: Path, work: Path) -> dict:
     """{job: callable(device, seed) -> (output arrays {name: array}, info)} for one case."""
     from volgen import api
+    from volgen.phantom.case import write_twin_case
 
     name = case.name
     thick = thick_t2f(case, work / f"{name}-t2f-thick.nii.gz")
-    twin = twin_case(case, work / f"{name}-twin")
+    twin = write_twin_case(case, work / f"{name}-twin")
 
     def run(result):
         return {k: v.array.astype(np.float64) for k, v in result.outputs.items()}, result.info
@@ -199,8 +191,9 @@ def run_training(case: Path, work: Path, tiny: bool, log: Log) -> dict:
     run = work / "train-run"
     shutil.rmtree(run, ignore_errors=True)              # a fresh run, then its resume
     first, then = (2, 3) if tiny else (20, 30)
-    common = [f"data.root={data}", f"output.dir={run}", "train.checkpoint_every=1" if tiny else
-              "train.checkpoint_every=10", "train.log_every=1", "data.crop=[32,32,32]" if tiny else "data.crop=[64,64,64]"]
+    crop, every = (32, 1) if tiny else (64, 10)
+    common = [f"data.root={data}", f"output.dir={run}", f"train.checkpoint_every={every}", "train.log_every=1",
+              f"data.crop=[{crop},{crop},{crop}]"]
     began = time.perf_counter()
     if volgen(["train", "vcm_synthesis", *common, f"train.steps={first}", "--no-progress"]):
         raise RuntimeError("training failed")

@@ -37,7 +37,8 @@ class LabelTablePrior(torch.nn.Module):
         sums = torch.zeros(n, ZONES, 5, dtype=torch.float64)       # count, sum x, sum y, sum xx, sum xy
         for case in cases:
             if case.healthy is None or case.seg is None:
-                raise ValueError("the label prior needs healthy twins and segmentations (load_cases(with_healthy=True))")
+                raise ValueError("the label prior needs healthy twins and segmentations "
+                                 "(load_cases(with_healthy=True))")
             labels, region = label_zones(compartments(case.seg[None, None]))
             for zone in range(ZONES):
                 where = (region & (labels == zone))[0, 0]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -160,6 +161,17 @@ def write_case(case: PhantomCase, root, *, overwrite: bool = False, montage: boo
         if montage:
             save_montage_of_case(case, volumes, tmp / f"{case.name}-montage.png")
     return target
+
+
+def write_twin_case(case_folder, out) -> Path:
+    """A written phantom case's healthy twins as a case folder of their own (`out`, its files named after it): what
+    a user's healthy case looks like, for the jobs that take one (lesion insertion)."""
+    case_folder, out = Path(case_folder), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for contrast in MRI_CONTRASTS:
+        shutil.copyfile(case_folder / f"{case_folder.name}-{contrast}-healthy.nii.gz",
+                        out / f"{out.name}-{contrast}.nii.gz")
+    return out
 
 
 def _write_pet_bids(case: PhantomCase, folder: Path) -> None:

@@ -50,6 +50,17 @@ def read_labels(labels, reference, allow_empty: bool = False) -> tuple:
     return volume, volume.array.astype(np.int16)
 
 
+def read_case_and_labels(case) -> tuple[str, dict, np.ndarray | None]:
+    """(name, {contrast: Volume}, the case's own labels on its grid or None) of a folder, Case or {contrast or
+    "seg": path or Volume}: a case may have a tumour already, which new labels must keep clear of or sit beside."""
+    if isinstance(case, (str, Path)):
+        case = find_case(case)
+    name, volumes = read_case(case)
+    own = case.paths.get("seg") if isinstance(case, Case) else case.get("seg")
+    reference = next(iter(volumes.values()))
+    return name, volumes, read_labels(own, reference, allow_empty=True)[1] if own is not None else None
+
+
 def changed_region(labels: np.ndarray, affine, border_mm: float) -> np.ndarray:
     """The source-grid voxels the insertion writes: the labels and every voxel within `border_mm` of them (one model
     voxel: the module re-synthesises the labels and a one-voxel border on its grid)."""
@@ -76,14 +87,9 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings)
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
-        if isinstance(case, (str, Path)):
-            case = find_case(case)
-        name, volumes = read_case(case)
+        name, volumes, own_labels = read_case_and_labels(case)
         (reference_contrast, reference), *_ = volumes.items()
         label_volume, label_array = read_labels(labels, reference)
-        own = case.paths.get("seg") if isinstance(case, Case) else case.get("seg") if isinstance(case, dict) else None
-        # a case with a tumour of its own keeps its labels where the new tumour has none
-        own_labels = read_labels(own, reference, allow_empty=True)[1] if own is not None else 0
     with timer("load model"):
         model = sampling.load("lesion")
     known = tuple(backbone_of(model).config.contrasts)
@@ -127,8 +133,9 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings)
                 spread = prepared[contrast].restore_spread(spread).array
                 uncertainty[contrast] = source.with_array(np.where(inside, spread, 0.0).astype(np.float32),
                                                           name=f"{name}-{contrast}-uncertainty", meta={})
-        outputs["seg"] = label_volume.with_array(np.where(label_array > 0, label_array, own_labels).astype(np.int16),
-                                                 name=f"{name}-seg", meta={})
+        # a case with a tumour of its own keeps its labels where the new tumour has none
+        seg_out = label_array if own_labels is None else np.where(label_array > 0, label_array, own_labels)
+        outputs["seg"] = label_volume.with_array(seg_out.astype(np.int16), name=f"{name}-seg", meta={})
     counts = {part: int(np.count_nonzero(label_array == v)) for part, v in
               (("necrotic", 1), ("oedema", 2), ("enhancing", 3))}
     info = {"job": "lesion insertion", "case": name, "labels": volume_path(label_volume), "contrasts": contrasts,

@@ -10,17 +10,13 @@ already has is avoided: the new labels do not touch it.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from scipy import ndimage
 
 from volgen.errors import InputError
-from volgen.io.contrasts import Case, find_case
 from volgen.phantom.tumour import TumourSpec, random_tumour
 from volgen.tasks.job import volume_path
-from volgen.tasks.lesion import read_labels
-from volgen.tasks.synthesis import read_case
+from volgen.tasks.lesion import read_case_and_labels
 
 ATTEMPTS = 20
 
@@ -46,18 +42,15 @@ def tissue_classes(image: np.ndarray, brain: np.ndarray, white_brightest: bool) 
 def draw_labels(case, *, seed: int = 0, spec: TumourSpec = TumourSpec()) -> tuple[object, np.ndarray, dict]:
     """(the reference Volume, labels (int16, its grid), the tumour's description) for a case (folder, Case or
     {contrast: path or Volume})."""
-    if isinstance(case, (str, Path)):
-        case = find_case(case)
-    name, volumes = read_case(case)
-    contrast, reference = next((c, v) for c, v in volumes.items())
+    name, volumes, own = read_case_and_labels(case)
+    contrast, reference = next(iter(volumes.items()))
     image = reference.array.astype(np.float32)
     brain = ndimage.binary_fill_holes(np.any([v.array > v.array.min() for v in volumes.values()], axis=0))
     if brain.sum() < 1000:
         raise InputError(volume_path(reference), f"the case's foreground has {int(brain.sum())} voxels: too small "
                                                  f"to place a tumour in")
     grey, white = tissue_classes(image, brain, white_brightest=contrast in ("t1n", "t1c"))
-    own = case.paths.get("seg") if isinstance(case, Case) else case.get("seg")
-    existing = read_labels(own, reference, allow_empty=True)[1] > 0 if own is not None else np.zeros(brain.shape, bool)
+    existing = own > 0 if own is not None else np.zeros(brain.shape, bool)
     rng = np.random.default_rng(seed)
     for _ in range(ATTEMPTS):
         labels, info = random_tumour(brain.astype(np.float32), grey, white, reference.affine, rng, spec)

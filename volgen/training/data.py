@@ -33,8 +33,8 @@ class CaseArrays:
 
 def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArrays]:
     """The cases under `data.root` that have every contrast in `data.contrasts` (and healthy twins and a seg when
-    asked; a seg is loaded wherever there is one), preprocessed onto the model grid, in the order `find_cases` gives. Raises InputError naming the folder
-    when none qualify. Cases are read in parallel worker processes (reading and resampling is most of a run's set-up:
+    asked; a seg is loaded wherever there is one), preprocessed onto the model grid, in the order `find_cases`
+    gives. Raises InputError naming the folder when none qualify. Cases are read in parallel worker processes (reading and resampling is most of a run's set-up:
     a quarter of a second per case on one core)."""
     root = Path(data.root)
     jobs, skipped = [], []

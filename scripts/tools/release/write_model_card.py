@@ -137,8 +137,8 @@ def measured_lesion(path: Path) -> list[str]:
     """The lesion insertion bench (scripts/benchmarks/bench_lesion.py): W1 ratios to the twin's, PSNR, rim, time."""
     r = json.loads(path.read_text())
     contrasts, parts = ("t1n", "t1c", "t2w", "t2f"), ("necrotic", "oedema", "enhancing")
-    lines = [f"`scripts/benchmarks/bench_lesion.py` on {r['n']} held-out cases (`{r['cases']}`): each case's own labels "
-             f"drawn into its healthy twin by the job (CPU defaults), {r['seconds_per_case']:.1f} s per case for all "
+    lines = [f"`scripts/benchmarks/bench_lesion.py` on {r['n']} held-out cases (`{r['cases']}`): each case's own "
+             f"labels drawn into its healthy twin by the job (CPU defaults), {r['seconds_per_case']:.1f} s per case for all "
              "four contrasts. 1-Wasserstein distance of the intensities to the real tumours' (all cases pooled), as "
              "a fraction of the healthy twin's (target: one sample at most 0.5 everywhere):", "",
              "| arm | " + " | ".join(f"{c} {p}" for c in contrasts for p in parts) + " |",
