@@ -88,3 +88,10 @@ def test_the_downstream_bench_reads_brats_regions_and_writes_them_back():
     normalised = seg.normalise(images, brain, present=[True, False])
     assert torch.allclose(normalised[0, 0, 0, :3], torch.tensor([-1.0, 0.0, 1.0])) and normalised[0, 0, 0, 3] == 0
     assert normalised[1].abs().max() == 0                  # an absent contrast is zeros after normalisation
+    # a case without a brain mask file: the head is what differs from the background, even with one darker voxel
+    head = torch.zeros(2, 4, 4, 4)
+    head[:, 1:3, 1:3, 1:3] = 5.0
+    head[1, 0, 0, 0] = -0.5
+    expected = head[0] > 0
+    expected[0, 0, 0] = True
+    assert torch.equal(seg.head(head), expected)

@@ -87,10 +87,17 @@ def prepared(root, max_cases=None) -> list[dict]:
     cases = load_cases(DataConfig(root=str(root), contrasts=list(MRI_CONTRASTS), max_cases=max_cases), multiple=16)
     out = []
     for c in (c for c in cases if c.seg is not None):
-        brain = c.brain if c.brain is not None else (c.images > -0.99).any(0)   # a case without a brain mask file
+        brain = c.brain if c.brain is not None else head(c.images)
         out.append({"name": c.name, "image": normalise(c.images, brain), "target": regions(c.seg[None])[:, 0],
                     "brain": brain, "case": c})
     return out
+
+
+def head(images: torch.Tensor) -> torch.Tensor:
+    """A case without a brain mask file: the voxels where any contrast differs from its background, the value most
+    voxels share (not the minimum, which one dark voxel would move)."""
+    background = images.flatten(1).mode(1).values
+    return (images != background.view(-1, *[1] * (images.dim() - 1))).any(0)
 
 
 def subset(cases: list, n: int | None, seed: int) -> list:

@@ -38,6 +38,16 @@ def test_without_resampling_the_round_trip_is_exact(orientation):
     assert back.header["descrip"].tobytes().startswith(b"source")
 
 
+def test_a_prediction_below_the_models_range_comes_back_at_the_background_not_below():
+    vol = _volume("RAS")
+    vol.array[:4] = 0.0                                                        # a background the scale maps to 0
+    pre = preprocess(vol, GridSpec(spacing=None, multiple=4))
+    prediction = pre.array.copy()
+    prediction[10, 10, 8] = -0.4                                              # a sample overshooting dark tissue
+    back = pre.restore(prediction, fill=0.0).array
+    assert back.min() == 0.0 and back[10, 10, 8] == 0.0
+
+
 @pytest.mark.parametrize("orientation", ["RAS", "LPS", "oblique"])
 def test_model_voxels_sit_where_the_source_voxels_are(orientation):
     """A single bright voxel lands on the model voxel with the same world position, and comes back home."""

@@ -210,7 +210,9 @@ class Preprocessed:
         """A model-grid prediction as a Volume on the source grid, in the source's dtype and header."""
         values = np.asarray(model_array)
         if unscale and self.scale is not None and not label:
-            values = self.scale.inverse(values)
+            # Below the range's bottom is below the scan's own background (a sample overshooting dark tissue): MRI
+            # magnitude never goes there, and one negative voxel would become the written image's new minimum.
+            values = self.scale.inverse(np.maximum(values, self.scale.out_range[0]))
         background = fill if fill is not None else (0 if label else float(np.min(values)))
         out = self.grid.inverse(values if label else values.astype(np.float32), order=0 if label else 1,
                                 fill=background)
