@@ -154,13 +154,16 @@ class LesionInsertion(TaskSpec):
         return pick(images, k), {"conditions": torch.cat([pick(batch["healthy"], k), compartments(batch["seg"])],
                                                          dim=1)}
 
-    def inputs(self, *, healthy: torch.Tensor, seg: torch.Tensor, device=None) -> dict:
+    def inputs(self, *, healthy: torch.Tensor, seg: torch.Tensor, device=None, level_noise=None) -> dict:
         """From the healthy images (G, 1, ...), one per contrast sampled together, and the labels (1, 1, ...) on the
-        model grid."""
+        model grid; `level_noise` draws each sample's compartment levels (the label prior's `level_noise`)."""
         one_hot = compartments(seg).expand(len(healthy), -1, *seg.shape[2:])
         _, region = label_zones(one_hot)
-        return {"conditions": torch.cat([healthy, one_hot], dim=1),
-                "projection": KnownVoxels(healthy.to(device), region.float().to(device)), "group": len(healthy)}
+        given = {"conditions": torch.cat([healthy, one_hot], dim=1),
+                 "projection": KnownVoxels(healthy.to(device), region.float().to(device)), "group": len(healthy)}
+        if level_noise is not None:
+            given["prior_options"] = {"level_noise": level_noise}
+        return given
 
 
 TASKS: dict[str, TaskSpec] = {}

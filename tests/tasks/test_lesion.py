@@ -192,3 +192,34 @@ def test_a_case_with_its_own_tumour_keeps_its_labels_beside_the_new_ones(tmp_pat
                  str(tmp_path / "out"), "--model", str(tiny_models["lesion"]), *FAST]) == 0
     seg = np.asarray(nib.load(tmp_path / "out" / "out-seg.nii.gz").dataobj)
     assert np.array_equal(seg, np.where(new > 0, new, own)) and (seg == 1).any() and (seg == 3).any()
+
+
+def test_a_sample_draws_its_tumours_levels_and_the_mean_keeps_the_lines(healthy_case, tmp_path, tiny_models):
+    """With a label prior that has a level spread, one sample's tumour moves with the drawn levels; the posterior mean
+    (the lines) and everything outside the tumour do not."""
+    from volgen import hub
+    from volgen.api import run_lesion_insertion
+    from volgen.modules import VCM, VCMConfig
+    from volgen.taskspec import TASKS
+
+    folder, labels = healthy_case
+    backbone = hub.from_pretrained(tiny_models["backbone"])
+    module = VCM(backbone, VCMConfig(conditions=TASKS["lesion"].conditions(()), channels=(8, 16),
+                                     encoder_channels=(8,), features=8, head_channels=8, num_head_channels=8,
+                                     norm_num_groups=8, prior="label_table"))
+    module.prior.line[..., 1] = 0.5
+    module.prior.done.fill_(True)
+    with torch.no_grad():
+        module.gate_bias.fill_(1.0 / 32)                    # open the gate (x GATE_GAIN): the output follows the prior
+    outputs = {}
+    for spread in (0.0, 0.2):
+        module.prior.level_factor.copy_(torch.eye(module.prior.level_size) * spread)
+        hub.save_pretrained(module, tmp_path / f"lesion-{spread}", overwrite=True)
+        for estimate in ("mean", "sample"):
+            outputs[spread, estimate] = run_lesion_insertion(
+                folder, labels, model=str(tmp_path / f"lesion-{spread}"), steps=2, estimate=estimate,
+                progress=False).outputs["t1c"].array
+    tumour, far = _labels() > 0, ~binary_dilation(_labels() > 0, iterations=2)
+    np.testing.assert_array_equal(outputs[0.0, "mean"], outputs[0.2, "mean"])
+    assert np.abs(outputs[0.2, "sample"][tumour] - outputs[0.0, "sample"][tumour]).mean() > 0
+    np.testing.assert_array_equal(outputs[0.2, "sample"][far], outputs[0.0, "sample"][far])

@@ -21,6 +21,7 @@ from volgen.errors import InputError
 from volgen.io.contrasts import Case, find_case
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import grid_difference, same_grid
+from volgen.modules.label_prior import LabelTablePrior
 from volgen.ops import compartments, label_zones
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
@@ -111,10 +112,13 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings)
         window = crop_window(region, backbone.image_multiple)
         healthy = torch.stack([torch.from_numpy(prepared[c].array[window].copy()) for c in contrasts])[:, None]
     device, _ = sampling.device_and_steps(model)
+    # a sample draws its tumour's levels too (the mean keeps the average ones): made cases then vary as real ones do
+    level_noise = model.prior.level_noise(sampling.sample_count(model), len(contrasts), sampling.seed) \
+        if sampling.estimate == "sample" and isinstance(getattr(model, "prior", None), LabelTablePrior) else None
     with timer("sample"):
         estimate = sampling.estimate_of(model, healthy.shape[2:], contrast=contrasts,
                                         **SPEC.inputs(healthy=healthy, seg=seg[(slice(None), slice(None), *window)],
-                                                      device=device))
+                                                      device=device, level_noise=level_noise))
     with timer("restore"):
         inside = changed_region(label_array, reference.affine, model_spacing(model))
         outputs, uncertainty = {}, {}
