@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 # Re-install when the package metadata or the pins change.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean corpus baselines calibrate bench-downstream bench-lesion bench-few-labels gpu-check
+.PHONY: demo test bench install clean corpus baselines calibrate bench-downstream bench-lesion bench-few-labels bench-robustness gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +103,11 @@ bench-lesion: phantoms/heldout/.done
 # (runs/few-labels keeps every run: the bench resumes). bench_out/few-labels.json and the table.
 bench-few-labels: phantoms/train/.done phantoms/heldout/.done
 	$(PY) scripts/benchmarks/bench_few_labels.py
+
+# Missing-contrast robustness: a segmenter trained with RandomContrastDropout + SynthesizeMissing against plain
+# training, tested with t1c or t2f missing (given as volgen's mean, or absent); 3 seeds (resumes under runs/robustness)
+bench-robustness: phantoms/train/.done phantoms/heldout/.done
+	$(PY) scripts/benchmarks/bench_robustness.py
 
 # The GPU path in one command: tests with the kernels compiled, bench_kernels, every job with --device cuda against
 # the CPU, 20 training steps and a resume. Results in $$OUT (the device tool's folder) or bench_out/gpu-check.

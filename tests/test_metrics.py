@@ -95,3 +95,27 @@ def test_the_downstream_bench_reads_brats_regions_and_writes_them_back():
     expected = head[0] > 0
     expected[0, 0, 0] = True
     assert torch.equal(seg.head(head), expected)
+
+
+def test_the_robustness_arm_fills_one_contrast_of_a_crop_from_its_stand_ins():
+    """crop_batch with a pool: at drop 1 each crop has exactly one contrast from the pool (the same window); a case
+    without a pool draws the very crops it drew before pools existed."""
+    import torch
+
+    from tests.helpers import load_script
+
+    seg = load_script("segmenter")
+    shape = (4, seg.CROP, seg.CROP, seg.CROP)
+    image = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    target = torch.zeros(3, *shape[1:])
+    target[:, 30:34, 30:34, 30:34] = 1
+    case = {"image": image, "target": target, "brain": torch.ones(shape[1:], dtype=torch.bool)}
+    pooled = {**case, "pool": torch.full((4, 2, *shape[1:]), 7.0)}
+    x, _ = seg.crop_batch([pooled], 6, torch.Generator().manual_seed(1), drop=1.0)
+    filled = (x == 7.0).flatten(2).all(-1)                                  # (batch, contrasts)
+    assert filled.sum(1).tolist() == [1] * 6
+    kept = x[~filled.unsqueeze(-1).unsqueeze(-1).unsqueeze(-1).expand_as(x)].view(6, 3, -1)
+    assert not (kept == 7.0).any()
+    plain, _ = seg.crop_batch([case], 6, torch.Generator().manual_seed(1))
+    again, _ = seg.crop_batch([case], 6, torch.Generator().manual_seed(1), drop=1.0)
+    assert torch.equal(plain, again)

@@ -9,7 +9,9 @@ chained across sessions:
     python scripts/benchmarks/segmenter.py --train phantoms/train --run runs/segmenter --steps 3000
 
 Few labels (scripts/benchmarks/bench_few_labels.py): `--subset N --subset-seed S` trains on N of the cases, and
-`--extra FOLDER` mixes made cases into the batches (`--extra-fraction` of the crops).
+`--extra FOLDER` mixes made cases into the batches (`--extra-fraction` of the crops). Missing-contrast robustness
+(scripts/benchmarks/bench_robustness.py): `--pool FILE` gives a share `--drop` of the crops one contrast synthesised by
+volgen from the other three.
 """
 from __future__ import annotations
 
@@ -60,13 +62,15 @@ def load(run: Path) -> torch.nn.Module:
     return net.eval()
 
 
-def crop_batch(cases, batch: int, gen: torch.Generator, extra=(), extra_fraction: float = 0.0):
+def crop_batch(cases, batch: int, gen: torch.Generator, extra=(), extra_fraction: float = 0.0, drop: float = 0.0):
     """Random CROP^3 windows, half centred on a tumour voxel, half on a brain voxel, mirrored left-right at random;
-    each from an `extra` case (made ones) with probability `extra_fraction`."""
+    each from an `extra` case (made ones) with probability `extra_fraction`. With probability `drop`, one contrast of
+    a crop from a case with a "pool" (synthesised stand-ins per contrast, bench_robustness.py) is replaced by one of
+    its stand-ins."""
     xs, ys = [], []
     for _ in range(batch):
-        pool = extra if extra and torch.rand(1, generator=gen) < extra_fraction else cases
-        case = pool[int(torch.randint(len(pool), (1,), generator=gen))]
+        source = extra if extra and torch.rand(1, generator=gen) < extra_fraction else cases
+        case = source[int(torch.randint(len(source), (1,), generator=gen))]
         tumour = case["target"][0] > 0
         where = tumour if torch.rand(1, generator=gen) < 0.5 and tumour.any() else case["brain"]
         voxels = where.nonzero()
@@ -75,6 +79,11 @@ def crop_batch(cases, batch: int, gen: torch.Generator, extra=(), extra_fraction
         start = [int(min(max(int(c) - CROP // 2, 0), s - CROP)) for c, s in zip(centre, shape)]
         window = tuple(slice(a, a + CROP) for a in start)
         x, y = case["image"][(slice(None), *window)], case["target"][(slice(None), *window)]
+        if "pool" in case and torch.rand(1, generator=gen) < drop:
+            k = int(torch.randint(len(MRI_CONTRASTS), (1,), generator=gen))
+            stand_ins = case["pool"][k]
+            x = x.clone()
+            x[k] = stand_ins[int(torch.randint(len(stand_ins), (1,), generator=gen))][window]
         if torch.rand(1, generator=gen) < 0.5:
             x, y = x.flip(1), y.flip(1)
         xs.append(x)
@@ -122,6 +131,9 @@ def train(args) -> None:
         optimizer.load_state_dict(torch.load(found[-1].with_suffix(".opt"), weights_only=True))
         start = int(found[-1].stem.split("-")[1])
     cases = subset(prepared(args.train), args.subset, args.subset_seed)
+    if args.pool:
+        pool = torch.load(args.pool, weights_only=True)             # {case name: (contrasts, samples, D, H, W)}
+        cases = [{**c, "pool": pool[c["name"]]} if c["name"] in pool else c for c in cases]
     extra = prepared(args.extra) if args.extra else []
     loss_fn = DiceLoss(sigmoid=True, batch=True)
     log = (run / "metrics.csv").open("a")
@@ -131,7 +143,7 @@ def train(args) -> None:
     net.train()
     for step in tqdm(range(start, args.steps), initial=start, total=args.steps, desc="segmenter", mininterval=30):
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        x, y = crop_batch(cases, args.batch, gen, extra, args.extra_fraction)
+        x, y = crop_batch(cases, args.batch, gen, extra, args.extra_fraction, args.drop)
         for group in optimizer.param_groups:        # cosine decay over the run
             group["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps))
         optimizer.zero_grad()
@@ -156,7 +168,9 @@ def train(args) -> None:
                                                     "cases": [c["name"] for c in cases],
                                                     "extra": str(args.extra) if args.extra else None,
                                                     "extra_cases": len(extra),
-                                                    "extra_fraction": args.extra_fraction if extra else 0.0},
+                                                    "extra_fraction": args.extra_fraction if extra else 0.0,
+                                                    "pool": str(args.pool) if args.pool else None,
+                                                    "drop": args.drop if args.pool else 0.0},
                                                    indent=1))
 
 
@@ -167,6 +181,8 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--subset-seed", type=int, default=0, help="which ones")
     parser.add_argument("--extra", type=Path, help="made cases (e.g. volgen-inserted tumours) mixed into the batches")
     parser.add_argument("--extra-fraction", type=float, default=0.5, help="share of crops from --extra")
+    parser.add_argument("--pool", type=Path, help="synthesised stand-ins per case and contrast (bench_robustness.py)")
+    parser.add_argument("--drop", type=float, default=0.5, help="share of crops with one contrast from --pool")
     parser.add_argument("--run", default="runs/segmenter")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=2)
