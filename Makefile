@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 # Re-install when the package metadata or the pins change.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean corpus baselines calibrate bench-downstream bench-lesion bench-few-labels bench-robustness gpu-check
+.PHONY: demo test bench install clean corpus baselines calibrate bench-downstream bench-lesion bench-few-labels bench-robustness bench-pseudo-healthy gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -108,6 +108,11 @@ bench-few-labels: phantoms/train/.done phantoms/heldout/.done
 # training, tested with t1c or t2f missing (given as volgen's mean, or absent); 3 seeds (resumes under runs/robustness)
 bench-robustness: phantoms/train/.done phantoms/heldout/.done
 	$(PY) scripts/benchmarks/bench_robustness.py
+
+# Pseudo-healthy fill on users' masks (the tumour, grown by 1-2 voxels, blobs in healthy tissue) on fresh phantom
+# seeds, case by case against the exact harmonic fill
+bench-pseudo-healthy: $(STAMP)
+	$(PY) scripts/benchmarks/bench_pseudo_healthy.py
 
 # The GPU path in one command: tests with the kernels compiled, bench_kernels, every job with --device cuda against
 # the CPU, 20 training steps and a resume. Results in $$OUT (the device tool's folder) or bench_out/gpu-check.
