@@ -1,6 +1,7 @@
 """One home per task: a new task is a TaskSpec plus a run config, and what a module trains on is laid out as the jobs
 give it at inference."""
 import pytest
+import numpy as np
 import torch
 import yaml
 
@@ -84,3 +85,41 @@ def test_training_examples_are_laid_out_as_the_jobs_give_the_conditions():
     job = TASKS["synthesis"].inputs(volumes={"t2f": images[0, 3], "t1n": images[0, 0]},
                                     contrasts=("t1n", "t1c", "t2w", "t2f"), shape=(8, 8, 8))
     assert job["present"].tolist() == [[1.0, 0.0, 0.0, 1.0]] and torch.equal(job["conditions"][0, 3], images[0, 3])
+
+
+def test_inpainting_blob_holes_lie_in_the_healthy_head_and_fill_the_twin_with_itself():
+    gen = torch.Generator().manual_seed(0)
+    healthy = torch.full((4, 4, 24, 24, 24), -1.0)
+    healthy[:, :, 4:20, 4:20, 4:20] = torch.rand(4, 4, 16, 16, 16, generator=gen)       # the head: a 16^3 cube
+    images = healthy + 0.3
+    seg = torch.zeros(4, 1, 24, 24, 24, dtype=torch.long)
+    seg[:, :, 10:13, 10:13, 10:13] = 2
+    k = torch.tensor([0, 1, 2, 3])
+    target, cond = TASKS["inpainting"].example(images, k, {"healthy": healthy, "seg": seg},
+                                               DataConfig(inpainting_blobs=1.0), gen)
+    fills = cond["conditions"][:, 2].flatten(1).amax(1) == 0
+    assert fills.any()
+    for b in range(4):
+        mask = cond["conditions"][b, 1] > 0
+        if fills[b]:         # a blob: not the tumour, inside the head; the input outside it is the healthy twin
+            assert mask.any() and not torch.equal(mask, (seg[b, 0] > 0))
+            assert (healthy[b, k[b]][mask] > -1).all()
+            assert torch.equal(cond["conditions"][b, 0][~mask], healthy[b, k[b]][~mask])
+            assert torch.equal(target[b, 0], healthy[b, k[b]])
+        else:                # a lesion grown into the twin keeps the tumour's mask
+            assert mask[11, 11, 11] and torch.equal(target[b, 0], images[b, k[b]])
+
+
+def test_random_blobs_are_one_connected_bumpy_ball_inside_the_head():
+    from scipy import ndimage
+
+    from volgen.ops import random_blobs
+
+    head = torch.zeros(3, 1, 40, 40, 40, dtype=torch.bool)
+    head[:, :, 5:35, 5:35, 5:35] = True
+    blobs = random_blobs(head, torch.Generator().manual_seed(1), radius=(4.0, 8.0))
+    for b in range(3):
+        blob = blobs[b, 0].numpy() > 0
+        assert blob.any() and not (blob & ~head[b, 0].numpy()).any()
+        assert ndimage.label(blob)[1] == 1
+        assert 4 / 3 * np.pi * (4 * 0.8) ** 3 * 0.5 < blob.sum() < 4 / 3 * np.pi * (8 * 1.2) ** 3

@@ -87,6 +87,25 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool3d(mask, 2 * radius + 1, stride=1, padding=radius)
 
 
+def random_blobs(head: torch.Tensor, gen: torch.Generator, radius=(3.0, 10.0)) -> torch.Tensor:
+    """(B, 1, D, H, W) float: one blob per item inside its `head` (bool, same shape), a ball of random radius (voxels)
+    around a random head voxel with an edge made bumpy (+-20%) by smooth noise: a hole where no tumour is."""
+    out = torch.zeros(head.shape, dtype=torch.float32)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in head.shape[2:]],
+                                      indexing="ij"))
+    for b in range(head.shape[0]):
+        voxels = head[b, 0].nonzero()
+        if not len(voxels):
+            continue
+        centre = voxels[int(torch.randint(len(voxels), (1,), generator=gen))].float()
+        r = radius[0] + (radius[1] - radius[0]) * float(torch.rand(1, generator=gen))
+        coarse = torch.rand((1, 1, *[max(n // 8, 2) for n in head.shape[2:]]), generator=gen) * 2 - 1
+        bumps = F.interpolate(coarse, size=head.shape[2:], mode="trilinear", align_corners=True)[0, 0]
+        distance = (grid - centre.view(3, 1, 1, 1)).square().sum(0).sqrt()
+        out[b, 0] = ((distance * (1 + 0.2 * bumps) < r) & head[b, 0]).float()
+    return out
+
+
 LESION_BORDER = 1         # voxels around a tumour's labels that inserting it may change (its blurred edge)
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from volgen.ops import KnownVoxels, ThickSlices, compartments, dilate, label_zones, repeat_slices, thick_slices
+from volgen.ops import (KnownVoxels, ThickSlices, compartments, dilate, label_zones, random_blobs, repeat_slices,
+                        thick_slices)
 
 # a masked voxel reads as background on the model's [-1, 1] scale, not as a value the module could take literally
 MASKED = -1.0
@@ -110,7 +111,9 @@ class SuperResolution(TaskSpec):
 class Inpainting(TaskSpec):
     """A masked region re-synthesised: a dilated lesion mask; half the items fill it with healthy tissue (target:
     the healthy twin), half grow the lesion into it (target: the lesion image, input: the healthy twin), told apart
-    by the `insert_lesion` channel. The data consistency keeps the voxels outside the mask."""
+    by the `insert_lesion` channel. With `data.inpainting_blobs` > 0, that share of the healthy fills gets a random
+    blob in its healthy twin instead (input and target the twin): a user's hole can be anywhere, and the training
+    cases' own tumours are few places and shapes. The data consistency keeps the voxels outside the mask."""
 
     name, priors, output = "inpainting", ("template_fill", "fill", "none"), "inpainted"
     # the posterior mean of the draws as the sampler leaves them, not of the first step's x0: the first step sees the
@@ -129,6 +132,10 @@ class Inpainting(TaskSpec):
         insert = (torch.rand(b, generator=gen) < 0.5).float().view(b, 1, 1, 1, 1)
         source = insert * healthy + (1 - insert) * lesion_img
         target = insert * lesion_img + (1 - insert) * healthy
+        if data.inpainting_blobs > 0:          # drawn only then: older runs resume with the same random stream
+            blob = ((torch.rand(b, generator=gen) < data.inpainting_blobs).view(b, 1, 1, 1, 1) & (insert == 0))
+            mask = torch.where(blob, random_blobs(healthy > -0.99, gen), mask)
+            source = torch.where(blob, healthy, source)
         return target, {"conditions": torch.cat([masked_input(source, mask), mask, insert.expand_as(mask)], dim=1)}
 
     def inputs(self, *, image: torch.Tensor, mask: torch.Tensor, insert: bool, device=None) -> dict:

@@ -34,6 +34,7 @@ class DataConfig:
     contrast_dropout: float = 0.5        # synthesis: chance each source contrast is hidden (one always stays)
     sr_factor: int = 4                    # super-resolution: thick-slice factor
     sr_axis: int = 2                      # along this model-grid axis (RAS: 2 = inferior-superior)
+    inpainting_blobs: float = 0.0         # inpainting: share of healthy fills with a random blob as the hole
     max_cases: int | None = None
     cache: bool = True
 
