@@ -118,8 +118,9 @@ def patlak_frames(ki: np.ndarray, v: np.ndarray, regressors: np.ndarray) -> np.n
 @dataclass(frozen=True)
 class PatlakStatistics:
     """A weighted least-squares Patlak fit and what it was made from, per voxel: the Gram matrix A^T W A of the
-    regressors (2, 2, shared), c = A^T W y (2, ...), the fitted Ki and V, and the residual variance (weighted sum of
-    squared residuals over n - 2): everything the standard errors and a proximal step need."""
+    regressors ((2, 2) shared by every voxel, or (2, 2, ...) when voxels have their own frame times), c = A^T W y
+    (2, ...), the fitted Ki and V, and the residual variance (weighted sum of squared residuals over n - 2):
+    everything the standard errors and a proximal step need."""
 
     gram: np.ndarray
     c: np.ndarray
@@ -127,24 +128,54 @@ class PatlakStatistics:
     v: np.ndarray
     residual_variance: np.ndarray
 
+    @property
+    def shared_timing(self) -> bool:
+        return self.gram.ndim == 2
+
     def standard_errors(self) -> tuple[np.ndarray, np.ndarray]:
         """(SE of Ki, SE of V): sqrt(diag((A^T W A)^-1) x residual variance)."""
-        diagonal = np.diag(np.linalg.inv(self.gram))
-        return np.sqrt(diagonal[0] * self.residual_variance), np.sqrt(diagonal[1] * self.residual_variance)
+        g00, g01, g11 = self.gram[0, 0], self.gram[0, 1], self.gram[1, 1]
+        det = g00 * g11 - g01 * g01
+        return np.sqrt(g11 / det * self.residual_variance), np.sqrt(g00 / det * self.residual_variance)
 
 
-def patlak_statistics(frames: np.ndarray, regressors: np.ndarray, weights=None) -> PatlakStatistics:
-    """Weighted least squares over every frame given: frames (n_frames, ...), regressors (n_frames, 2)."""
+def patlak_statistics(frames: np.ndarray, regressors: np.ndarray, weights=None, valid=None) -> PatlakStatistics:
+    """Weighted least squares over the frames given: frames (n_frames, ...), regressors (n_frames, 2), or
+    (n_frames, 2, ...) broadcastable to the frames' voxels when voxels have their own frame times (a per-slice time
+    offset, beds scanned at different times); `valid` (n_frames, ...) bool, where given, says which frames each voxel
+    has (a bed's voxels only have that bed's frames), and the Gram matrix is then per voxel too."""
     n = len(regressors)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    y = np.asarray(frames, dtype=np.float64).reshape(n, -1)
-    aw = regressors * w[:, None]
-    gram, c = aw.T @ regressors, aw.T @ y
-    coef = np.linalg.solve(gram, c)               # 2x2 normal equations, all voxels at once
-    residual_variance = (w[:, None] * (y - regressors @ coef) ** 2).sum(0) / max(n - 2, 1)
-    shape = frames.shape[1:]
-    return PatlakStatistics(gram, c.reshape(2, *shape), coef[0].reshape(shape), coef[1].reshape(shape),
-                            residual_variance.reshape(shape))
+    regressors = np.asarray(regressors, dtype=np.float64)
+    if regressors.ndim == 2 and valid is None:
+        y = np.asarray(frames, dtype=np.float64).reshape(n, -1)
+        aw = regressors * w[:, None]
+        gram, c = aw.T @ regressors, aw.T @ y
+        coef = np.linalg.solve(gram, c)               # 2x2 normal equations, all voxels at once
+        residual_variance = (w[:, None] * (y - regressors @ coef) ** 2).sum(0) / max(n - 2, 1)
+        shape = frames.shape[1:]
+        return PatlakStatistics(gram, c.reshape(2, *shape), coef[0].reshape(shape), coef[1].reshape(shape),
+                                residual_variance.reshape(shape))
+    return _per_voxel_statistics(np.asarray(frames, dtype=np.float64), regressors, w, valid)
+
+
+def _per_voxel_statistics(y: np.ndarray, regressors: np.ndarray, w: np.ndarray, valid) -> PatlakStatistics:
+    """The normal equations voxel by voxel (closed-form 2x2), each over its own frames and frame times."""
+    shape = y.shape[1:]
+    a = regressors.reshape(regressors.shape[:2] + (1,) * (len(shape) + 2 - regressors.ndim) + regressors.shape[2:])
+    a = np.broadcast_to(a, (len(y), 2, *shape))
+    used = np.ones(y.shape, bool) if valid is None else np.asarray(valid, bool)
+    weight = np.where(used, w.reshape(-1, *([1] * len(shape))), 0.0)
+    y = np.where(used, y, 0.0)                        # a frame a voxel lacks may hold anything (NaN): unused
+    gram = np.einsum("f...,fi...,fj...->ij...", weight, a, a)
+    c = np.einsum("f...,fi...,f...->i...", weight, a, y)
+    det = gram[0, 0] * gram[1, 1] - gram[0, 1] ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):     # a voxel with fewer than 2 distinct frames: NaN
+        ki = np.where(det > 0, (gram[1, 1] * c[0] - gram[0, 1] * c[1]) / det, np.nan)
+        v = np.where(det > 0, (gram[0, 0] * c[1] - gram[0, 1] * c[0]) / det, np.nan)
+    residual = y - a[:, 0] * ki - a[:, 1] * v
+    residual_variance = (weight * residual ** 2).sum(0) / np.maximum(used.sum(0) - 2, 1)
+    return PatlakStatistics(gram, c, ki, v, residual_variance)
 
 
 def patlak_fit(frames: np.ndarray, regressors: np.ndarray, frame_start=None, t_star: float = 0.0,

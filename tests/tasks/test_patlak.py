@@ -112,6 +112,53 @@ def test_weighted_least_squares_matches_an_independent_solve():
         np.testing.assert_allclose(ki_se[j], np.sqrt(cov[0, 0]), rtol=1e-10)
 
 
+def test_per_voxel_frame_times_fit_each_voxel_on_its_own_frames():
+    """Two beds scanned in alternating passes: bed A's voxels have frames at 20-25, 30-35, 40-45 min, bed B's at
+    25-30, 35-40, 45-50; one voxel in the overlap has all six. Frames hold Ki x int Cp + V x Cp for each voxel's own
+    frame times, with a NaN where a voxel's bed was not scanned: each voxel gets its Ki and V back, and the fit of
+    bed A's voxels equals the ordinary single-timing fit of those voxels on bed A's frames."""
+    from volgen.kinetics import patlak_statistics
+
+    t, cp = input_samples(60.0)
+    starts = np.array([20.0, 25.0, 30.0, 35.0, 40.0, 45.0])
+    schedule = FrameSchedule(starts, starts + 5.0)
+    regressors = patlak_regressors(t, cp, schedule)                       # (6, 2): one row per frame's own times
+    in_a, in_b = np.array([1, 0, 1, 0, 1, 0], bool), np.array([0, 1, 0, 1, 0, 1], bool)
+    valid = np.stack([in_a, in_a, in_b, in_a | in_b], axis=1)              # voxels: A, A, B, overlap
+    ki, v = np.array([0.01, 0.03, 0.02, 0.05]), np.array([0.3, 0.5, 0.4, 0.6])
+    frames = np.where(valid, regressors[:, :1] * ki + regressors[:, 1:] * v, np.nan)
+    fit = patlak_statistics(frames, regressors, valid=valid)
+    np.testing.assert_allclose(fit.ki, ki, rtol=1e-10)
+    np.testing.assert_allclose(fit.v, v, rtol=1e-10)
+    assert fit.gram.shape == (2, 2, 4)
+    # by hand for the overlap voxel: A^T A over all six frames
+    np.testing.assert_allclose(fit.gram[..., 3], regressors.T @ regressors, rtol=1e-12)
+    noisy = frames + np.where(valid, np.random.default_rng(0).normal(0, 1e-3, frames.shape), 0.0)
+    per_voxel = patlak_statistics(noisy, regressors, valid=valid)
+    shared = patlak_statistics(noisy[in_a][:, :2], regressors[in_a])       # bed A alone, one timing
+    np.testing.assert_allclose(per_voxel.ki[:2], shared.ki, rtol=1e-12)
+    np.testing.assert_allclose(per_voxel.standard_errors()[0][:2], shared.standard_errors()[0], rtol=1e-10)
+
+
+def test_a_per_slice_time_offset_shifts_each_slices_regressors():
+    """One 4D image whose slices were acquired later by a per-slice offset: regressors (frames, 2, slices) fit
+    every slice on its own frame times."""
+    from volgen.kinetics import patlak_statistics
+
+    t, cp = input_samples(70.0)
+    starts = np.array([20.0, 30.0, 40.0, 50.0])
+    offsets = np.array([0.0, 2.0, 5.0])                                    # minutes, per slice
+    regressors = np.stack([patlak_regressors(t, cp, FrameSchedule(starts + o, starts + o + 10.0))
+                           for o in offsets], axis=-1)                       # (4, 2, 3)
+    ki, v = 0.02, 0.4
+    frames = regressors[:, 0] * ki + regressors[:, 1] * v                   # (4, 3): one voxel per slice
+    fit = patlak_statistics(frames[:, None, :], regressors[:, :, None, :])  # voxels (1, 3)
+    np.testing.assert_allclose(fit.ki, np.full((1, 3), ki), rtol=1e-10)
+    np.testing.assert_allclose(fit.v, np.full((1, 3), v), rtol=1e-10)
+    unshifted = patlak_statistics(frames, regressors[..., 0])               # every slice given slice 0's times
+    assert abs(unshifted.ki[2] - ki) > 1e-4
+
+
 def test_smoothing_inside_the_mask_keeps_a_constant_and_the_background():
     mask = np.zeros((20, 20, 20), bool)
     mask[4:16, 3:17, 5:15] = True
