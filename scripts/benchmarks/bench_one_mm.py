@@ -1,0 +1,134 @@
+"""Synthesis on 1 mm cases, where users' data is: volgen's 2 mm module through the job on fresh 1 mm phantoms, as it
+is today (the 2 mm estimate resampled) and with the detail transfer (volgen/tasks/detail.py: the prior on the 1 mm
+conditions plus the module's 2 mm correction), against the per-voxel linear regression fitted at 1 mm.
+
+Cases: --cases fresh phantoms per seed of --seeds at 1 mm (generated in memory; no model has seen them). The
+regression is fitted on --train-cases 1 mm versions of training seeds (seed 100). Every image is put on the [0, 1]
+scale the job writes (each volume's head median at its contrast's level). Scores in the brain, per target:
+- PSNR (data range 1);
+- sharpness: the mean gradient magnitude's ratio to the truth's (target 0.9-1.1), and the PSNR of the high-pass part
+  (the image minus its Gaussian blur of 1 mm sigma) against the truth's high-pass part;
+- seconds for the job (the detail transfer included).
+
+    python scripts/benchmarks/bench_one_mm.py [--seeds 500] [--cases 3] [--targets t1c,t2f]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from bench_harness import LinearRegression
+from volgen.io.contrasts import MRI_CONTRASTS
+from volgen.io.preprocess import MEDIAN_LEVEL, GridSpec, IntensityScale, preprocess
+from volgen.io.volume import Volume
+from volgen.metrics import psnr
+from volgen.phantom import PhantomSpec, generate_case
+from volgen.tasks.detail import transfer_detail
+from volgen.tasks.job import Sampling, model_spacing, to_unit
+from volgen.tasks.models import backbone_of
+from volgen.tasks.synthesis import synthesize
+from volgen.taskspec import TASKS
+
+SPEC = PhantomSpec(spacing=1, pet=None)
+
+
+def unit(case) -> np.ndarray:
+    """(4, ...) every contrast on the job's [0, 1] scale (head median at the contrast's level)."""
+    out = []
+    for c in MRI_CONTRASTS:
+        image = case.images[c].astype(np.float32)
+        scale = IntensityScale.fit(image, median_level=MEDIAN_LEVEL[c])
+        out.append(scale.forward(image))
+    return np.stack(out)
+
+
+def sharpness(image: np.ndarray, truth: np.ndarray, brain: np.ndarray) -> dict:
+    def gradient(x):
+        return np.sqrt(sum(g ** 2 for g in np.gradient(x)))
+
+    def high(x):
+        return x - ndimage.gaussian_filter(x, 1.0)
+
+    return {"gradient_ratio": float(gradient(image)[brain].mean() / gradient(truth)[brain].mean()),
+            "highpass_psnr": psnr(high(image), high(truth), brain, data_range=1.0)}
+
+
+def detail_estimate(volumes: dict, target: str, seed: int) -> np.ndarray:
+    """The job's conditions and model-grid estimate, then the detail transfer onto the 1 mm grid ([0, 1])."""
+    sampling = Sampling(seed=seed, progress=False)
+    model = sampling.load("synthesis")
+    spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone_of(model).image_multiple)
+    (c0, v0), *_ = volumes.items()
+    first = preprocess(v0, spec, contrast=c0, out_range=(-1.0, 1.0))
+    prepared = {c: first if c == c0 else preprocess(v, spec, grid=first.grid, contrast=c, out_range=(-1.0, 1.0))
+                for c, v in volumes.items()}
+    inputs = TASKS["synthesis"].inputs(volumes={c: torch.from_numpy(p.array) for c, p in prepared.items()},
+                                       contrasts=tuple(model.conditions), shape=first.grid.model_shape)
+    coarse, _ = sampling.run(model, first.grid.model_shape, contrast=target, **inputs)
+    fine = transfer_detail(model, prepared, volumes, target, coarse, TASKS["synthesis"].inputs)
+    head = np.any([v.array > v.array.min() for v in volumes.values()], axis=0)
+    return np.where(head, to_unit(fine), 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="500")
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--train-cases", type=int, default=4)
+    parser.add_argument("--targets", default="t1c,t2f")
+    parser.add_argument("--out", default="bench_out/one-mm.json", type=Path)
+    args = parser.parse_args()
+    train = [generate_case(100, i, SPEC) for i in range(args.train_cases)]
+    train_images = [unit(c) for c in train]
+    train_brains = [c.brain > 0 for c in train]
+    rows = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for index in range(args.cases):
+            case = generate_case(seed, index, SPEC)
+            images, brain = unit(case), case.brain > 0
+            for target in args.targets.split(","):
+                k = MRI_CONTRASTS.index(target)
+                others = [c for c in MRI_CONTRASTS if c != target]
+                volumes = {c: Volume(case.images[c].astype(np.float32), case.affine, name=f"{case.name}-{c}")
+                           for c in others}
+                regression = LinearRegression([MRI_CONTRASTS.index(c) for c in others], k).fit(
+                    train_images, train_brains).predict(images)
+                began = time.perf_counter()
+                job = synthesize(volumes, target=target, seed=index, progress=False).outputs[target].array
+                job_seconds = time.perf_counter() - began
+                began = time.perf_counter()
+                detail = detail_estimate(volumes, target, index)
+                detail_seconds = time.perf_counter() - began
+                truth = images[k]
+                for arm, image, seconds in (("regression (1 mm)", regression, 0.0), ("volgen job", job, job_seconds),
+                                            ("volgen + detail transfer", detail, detail_seconds)):
+                    row = {"case": case.name, "target": target, "arm": arm,
+                           "psnr": psnr(image, truth, brain, data_range=1.0), **sharpness(image, truth, brain),
+                           "seconds": seconds}
+                    rows.append(row)
+                    print(f"{case.name} {target} {arm:26} PSNR {row['psnr']:.2f} gradient {row['gradient_ratio']:.2f} "
+                          f"high-pass {row['highpass_psnr']:.2f} ({seconds:.1f} s)", flush=True)
+    summary = {}
+    for target in args.targets.split(","):
+        for arm in ("regression (1 mm)", "volgen job", "volgen + detail transfer"):
+            sel = [r for r in rows if r["target"] == target and r["arm"] == arm]
+            summary[f"{target} {arm}"] = {k: float(np.mean([r[k] for r in sel])) for k in
+                                          ("psnr", "gradient_ratio", "highpass_psnr", "seconds")}
+    print(f"\n{'target arm':36} {'PSNR':>7} {'margin':>7} {'grad':>6} {'high-pass':>9} {'s':>6}")
+    for name, s in summary.items():
+        base = summary[f"{name.split()[0]} regression (1 mm)"]["psnr"]
+        print(f"{name:36} {s['psnr']:7.2f} {s['psnr'] - base:+7.2f} {s['gradient_ratio']:6.2f} "
+              f"{s['highpass_psnr']:9.2f} {s['seconds']:6.1f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
