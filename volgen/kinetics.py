@@ -128,10 +128,6 @@ class PatlakStatistics:
     v: np.ndarray
     residual_variance: np.ndarray
 
-    @property
-    def shared_timing(self) -> bool:
-        return self.gram.ndim == 2
-
     def standard_errors(self) -> tuple[np.ndarray, np.ndarray]:
         """(SE of Ki, SE of V): sqrt(diag((A^T W A)^-1) x residual variance)."""
         g00, g01, g11 = self.gram[0, 0], self.gram[0, 1], self.gram[1, 1]

@@ -1,6 +1,7 @@
 """Synthesis on 1 mm cases, where users' data is: volgen's 2 mm module through the job on fresh 1 mm phantoms, as it
-is today (the 2 mm estimate resampled) and with the detail transfer (volgen/tasks/detail.py: the prior on the 1 mm
-conditions plus the module's 2 mm correction), against the per-voxel linear regression fitted at 1 mm.
+is today (the 2 mm estimate resampled) and with the detail transfer (`synthesize(..., detail=True)`,
+volgen/tasks/detail.py: the prior on the 1 mm conditions plus the module's 2 mm correction), against the per-voxel
+linear regression fitted at 1 mm.
 
 Cases: --cases fresh phantoms per seed of --seeds at 1 mm (generated in memory; no model has seen them). The
 regression is fitted on --train-cases 1 mm versions of training seeds (seed 100). Every image is put on the [0, 1]
@@ -20,20 +21,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage
 
 from bench_harness import LinearRegression
 from volgen.io.contrasts import MRI_CONTRASTS
-from volgen.io.preprocess import MEDIAN_LEVEL, GridSpec, IntensityScale, preprocess
+from volgen.io.preprocess import MEDIAN_LEVEL, IntensityScale
 from volgen.io.volume import Volume
 from volgen.metrics import psnr
 from volgen.phantom import PhantomSpec, generate_case
-from volgen.tasks.detail import transfer_detail
-from volgen.tasks.job import Sampling, model_spacing, to_unit
-from volgen.tasks.models import backbone_of
 from volgen.tasks.synthesis import synthesize
-from volgen.taskspec import TASKS
 
 SPEC = PhantomSpec(spacing=1, pet=None)
 
@@ -57,23 +53,6 @@ def sharpness(image: np.ndarray, truth: np.ndarray, brain: np.ndarray) -> dict:
 
     return {"gradient_ratio": float(gradient(image)[brain].mean() / gradient(truth)[brain].mean()),
             "highpass_psnr": psnr(high(image), high(truth), brain, data_range=1.0)}
-
-
-def detail_estimate(volumes: dict, target: str, seed: int) -> np.ndarray:
-    """The job's conditions and model-grid estimate, then the detail transfer onto the 1 mm grid ([0, 1])."""
-    sampling = Sampling(seed=seed, progress=False)
-    model = sampling.load("synthesis")
-    spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone_of(model).image_multiple)
-    (c0, v0), *_ = volumes.items()
-    first = preprocess(v0, spec, contrast=c0, out_range=(-1.0, 1.0))
-    prepared = {c: first if c == c0 else preprocess(v, spec, grid=first.grid, contrast=c, out_range=(-1.0, 1.0))
-                for c, v in volumes.items()}
-    inputs = TASKS["synthesis"].inputs(volumes={c: torch.from_numpy(p.array) for c, p in prepared.items()},
-                                       contrasts=tuple(model.conditions), shape=first.grid.model_shape)
-    coarse, _ = sampling.run(model, first.grid.model_shape, contrast=target, **inputs)
-    fine = transfer_detail(model, prepared, volumes, target, coarse, TASKS["synthesis"].inputs)
-    head = np.any([v.array > v.array.min() for v in volumes.values()], axis=0)
-    return np.where(head, to_unit(fine), 0.0)
 
 
 def main() -> None:
@@ -103,7 +82,8 @@ def main() -> None:
                 job = synthesize(volumes, target=target, seed=index, progress=False).outputs[target].array
                 job_seconds = time.perf_counter() - began
                 began = time.perf_counter()
-                detail = detail_estimate(volumes, target, index)
+                detail = synthesize(volumes, target=target, seed=index, progress=False,
+                                    detail=True).outputs[target].array
                 detail_seconds = time.perf_counter() - began
                 truth = images[k]
                 for arm, image, seconds in (("regression (1 mm)", regression, 0.0), ("volgen job", job, job_seconds),

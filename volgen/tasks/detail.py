@@ -14,14 +14,6 @@ import torch
 from volgen.io.preprocess import Preprocessed
 from volgen.io.volume import Volume
 
-# a source grid this much finer than the model's (in its finest axis) gets the detail transfer
-FINER = 1.25
-
-
-def finer_than_model(volume: Volume, model_spacing: float) -> bool:
-    return float(min(volume.spacing)) * FINER <= model_spacing
-
-
 def _prior(model, volumes: dict[str, torch.Tensor], target: str, spec_inputs) -> torch.Tensor:
     """The module's prior for `target` from {contrast: (D, H, W) tensor in the model's range} on any grid."""
     shape = tuple(next(iter(volumes.values())).shape)

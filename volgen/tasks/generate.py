@@ -78,9 +78,10 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     a projection couples (Patlak's Ki and V: batch item k * G + g is image g of sample k), or that share their
     conditions' labels (lesion insertion: one contrast each, `contrast` then names the G, and `conditions` has one
     item per image); the estimate then holds G images (G, C, D, H, W) and `draws` K * G. `steps` is a number (that
-    many steps' timesteps, leading spacing) or the descending timesteps themselves. `prior_options` are a module prior's settings for this call (the
-    super-resolution job's factor and axis). Everything per call travels with the call: nothing is set on `model`,
-    which the jobs' model cache shares between calls."""
+    many steps' timesteps, leading spacing) or the descending timesteps themselves. `prior_options` are a module
+    prior's settings for this call (the super-resolution job's factor and axis; lesion insertion's level draws).
+    Everything per call travels with the call: nothing is set on `model`, which the jobs' model cache shares between
+    calls."""
     if estimate not in ESTIMATES:
         raise ValueError(f"estimate must be one of {', '.join(ESTIMATES)}, got '{estimate}'")
     if mean_of not in MEAN_OF:

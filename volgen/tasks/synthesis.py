@@ -18,6 +18,7 @@ from volgen.io.contrasts import MRI_CONTRASTS, Case, canonical_contrast, case_fr
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.resample import align_grids
 from volgen.io.volume import Volume
+from volgen.tasks.detail import transfer_detail
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, to_unit
 from volgen.tasks.models import backbone_of
 from volgen.taskspec import TASKS
@@ -80,8 +81,11 @@ def pick_targets(conditions, target=None, module_contrasts=MRI_CONTRASTS) -> lis
     return targets
 
 
-def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, **settings) -> JobResult:
-    """Synthesise the missing contrast(s) of `case`. `settings` are `Sampling` fields (model, steps, seed, ...)."""
+def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, detail: bool = False,
+               **settings) -> JobResult:
+    """Synthesise the missing contrast(s) of `case`. `settings` are `Sampling` fields (model, steps, seed, ...).
+    `detail` (experimental, off by default until measured: bench_one_mm.py) gives a case on a grid finer than the
+    model's its conditions' detail (volgen/tasks/detail.py) instead of the model-grid estimate resampled."""
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
@@ -106,7 +110,11 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
         with timer(f"sample {contrast}"):
             array, spread = sampling.run(model, first.grid.model_shape, contrast=contrast, **inputs)
         with timer("restore"):
-            restored = first.restore(to_unit(array), unscale=False, fill=0.0, dtype=np.float32)
+            if detail:
+                fine = transfer_detail(model, prepared, volumes, contrast, array, SPEC.inputs)
+                restored = reference.with_array(to_unit(fine).astype(np.float32))
+            else:
+                restored = first.restore(to_unit(array), unscale=False, fill=0.0, dtype=np.float32)
             outputs[contrast] = restored.with_array(np.where(head, restored.array, 0.0).astype(np.float32),
                                                     name=f"{name}-{contrast}", meta={})
             if spread is not None:       # [-1, 1] -> [0, 1] halves a spread
