@@ -127,10 +127,11 @@ def test_patlak_kernel_matches_the_reference(triton_forced, dtype):
     grid = (5, 6, 7)
     ki0, v0 = _rand(2, *grid, dtype=dtype).abs(), _rand(2, *grid, dtype=dtype, seed=1).abs()
     c0, c1 = _rand(*grid, dtype=dtype, seed=2), _rand(*grid, dtype=dtype, seed=3)
-    s2 = _rand(*grid, dtype=dtype, seed=4).abs() + 0.5
-    args = (4.0, 1.0, 2.0, 3.0, 0.5)
-    got = patlak_proximal(ki0, v0, c0, c1, s2, *args)
-    want = patlak_proximal_eager(ki0.float(), v0.float(), c0.float(), c1.float(), s2.float(), *args)
+    h00, h11 = _rand(*grid, dtype=dtype, seed=4).abs() + 2.0, _rand(*grid, dtype=dtype, seed=5).abs() + 1.0
+    h01 = 0.5 * _rand(*grid, dtype=dtype, seed=6)            # each voxel its own precision (own frame times)
+    data = (c0, c1, h00, h01, h11)
+    got = patlak_proximal(ki0, v0, *data, 3.0, 0.5)
+    want = patlak_proximal_eager(ki0.float(), v0.float(), *(d.float() for d in data), 3.0, 0.5)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, **TOL[torch.float32 if dtype == torch.float32 else torch.float16])
 
@@ -211,7 +212,7 @@ def test_forced_triton_really_runs_the_kernels(triton_forced, monkeypatch):
     ode_step(x, x, 1.0, 0.5, x, 0.5)
     x0_eps(x, x, (0.0, 1.0, 2.0, -1.0), x, 2.0)
     mean_spread(x.expand(3, 1, 4, 4, 4))
-    patlak_proximal(x[0], x[0], x[0, 0], x[0, 0], x[0, 0].abs() + 1, 1.0, 0.0, 1.0, 1.0, 1.0)
+    patlak_proximal(x[0], x[0], x[0, 0], x[0, 0], x[0, 0].abs() + 1, x[0, 0] * 0, x[0, 0].abs() + 1, 1.0, 1.0)
     group_norm(x.expand(1, 4, 4, 4, 4), 2, silu=True)
 
 

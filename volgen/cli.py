@@ -42,6 +42,9 @@ def _add_phantom(sub) -> None:
     p.add_argument("--no-pet", action="store_true", help="skip the dynamic PET study")
     p.add_argument("--dose", type=float, default=1.0, help="relative PET dose; higher is less noisy (default 1)")
     p.add_argument("--noiseless-pet", action="store_true", help="PET frames without Poisson noise")
+    p.add_argument("--pet-beds", type=_positive_int, default=1, metavar="N",
+                   help="scan the PET in N overlapping bed positions, 6 passes with gaps for bed motion, one 4D file "
+                        "and sidecar per bed (<case>-bed1-pet.nii.gz, ...); default 1: one dynamic scan")
     p.add_argument("--jitter", type=float, default=0.05, help="relative T1/T2/PD jitter per case (default 0.05)")
     p.add_argument("--no-montage", action="store_true", help="skip the PNG montage")
     p.add_argument("--pet-bids", type=Path, metavar="DIR",
@@ -58,7 +61,9 @@ def _run_phantom(args) -> int:
 
     if args.dose <= 0:
         raise InputError(None, f"--dose must be positive, got {args.dose}")
-    pet = None if args.no_pet else PetSpec(dose=None if args.noiseless_pet else args.dose)
+    if args.pet_beds > 1 and args.pet_bids:
+        raise InputError(args.pet_bids, "--pet-bids writes one dynamic scan per subject: not with --pet-beds")
+    pet = None if args.no_pet else PetSpec(dose=None if args.noiseless_pet else args.dose, beds=args.pet_beds)
     spec = PhantomSpec(spacing=args.spacing, tumour=not args.no_tumour, pet=pet,
                        mri=dataclasses.replace(MRISpec(), jitter=args.jitter))
     paths = generate_corpus(args.n, args.out, seed=args.seed, spec=spec, overwrite=args.overwrite,
@@ -368,8 +373,11 @@ def _add_patlak(sub) -> None:
                "  volgen patlak sub-01_pet.nii.gz --input sub-01_blood.tsv -o derivatives/patlak\n"
                "  volgen patlak case-pet.nii.gz --input case-blood.tsv --method smoothed --mask case-brainmask.nii.gz "
                "-o out\n"
-               "  volgen patlak scan.nii.gz --input aif.tsv --frames frames.tsv --tstar 30 --weights duration -o out")
-    p.add_argument("pet", type=Path, help="4D dynamic PET NIfTI (decay corrected)")
+               "  volgen patlak scan.nii.gz --input aif.tsv --frames frames.tsv --tstar 30 --weights duration -o out\n"
+               "  volgen patlak sub-01_bed-1_pet.nii.gz sub-01_bed-2_pet.nii.gz --input sub-01_blood.tsv -o out")
+    p.add_argument("pet", type=Path, nargs="+",
+                   help="4D dynamic PET NIfTI (decay corrected); a study acquired bed by bed: one file per bed, "
+                        "each with its own _pet.json, merged on one grid (each voxel fitted on its bed's frames)")
     p.add_argument("--input", required=True, type=Path, help="plasma input function TSV")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
     p.add_argument("--method", choices=("ls", "smoothed", "diffusion"), default="ls",

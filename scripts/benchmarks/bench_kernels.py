@@ -86,9 +86,9 @@ def kernel_rows(repeat: int) -> None:
                                            2 * n + n // 4),
         "mean + spread of 8 samples": (lambda: mean_spread(draws), lambda: mean_spread_eager(draws),
                                        (8 + 2) * draws[0].numel() * 4),
-        "patlak proximal": (lambda: patlak_proximal(x[0], x[0], s2, s2, s2, 4.0, 1.0, 2.0, 1.0, 1.0),
-                            lambda: patlak_proximal_eager(x[0], x[0], s2, s2, s2, 4.0, 1.0, 2.0, 1.0, 1.0),
-                            7 * n // 2),
+        "patlak proximal": (lambda: patlak_proximal(x[0], x[0], s2, s2, s2, s2, s2, 1.0, 1.0),
+                            lambda: patlak_proximal_eager(x[0], x[0], s2, s2, s2, s2, s2, 1.0, 1.0),
+                            2 * n + 5 * n // 16),       # K maps in and out, 5 statistics
         "group norm + silu": (lambda: group_norm(act, 8, w, b, silu=True),
                               lambda: group_norm_eager(act, 8, w, b, silu=True), 3 * act.numel() * 4),
     }

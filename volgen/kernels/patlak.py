@@ -1,4 +1,6 @@
-"""The Patlak proximal step per voxel (see volgen.sampling.patlak): theta = (G / s2 + P)^-1 (c / s2 + P theta0)."""
+"""The Patlak proximal step per voxel (see volgen.sampling.patlak): theta = (H + P)^-1 (r + P theta0), with the data's
+precision H = G / s2 and information vector r = c / s2 per voxel (a voxel's own Gram matrix when its frame times
+are its own: beds, slice offsets) and the prior's precision P = diag(p_ki, p_v)."""
 from __future__ import annotations
 
 import functools
@@ -10,12 +12,11 @@ from volgen.kernels import backend, blocks
 BLOCK = 4096
 
 
-def patlak_proximal_eager(ki0, v0, c0, c1, s2, g00: float, g01: float, g11: float, p_ki: float, p_v: float):
-    h00, h01, h11 = g00 / s2, g01 / s2, g11 / s2
+def patlak_proximal_eager(ki0, v0, r0, r1, h00, h01, h11, p_ki: float, p_v: float):
     a00, a11 = h00 + p_ki, h11 + p_v
-    r0, r1 = c0 / s2 + p_ki * ki0, c1 / s2 + p_v * v0
+    b0, b1 = r0 + p_ki * ki0, r1 + p_v * v0
     det = a00 * a11 - h01 * h01
-    return (a11 * r0 - h01 * r1) / det, (a00 * r1 - h01 * r0) / det
+    return (a11 * b0 - h01 * b1) / det, (a00 * b1 - h01 * b0) / det
 
 
 @functools.cache
@@ -24,35 +25,36 @@ def _kernel():
     import triton.language as tl
 
     @triton.jit
-    def proximal(ki0_ptr, v0_ptr, c0_ptr, c1_ptr, s2_ptr, ki_ptr, v_ptr, n, per_sample,
-                 g00, g01, g11, p_ki, p_v, BLOCK: tl.constexpr):
+    def proximal(ki0_ptr, v0_ptr, r0_ptr, r1_ptr, h00_ptr, h01_ptr, h11_ptr, ki_ptr, v_ptr, n, per_sample,
+                 p_ki, p_v, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
-        voxel = offs % per_sample                   # the statistics are shared by every sample
+        voxel = offs % per_sample                   # the data's statistics are shared by every sample
         ki0 = tl.load(ki0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         v0 = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        c0 = tl.load(c0_ptr + voxel, mask=mask, other=0.0).to(tl.float32)
-        c1 = tl.load(c1_ptr + voxel, mask=mask, other=0.0).to(tl.float32)
-        inv = 1.0 / tl.load(s2_ptr + voxel, mask=mask, other=1.0).to(tl.float32)
-        a00 = g00 * inv + p_ki
-        a11 = g11 * inv + p_v
-        h01 = g01 * inv
-        r0 = c0 * inv + p_ki * ki0
-        r1 = c1 * inv + p_v * v0
+        r0 = tl.load(r0_ptr + voxel, mask=mask, other=0.0).to(tl.float32)
+        r1 = tl.load(r1_ptr + voxel, mask=mask, other=0.0).to(tl.float32)
+        a00 = tl.load(h00_ptr + voxel, mask=mask, other=1.0).to(tl.float32) + p_ki
+        h01 = tl.load(h01_ptr + voxel, mask=mask, other=0.0).to(tl.float32)
+        a11 = tl.load(h11_ptr + voxel, mask=mask, other=1.0).to(tl.float32) + p_v
+        b0 = r0 + p_ki * ki0
+        b1 = r1 + p_v * v0
         det = a00 * a11 - h01 * h01
-        tl.store(ki_ptr + offs, (a11 * r0 - h01 * r1) / det, mask=mask)
-        tl.store(v_ptr + offs, (a00 * r1 - h01 * r0) / det, mask=mask)
+        tl.store(ki_ptr + offs, (a11 * b0 - h01 * b1) / det, mask=mask)
+        tl.store(v_ptr + offs, (a00 * b1 - h01 * b0) / det, mask=mask)
 
     return proximal
 
 
-def patlak_proximal(ki0, v0, c0, c1, s2, g00: float, g01: float, g11: float, p_ki: float, p_v: float):
-    """(Ki, V): ki0, v0 are (K, *grid) prior estimates; c0, c1, s2 are (*grid) statistics shared by the K."""
-    if backend(ki0, v0, c0, c1, s2) == "eager":
-        return patlak_proximal_eager(ki0, v0, c0, c1, s2, g00, g01, g11, p_ki, p_v)
+def patlak_proximal(ki0, v0, r0, r1, h00, h01, h11, p_ki: float, p_v: float):
+    """(Ki, V): ki0, v0 are (K, *grid) prior estimates; r0, r1 (information) and h00, h01, h11 (precision) are
+    (*grid) data statistics shared by the K."""
+    statistics = (r0, r1, h00, h01, h11)
+    if backend(ki0, v0, *statistics) == "eager":
+        return patlak_proximal_eager(ki0, v0, *statistics, p_ki, p_v)
     ki0, v0 = ki0.contiguous(), v0.contiguous()
-    c0, c1, s2 = c0.contiguous(), c1.contiguous(), s2.contiguous()
+    statistics = tuple(s.contiguous() for s in statistics)
     ki, v = torch.empty_like(ki0, dtype=torch.float32), torch.empty_like(v0, dtype=torch.float32)
-    _kernel()[blocks(ki0.numel(), BLOCK)](ki0, v0, c0, c1, s2, ki, v, ki0.numel(), c0.numel(), float(g00),
-                                          float(g01), float(g11), float(p_ki), float(p_v), BLOCK=BLOCK)
+    _kernel()[blocks(ki0.numel(), BLOCK)](ki0, v0, *statistics, ki, v, ki0.numel(), r0.numel(), float(p_ki),
+                                          float(p_v), BLOCK=BLOCK)
     return ki, v

@@ -95,6 +95,9 @@ def generate_case(seed: int, index: int = 0, spec: PhantomSpec = PhantomSpec()) 
     info["gd_mM"] = float(gd)
     info["tissues"] = {k: asdict(v) for k, v in tissues.items()}
     pet = simulate_pet(fractions, atlas.spacing, rng["pet"], spec.pet) if spec.pet is not None else None
+    if pet is not None and pet.bed_slices:
+        info["pet_beds"] = [{"slices": list(s), "frames": int((pet.bed_of_frame == b).sum())}
+                            for b, s in enumerate(pet.bed_slices)]
     return PhantomCase(case_name(seed, index), atlas.affine.copy(), images, twins or None, seg,
                        brain.astype(np.uint8), pet, info, fractions)
 
@@ -119,10 +122,12 @@ STATIC_FROM_MIN = 40.0
 
 
 def static_pet(pet: PetStudy) -> np.ndarray:
-    """The static scan a clinic would take: the mean of the frames from 40 min on (activity per mL)."""
+    """The static scan a clinic would take: the mean of the frames from 40 min on (activity per mL); with beds, of
+    each voxel's own frames."""
     late = pet.schedule.start >= STATIC_FROM_MIN - 1e-9
-    weights = pet.schedule.duration[late] / pet.schedule.duration[late].sum()
-    return np.tensordot(weights, pet.frames[late], axes=1).astype(np.float32)
+    shape = (-1,) + (1,) * (pet.frames.ndim - 1)
+    weights = pet.schedule.duration[late].reshape(shape) * (1.0 if pet.valid is None else pet.valid[late])
+    return (np.nansum(weights * pet.frames[late], 0) / weights.sum(0)).astype(np.float32)
 
 
 def case_volumes(case: PhantomCase) -> dict[str, Volume]:
@@ -136,7 +141,10 @@ def case_volumes(case: PhantomCase) -> dict[str, Volume]:
     for c, a in (case.healthy or {}).items():
         out[f"{c}-healthy"] = vol(a, f"{c} healthy twin")
     if case.pet is not None:
-        out["pet"] = vol(np.moveaxis(case.pet.frames, 0, -1), "dynamic FDG PET")
+        if case.pet.valid is not None:
+            out.update(bed_volumes(case))
+        else:
+            out["pet"] = vol(np.moveaxis(case.pet.frames, 0, -1), "dynamic FDG PET")
         out["pet-ki"] = vol(case.pet.ki, "Patlak Ki (1/min)")
         out["pet-v"] = vol(case.pet.v, "Patlak V (mL/mL)")
         out["petsum"] = vol(static_pet(case.pet), "static FDG PET, mean of the 40-60 min frames")
@@ -150,10 +158,11 @@ def write_case(case: PhantomCase, root, *, overwrite: bool = False, montage: boo
         volumes = case_volumes(case)
         for suffix, volume in volumes.items():
             nib.save(nib.Nifti1Image(volume.array, volume.affine, volume.header), str(tmp / f"{case.name}-{suffix}.nii.gz"))
-        if case.pet is not None:
+        if case.pet is not None and case.pet.valid is None:      # beds: the timing is in each bed's sidecar
             s = case.pet.schedule
             _write_tsv(tmp / f"{case.name}-pet-frames.tsv", ("frame_start_min", "frame_end_min", "duration_min"),
                        np.stack([s.start, s.end, s.duration], 1))
+        if case.pet is not None:
             _write_tsv(tmp / f"{case.name}-pet-input.tsv", ("time_min", "plasma_activity"),
                        np.stack([case.pet.input_time, case.pet.input_activity], 1))
             _write_pet_bids(case, tmp)
@@ -174,9 +183,28 @@ def write_twin_case(case_folder, out) -> Path:
     return out
 
 
+def bed_volumes(case: PhantomCase) -> dict[str, Volume]:
+    """A study scanned bed by bed: {"bed<k>-pet": that bed's slices and frames}, each on its own grid (its affine
+    starts at its first slice)."""
+    out = {}
+    for b, (first, end) in enumerate(case.pet.bed_slices):
+        frames = case.pet.frames[case.pet.bed_of_frame == b][..., first:end]
+        affine = case.affine.copy()
+        affine[:3, 3] += affine[:3, 2] * first
+        array = np.moveaxis(frames, 0, -1).astype(np.float32)
+        out[f"bed{b + 1}-pet"] = Volume(array=array, affine=affine,
+                                        header=_header(f"volgen phantom dynamic FDG PET, bed {b + 1}", array.dtype))
+    return out
+
+
 def _write_pet_bids(case: PhantomCase, folder: Path) -> None:
-    """The PET-BIDS view of the study beside the case's files: the 4D image's sidecar and the blood TSV + JSON."""
-    (folder / f"{case.name}-pet.json").write_text(json.dumps(pet_sidecar(case), indent=1))
+    """The PET-BIDS view of the study beside the case's files: the 4D image's sidecar (one per bed when scanned bed
+    by bed) and the blood TSV + JSON."""
+    if case.pet.valid is None:
+        (folder / f"{case.name}-pet.json").write_text(json.dumps(pet_sidecar(case), indent=1))
+    for b in range(len(case.pet.bed_slices or ())):
+        sidecar = pet_sidecar(case, case.pet.bed_of_frame == b)
+        (folder / f"{case.name}-bed{b + 1}-pet.json").write_text(json.dumps(sidecar, indent=1))
     write_blood_tsv(case, folder / f"{case.name}-blood.tsv")
     (folder / f"{case.name}-blood.json").write_text(json.dumps(blood_sidecar(), indent=1))
 

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from volgen.kinetics import (FDG_60MIN, FrameSchedule, default_tstar, input_samples, patlak_fit,
-                             patlak_frames, patlak_regressors)
+from volgen.kinetics import (FDG_60MIN, FrameSchedule, default_tstar, input_samples, patlak_frames,
+                             patlak_regressors, patlak_statistics)
 from volgen.ops import FWHM_PER_SIGMA
+from volgen.phantom.pet_beds import bed_slices, bed_validity, multi_pass_schedule
 
 F18_HALF_LIFE_MIN = 109.77
 
@@ -55,6 +56,7 @@ class PetSpec:
     heterogeneity_mm: float = 8.0        # its correlation length (Gaussian sigma of the smoothing, mm)
     psf_fwhm_mm: float = 5.0             # scanner resolution (0: none)
     noise_fwhm_mm: float = 4.0           # spatial correlation of the noise (0: independent voxels)
+    beds: int = 1                        # > 1: bed positions scanned in passes (`pet_beds`) instead of `schedule`
 
 
 @dataclass
@@ -65,6 +67,9 @@ class PetStudy:
     schedule: FrameSchedule
     input_time: np.ndarray   # min
     input_activity: np.ndarray
+    valid: np.ndarray | None = None           # beds: (n_frames, *shape), which frames each voxel has (else NaN)
+    bed_of_frame: np.ndarray | None = None    # beds: the bed of each frame
+    bed_slices: list | None = None            # beds: [(first, end) axial slice of each bed]
 
 
 def _decay_mean(schedule: FrameSchedule) -> np.ndarray:
@@ -117,9 +122,11 @@ def rate_maps(fractions: dict[str, np.ndarray], spacing: float, rng: np.random.G
     return maps
 
 
-def two_tissue_frames(maps: dict, t, cp, schedule: FrameSchedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def two_tissue_frames(maps: dict, t, cp, schedule: FrameSchedule,
+                      valid=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frames (n_frames, *shape), true Ki, true V) of the irreversible 2TCM; e^{-kappa t} * Cp is tabulated on a
-    log grid of kappa and interpolated per voxel (kappa = k2 + k3 varies smoothly)."""
+    log grid of kappa and interpolated per voxel (kappa = k2 + k3 varies smoothly). V is fitted on each voxel's
+    own frames (`valid`) after t*: it depends on the timing."""
     k1, k2, k3, vb = (maps[n].astype(np.float64) for n in ("K1", "k2", "k3", "vB"))
     kappa = k2 + k3
     safe = np.where(kappa > 0, kappa, 1.0)
@@ -133,7 +140,8 @@ def two_tissue_frames(maps: dict, t, cp, schedule: FrameSchedule) -> tuple[np.nd
     for f in range(len(schedule)):
         exp_term = np.interp(log_kappa, np.log(grid), table[:, f]).reshape(kappa.shape)
         frames[f] = a * exp_term + ki * reg[f, 0] + vb * reg[f, 1]
-    _, v = patlak_fit(frames, reg, schedule.start, t_star=default_tstar(schedule))
+    late = schedule.start >= default_tstar(schedule) - 1e-9
+    v = patlak_statistics(frames[late], reg[late], valid=None if valid is None else valid[late]).v
     return frames, ki.astype(np.float32), v.astype(np.float32)
 
 
@@ -170,11 +178,18 @@ def simulate_pet(fractions: dict[str, np.ndarray], spacing: float, rng: np.rando
                  spec: PetSpec = PetSpec()) -> PetStudy:
     if spec.model not in MODELS:
         raise ValueError(f"PET model '{spec.model}' is not one of {', '.join(MODELS)}")
-    schedule = FrameSchedule.from_durations(spec.schedule)
+    shape = next(iter(fractions.values())).shape
+    valid = bed_of_frame = slices = None
+    if spec.beds > 1:
+        schedule, bed_of_frame = multi_pass_schedule(spec.beds)
+        slices = bed_slices(shape[-1], spec.beds)
+        valid = bed_validity(shape, slices, bed_of_frame)
+    else:
+        schedule = FrameSchedule.from_durations(spec.schedule)
     t, cp = input_samples(schedule.end[-1], spec.input_step_s)
     maps = rate_maps(fractions, spacing, rng, spec)
     if spec.model == "2tcm":
-        frames, ki, v = two_tissue_frames(maps, t, cp, schedule)
+        frames, ki, v = two_tissue_frames(maps, t, cp, schedule, valid)
     else:
         k1, k2, k3, vb = (maps[n] for n in ("K1", "k2", "k3", "vB"))
         kappa = np.where(k2 + k3 > 0, k2 + k3, 1.0)
@@ -184,4 +199,6 @@ def simulate_pet(fractions: dict[str, np.ndarray], spacing: float, rng: np.rando
     frames = blur(frames, spacing, spec.psf_fwhm_mm)
     if spec.dose is not None:
         frames = add_noise(frames, schedule, spacing, rng, spec.dose, spec)
-    return PetStudy(frames.astype(np.float32), ki, v, schedule, t, cp)
+    if valid is not None:
+        frames = np.where(valid, frames, np.nan)    # a bed not under the scanner was not measured
+    return PetStudy(frames.astype(np.float32), ki, v, schedule, t, cp, valid, bed_of_frame, slices)

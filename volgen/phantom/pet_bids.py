@@ -17,10 +17,12 @@ PET_UNITS = "kBq/mL"
 INJECTED_MBQ = 185.0          # a typical adult FDG dose; the phantom's activity is per unit of it
 
 
-def pet_sidecar(case) -> dict:
-    """The `_pet.json` of a phantom's dynamic study: timing in seconds, units, decay correction and the fields
-    PET-BIDS requires (those a phantom has no value for are "n/a")."""
+def pet_sidecar(case, frames=None) -> dict:
+    """The `_pet.json` of a phantom's dynamic study (of its `frames`, a bed's, when given): timing in seconds,
+    units, decay correction and the fields PET-BIDS requires (those a phantom has no value for are "n/a")."""
     s = case.pet.schedule
+    if frames is not None:
+        s = type(s)(start=s.start[frames], end=s.end[frames])
     return {"Manufacturer": "volgen", "ManufacturersModelName": "phantom", "Modality": "PT",
             "TracerName": "FDG", "TracerRadionuclide": "F18", "Units": PET_UNITS,
             "InjectedRadioactivity": INJECTED_MBQ, "InjectedRadioactivityUnits": "MBq",

@@ -1,7 +1,8 @@
 """Patlak data consistency for sampling Ki and V images under a diffusion prior.
 
-The frames after t* give, per voxel, the sufficient statistics of a weighted least-squares Patlak fit: the shared
-2x2 Gram matrix G = A^T W A of the regressors, c = A^T W y, and the residual variance s2. The data's likelihood in
+The frames after t* give, per voxel, the sufficient statistics of a weighted least-squares Patlak fit: the 2x2 Gram
+matrix G = A^T W A of the regressors (shared by every voxel, or a voxel's own when its frame times are: beds scanned
+in turn), c = A^T W y, and the residual variance s2. The data's likelihood in
 (Ki, V) is Gaussian with precision G / s2 around the LS solution. Given the prior's x0 estimates (Ki0, V0) and how
 sure the prior is at this noise level (standard deviations tau_Ki, tau_V), the proximal (HQS) step is
 
@@ -32,13 +33,18 @@ def prior_uncertainty(schedule, t, doubt: float, floor: float = 0.0) -> float:
 
 class PatlakProjection:
     """Data consistency for a batch of (Ki, V) pairs in the model's range: item 2k is sample k's Ki image, 2k + 1
-    its V image, x = 2 * map / scale - 1. Outside `region` the maps stay background (-1)."""
+    its V image, x = 2 * map / scale - 1. Outside `region` the maps stay background (-1). `gram` is (2, 2) shared by
+    every voxel or (2, 2, *grid), each voxel's own."""
 
     takes_timestep = True
 
     def __init__(self, c: torch.Tensor, s2: torch.Tensor, gram: torch.Tensor, scales: tuple[float, float],
                  region: torch.Tensor, schedule, doubt: float, floor: float = 0.0):
-        self.c, self.s2, self.gram = c, s2.clamp_min(1e-12), gram
+        s2 = s2.clamp_min(1e-12)
+        gram = gram.to(c.dtype)
+        # the data's information vector and precision per voxel, computed once for every step
+        self.r = c / s2
+        self.h = tuple((gram[i, j] / s2).expand_as(s2).contiguous() for i, j in ((0, 0), (0, 1), (1, 1)))
         self.scales, self.region, self.schedule, self.doubt, self.floor = scales, region, schedule, doubt, floor
 
     def __call__(self, image: torch.Tensor, t) -> torch.Tensor:
@@ -48,8 +54,7 @@ class PatlakProjection:
         s_ki, s_v = self.scales
         ki0, v0 = (pairs[:, 0] + 1) / 2 * s_ki, (pairs[:, 1] + 1) / 2 * s_v
         tau = prior_uncertainty(self.schedule, t, self.doubt, self.floor)
-        g = self.gram
-        ki, v = patlak_proximal(ki0, v0, self.c[0], self.c[1], self.s2, float(g[0, 0]), float(g[0, 1]),
-                                float(g[1, 1]), 1.0 / (tau * s_ki / 2) ** 2, 1.0 / (tau * s_v / 2) ** 2)
+        ki, v = patlak_proximal(ki0, v0, self.r[0], self.r[1], *self.h, 1.0 / (tau * s_ki / 2) ** 2,
+                                1.0 / (tau * s_v / 2) ** 2)
         out = torch.stack([2 * ki / s_ki - 1, 2 * v / s_v - 1], dim=1).view_as(image).to(image.dtype)
         return torch.where(self.region, out, torch.full_like(out, -1.0))

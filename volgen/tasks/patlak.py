@@ -10,7 +10,8 @@ Methods:
   chosen on training phantoms unless given;
 - `diffusion`: Ki and V sampled under a diffusion prior trained on static PET images, with the Patlak model as
   data consistency at every step (`volgen.tasks.patlak_diffusion`); the posterior mean of K samples and their spread.
-Inputs follow PET-BIDS (`volgen.io.pet`); outputs are named as PET tools name parametric maps:
+Inputs follow PET-BIDS (`volgen.io.pet`); a study acquired bed by bed is given as one 4D file per bed, each with
+its own sidecar (`volgen.io.pet_beds`), and every voxel is fitted on its own bed's frames and times. Outputs are named as PET tools name parametric maps:
 `<stem>_model-patlak_meas-Ki_mimap.nii.gz`, `..._meas-V_mimap.nii.gz`, on the PET grid with its affine.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from volgen.errors import InputError
 from volgen.io.nifti import read_volume
 from volgen.io.pet import activity_scale, pet_metadata, read_input_function
+from volgen.io.pet_beds import read_beds, study_stem
 from volgen.io.resample import grid_difference, same_grid
 from volgen.io.volume import Volume
 from volgen.kinetics import MIN_PATLAK_FRAMES, default_tstar, patlak_regressors, patlak_statistics
@@ -37,7 +39,10 @@ SMOOTHED_FWHM_MM = 6.0
 
 
 def stem_of(path) -> str:
-    """'sub-01_ses-1_pet.nii.gz' -> 'sub-01_ses-1'; 'case-pet.nii.gz' -> 'case'."""
+    """'sub-01_ses-1_pet.nii.gz' -> 'sub-01_ses-1'; 'case-pet.nii.gz' -> 'case'; beds [sub-01_bed-1_pet.nii.gz,
+    ...] -> 'sub-01'."""
+    if isinstance(path, (list, tuple)):
+        return study_stem(stem_of(path[0])) if len(path) > 1 else stem_of(path[0])
     name = Path(str(path)).name
     for suffix in (".nii.gz", ".nii"):
         name = name.removesuffix(suffix)
@@ -74,18 +79,16 @@ def _map_volume(array: np.ndarray, pet: Volume, description: str) -> Volume:
 def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str = "none", mask=None,
            method: str = "ls", fwhm: float | None = None, sampling: Sampling | None = None,
            **settings) -> JobResult:
-    """Ki and V maps of a 4D PET (path) with its plasma input (path): a JobResult with outputs Ki and V. The
-    sampling settings (model, steps, samples, seed, device, ...) are the diffusion method's."""
+    """Ki and V maps of a 4D PET (path, or a list of paths: one per bed) with its plasma input (path): a JobResult
+    with outputs Ki and V. The sampling settings (model, steps, samples, seed, device, ...) are the diffusion
+    method's."""
     if method not in METHODS:
         raise InputError(None, f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     if weights not in WEIGHTS:
         raise InputError(None, f"--weights must be one of {', '.join(WEIGHTS)}, got '{weights}'")
     timer = Timer()
     with timer("read"):
-        volume = read_volume(pet, allow_4d=True)
-        if volume.array.ndim != 4:
-            raise InputError(pet, f"a 4D dynamic PET is expected, got shape {volume.shape}")
-        schedule, facts = pet_metadata(pet, frames)
+        volume, schedule, facts, valid, bed_of_frame = _read_dynamic(pet, frames)
         blood = read_input_function(input)
         region = None
         if mask is not None:
@@ -96,11 +99,8 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
             region = mask_volume.array > 0
             if not region.any():
                 raise InputError(mask, "mask is empty")
-    n_frames = volume.shape[3]
-    if n_frames != len(schedule):
-        raise InputError(pet, f"{n_frames} frames in the image but {len(schedule)} in {facts['frame_source']}")
     if facts["ImageDecayCorrected"] is False:
-        raise InputError(pet, "ImageDecayCorrected is false: Patlak needs decay-corrected frames (and input)")
+        raise InputError(volume_path(volume), "ImageDecayCorrected is false: Patlak needs decay-corrected frames (and input)")
     if blood.time[-1] < schedule.end[-1] - 1e-6:
         raise InputError(input, f"the input function ends at {blood.time[-1]:.2f} min, before the last frame ends "
                                 f"({schedule.end[-1]:.2f} min)")
@@ -109,18 +109,24 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
     try:
         t_star = default_tstar(schedule) if tstar is None else float(tstar)
     except ValueError as exc:
-        raise InputError(pet, f"{exc}; give --tstar") from None
+        raise InputError(volume_path(volume), f"{exc}; give --tstar") from None
     used = schedule.start >= t_star - 1e-9
     if used.sum() < MIN_PATLAK_FRAMES:
-        raise InputError(pet, f"{int(used.sum())} frame(s) start at or after t* = {t_star:g} min; Patlak needs at "
+        raise InputError(volume_path(volume), f"{int(used.sum())} frame(s) start at or after t* = {t_star:g} min; Patlak needs at "
                               f"least {MIN_PATLAK_FRAMES} (frames start at "
                               f"{', '.join(f'{s:g}' for s in schedule.start[-4:])} ... min)")
+    for b, bed in enumerate(facts.get("beds", [])):
+        if (used & (bed_of_frame == b)).sum() < MIN_PATLAK_FRAMES:
+            raise InputError(bed["file"], f"{int((used & (bed_of_frame == b)).sum())} of this bed's frames start at "
+                                          f"or after t* = {t_star:g} min; Patlak needs at least {MIN_PATLAK_FRAMES} "
+                                          f"per bed")
     with timer("fit"):
         regressors = patlak_regressors(blood.time, blood.activity * scale, schedule)[used]
         data = np.moveaxis(volume.array[..., used], -1, 0)
         w = schedule.duration[used] if weights == "duration" else None
-        fit = patlak_statistics(data, regressors, w)
+        fit = patlak_statistics(data, regressors, w, None if valid is None else valid[used])
         inside = region if region is not None else np.ones(fit.ki.shape, bool)
+        inside = inside & np.isfinite(fit.ki)
         ki, v = np.where(inside, fit.ki, 0.0), np.where(inside, fit.v, 0.0)
     uncertainty, used_fwhm = {}, None
     if method == "ls":
@@ -141,10 +147,11 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
         uncertainty = {k: _map_volume(maps[f"{k} spread"], volume, f"Patlak {k} spread over the samples")
                        for k in ("Ki", "V") if f"{k} spread" in maps}
     outputs = {"Ki": _map_volume(ki, volume, "Patlak Ki (1/min)"), "V": _map_volume(v, volume, "Patlak V (mL/mL)")}
-    late = data.mean(0)
+    late = np.nanmean(data, 0)                       # over each voxel's own frames
     info = {"job": "patlak", "ModelName": "Patlak", "input": volume_path(volume), "input_function": blood.source,
             "method": method, "tstar_min": t_star, "frames_used": [int(i) for i in np.flatnonzero(used)],
             "frame_times_start_min": [float(s) for s in schedule.start[used]], "weights": weights,
+            **({"beds": facts["beds"]} if "beds" in facts else {}),
             "smoothing_fwhm_mm": used_fwhm, "mask": str(mask) if mask is not None else None,
             "units": {"Ki": "1/min", "V": "mL/mL", **units}, "assumptions": blood.notes + notes,
             **(sampling.describe(sampling.load("patlak"), mean_of="final") if method == "diffusion" else {}),
@@ -154,6 +161,24 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
     return JobResult(outputs=outputs, uncertainty=uncertainty,
                      inputs={"frames after t* (mean)": volume.with_array(late.astype(np.float32))},
                      info=info)
+
+
+def _read_dynamic(pet, frames):
+    """(4D volume, frame schedule, sidecar facts, per-voxel frame validity or None, bed of each frame) of one 4D
+    PET or of a study's beds (a list of paths, one per bed)."""
+    if isinstance(pet, (list, tuple)) and len(pet) > 1:
+        if frames is not None:
+            raise InputError(frames, "--frames gives one timing; a study's beds take theirs from their own sidecars")
+        study = read_beds(pet)
+        return study.volume, study.schedule, study.facts, study.valid, study.bed_of_frame
+    pet = pet[0] if isinstance(pet, (list, tuple)) else pet
+    volume = read_volume(pet, allow_4d=True)
+    if volume.array.ndim != 4:
+        raise InputError(pet, f"a 4D dynamic PET is expected, got shape {volume.shape}")
+    schedule, facts = pet_metadata(pet, frames)
+    if volume.shape[3] != len(schedule):
+        raise InputError(pet, f"{volume.shape[3]} frames in the image but {len(schedule)} in {facts['frame_source']}")
+    return volume, schedule, facts, None, np.zeros(len(schedule), int)
 
 
 def _common_units(pet_units, blood_units, where) -> tuple[dict, list[str]]:

@@ -6,7 +6,7 @@ uncertainty their spread.
 
 Everything the data say is carried by the least-squares fit's statistics on the PET grid (`kinetics.PatlakStatistics`:
 c = A^T W y, the residual variance, smoothed inside the mask here since 6 degrees of freedom per voxel are too few,
-and the shared Gram matrix); they are resampled onto the model's grid, sampled there, and the maps come back.
+and the Gram matrix, shared or per voxel when voxels have their own frame times); they are resampled onto the model's grid, sampled there, and the maps come back.
 """
 from __future__ import annotations
 
@@ -61,9 +61,14 @@ def diffusion_patlak(fit: PatlakStatistics, inside: np.ndarray, pet: Volume, sam
     region = to_model(inside.astype(np.float32)) > 0.5
     # each map's intensity scale: x = 2 * map / scale - 1 puts the map's range where the prior's images live
     scales = tuple(float(max(np.percentile(m[inside], 99.5), 1e-12)) for m in (fit.ki, fit.v))
+    if fit.gram.ndim == 2:
+        gram = torch.as_tensor(fit.gram, dtype=torch.float32)
+    else:                                   # each voxel's own (beds): outside the region anything finite will do
+        gram = torch.stack([torch.stack([to_model(np.where(inside, fit.gram[i, j], float(i == j))) for j in (0, 1)])
+                            for i in (0, 1)])
     projection = PatlakProjection(
         torch.stack([to_model(fit.c[0]), to_model(fit.c[1])]).to(device), to_model(s2, fill=1.0).to(device),
-        torch.as_tensor(fit.gram, dtype=torch.float32, device=device), scales, region[0].to(device),
+        gram.to(device), scales, region[0].to(device),
         backbone.denoiser.schedule, doubt, PRIOR_ERROR_FLOOR)
     estimate = sampling.estimate_of(model, tuple(region.shape[2:]), contrast=contrast, group=2, mean_of="final",
                                     projection=projection)
