@@ -41,6 +41,10 @@ TISSUE_RATES = {
     "enhancing": (0.150, 0.200, 0.100, 0.06),
 }
 MODELS = ("2tcm", "patlak")
+LESION_TISSUES = ("necrotic", "oedema", "enhancing")
+# Spots of extreme uptake in healthy brain for the bench's bias check (`PetSpec.focal`): K1, and so Ki, times these
+FOCAL_K1 = {"hot": 2.5, "cold": 0.3}
+FOCAL_RADIUS_MM = 8.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class PetSpec:
     psf_fwhm_mm: float = 5.0             # scanner resolution (0: none)
     noise_fwhm_mm: float = 4.0           # spatial correlation of the noise (0: independent voxels)
     beds: int = 1                        # > 1: bed positions scanned in passes (`pet_beds`) instead of `schedule`
+    focal: bool = False                  # add a hot and a cold spot in healthy brain (FOCAL_K1)
+    lesion_k1_scale: float = 1.0         # the tumour's K1, so its Ki, times this: a second scan after a response
 
 
 @dataclass
@@ -70,6 +76,7 @@ class PetStudy:
     valid: np.ndarray | None = None           # beds: (n_frames, *shape), which frames each voxel has (else NaN)
     bed_of_frame: np.ndarray | None = None    # beds: the bed of each frame
     bed_slices: list | None = None            # beds: [(first, end) axial slice of each bed]
+    regions: dict | None = None               # focal: {"hot", "cold"} masks of the spots
 
 
 def _decay_mean(schedule: FrameSchedule) -> np.ndarray:
@@ -114,12 +121,32 @@ def rate_maps(fractions: dict[str, np.ndarray], spacing: float, rng: np.random.G
         value = np.zeros(shape, np.float32)
         for tissue, frac in fractions.items():
             jit = 1.0 + rng.uniform(-spec.jitter, spec.jitter) if spec.jitter > 0 else 1.0
-            value += np.float32(spec.rates[tissue][p] * jit) * frac
+            scale = spec.lesion_k1_scale if name == "K1" and tissue in LESION_TISSUES else 1.0
+            value += np.float32(spec.rates[tissue][p] * jit * scale) * frac
         if spec.heterogeneity > 0:
             g = smooth_field(shape, spec.heterogeneity_mm / spacing, rng)
             value *= np.exp(spec.heterogeneity * g - spec.heterogeneity ** 2 / 2).astype(np.float32)
         maps[name] = value
     return maps
+
+
+def focal_spots(fractions: dict[str, np.ndarray], spacing: float, rng: np.random.Generator) -> dict:
+    """{"hot", "cold"}: balls of FOCAL_RADIUS_MM in healthy grey and white matter, away from the tumour and from
+    each other."""
+    tissue = fractions["gm"] + fractions["wm"]
+    lesion = sum((fractions[t] for t in LESION_TISSUES if t in fractions), np.zeros_like(tissue)) > 0.1
+    radius = FOCAL_RADIUS_MM / spacing
+    far = ndimage.distance_transform_edt(~lesion) > 2.5 * radius if lesion.any() else np.ones(tissue.shape, bool)
+    deep = ndimage.binary_erosion(tissue > 0.9, iterations=int(np.ceil(radius / 2)))
+    grid = np.indices(tissue.shape)
+    spots = {}
+    for name in FOCAL_K1:
+        where = np.argwhere(deep & far)
+        centre = where[rng.integers(len(where))]
+        ball = ((grid - centre.reshape(3, 1, 1, 1)) ** 2).sum(0) <= radius ** 2
+        spots[name] = ball & (tissue > 0.5)
+        far &= ((grid - centre.reshape(3, 1, 1, 1)) ** 2).sum(0) > (3 * radius) ** 2
+    return spots
 
 
 def two_tissue_frames(maps: dict, t, cp, schedule: FrameSchedule,
@@ -188,6 +215,9 @@ def simulate_pet(fractions: dict[str, np.ndarray], spacing: float, rng: np.rando
         schedule = FrameSchedule.from_durations(spec.schedule)
     t, cp = input_samples(schedule.end[-1], spec.input_step_s)
     maps = rate_maps(fractions, spacing, rng, spec)
+    spots = focal_spots(fractions, spacing, rng) if spec.focal else None
+    for name, ball in (spots or {}).items():
+        maps["K1"] = np.where(ball, maps["K1"] * FOCAL_K1[name], maps["K1"]).astype(np.float32)
     if spec.model == "2tcm":
         frames, ki, v = two_tissue_frames(maps, t, cp, schedule, valid)
     else:
@@ -201,4 +231,4 @@ def simulate_pet(fractions: dict[str, np.ndarray], spacing: float, rng: np.rando
         frames = add_noise(frames, schedule, spacing, rng, spec.dose, spec)
     if valid is not None:
         frames = np.where(valid, frames, np.nan)    # a bed not under the scanner was not measured
-    return PetStudy(frames.astype(np.float32), ki, v, schedule, t, cp, valid, bed_of_frame, slices)
+    return PetStudy(frames.astype(np.float32), ki, v, schedule, t, cp, valid, bed_of_frame, slices, spots)
