@@ -53,9 +53,10 @@ def make_cases(train_root: Path, folder: Path, count: int, model: str) -> Path:
     return folder
 
 
-def heldout_dice(run: Path, heldout: list[dict]) -> dict:
-    """Dice per region on the held-out cases, every contrast real (cached in the run folder)."""
-    cached = run / "heldout-dice.json"
+def heldout_dice(run: Path, heldout: list[dict], scored_on: str = "heldout") -> dict:
+    """Dice per region on the held-out cases, every contrast real (cached in the run folder per scored folder:
+    validation phantoms choose the schedule, held-out ones give the figures)."""
+    cached = run / ("heldout-dice.json" if scored_on == "heldout" else f"dice-{scored_on}.json")
     if cached.is_file():
         return json.loads(cached.read_text())
     net = seg.load(run)
@@ -107,7 +108,8 @@ def main() -> None:
             for arm, extra in (("plain", None), ("volgen", made)):
                 run = args.runs / f"n{n}-seed{seed}-{arm}"
                 train_run(run, args, n, seed, extra)
-                results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm, **heldout_dice(run, heldout)}
+                results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm,
+                                             **heldout_dice(run, heldout, args.heldout.name)}
                 print(f"{run.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results["runs"][run.name].items()
                                                   if isinstance(v, float)), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -197,3 +197,25 @@ def test_filling_the_whole_batch_at_once_equals_filling_item_by_item(monkeypatch
     box = (slice(None), slice(0, 1))                          # and testing for convergence only every 16 iterations
     every = [prior_module.harmonic_fill(image[box], mask[box] > 0.5, 1e-5, 2000, check_every=n) for n in (1, 16)]
     assert torch.allclose(every[0], every[1], atol=1e-5)
+
+
+def test_fine_tuning_from_a_saved_module_copies_its_fitted_template_whole(tmp_path):
+    """init_from a module whose template and basis were fitted (their size set by the data): the fresh module, whose
+    buffers are still empty, gets them whole, so a fine-tune that keeps the prior (train.refit_prior=false) keeps it
+    rather than refitting it on the run's fewer cases."""
+    from volgen.training.loop import _init_from
+
+    backbone = _backbone()
+    hub.save_pretrained(backbone, tmp_path / "backbone")
+    healthy = _healthy(3)
+    seg = torch.zeros(16, 16, 16, dtype=torch.int64)
+    seg[5:10, 5:10, 5:10] = 2
+    fitted = build_conditioner("vcm", backbone, {**INPAINTING, "prior_components": 2})
+    fitted.prepare([CaseArrays(f"c{i}", h + 0.1, healthy=h, seg=seg) for i, h in enumerate(healthy)])
+    hub.save_pretrained(fitted, tmp_path / "saved")
+    fresh = build_conditioner("vcm", backbone, {**INPAINTING, "prior_components": 2})
+    assert not fresh.prior.fitted
+    _init_from(fresh, str(tmp_path / "saved"))
+    assert fresh.prior.fitted
+    assert torch.equal(fresh.prior.template, fitted.prior.template)
+    assert torch.equal(fresh.prior.basis, fitted.prior.basis.half().float())

@@ -187,7 +187,12 @@ def _init_from(model, source: str, keep: tuple[str, ...] = ()) -> None:
     for name, tensor in own.items():
         other = theirs.get(name)
         try:
-            copied[name] = other.to(tensor.dtype).expand_as(tensor).clone() if other is not None else None
+            if other is not None and 0 in tensor.shape:
+                # a buffer sized by the data it is fitted on (the inpainting template, its basis), empty until
+                # then: the saved one whole, which the prior's own loader resizes to
+                copied[name] = other.to(tensor.dtype).clone()
+            else:
+                copied[name] = other.to(tensor.dtype).expand_as(tensor).clone() if other is not None else None
         except RuntimeError:
             copied[name] = None
         if copied[name] is None:
