@@ -1,5 +1,6 @@
-"""Detail transfer (volgen/tasks/detail.py, `synthesize(..., detail=True)`): on a 1 mm case the synthesis is the
-module's prior on the 1 mm conditions plus its 2 mm correction, written on the case's own grid."""
+"""Detail transfer (volgen/tasks/detail.py, `synthesize(..., detail=True)`): on a 1 mm case the module's estimate is
+fitted locally as a linear combination of its guides (the conditions and its prior) on the model grid, and the fit is
+applied to the 1 mm guides, written on the case's own grid."""
 import numpy as np
 import torch
 
@@ -7,24 +8,72 @@ from tests.helpers import write_brats_case
 from volgen import hub
 from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.modules import VCM, VCMConfig
+from volgen.tasks.detail import local_linear_fit, transfer_detail, window_fit
 from volgen.tasks.synthesis import synthesize
 
 
-def test_a_1mm_case_gets_its_conditions_detail_on_its_own_grid(tmp_path, tiny_models):
+def test_the_local_fit_recovers_a_linear_combination_and_matches_a_windows_least_squares():
+    rng = np.random.default_rng(0)
+    guides = [rng.normal(size=(12, 12, 12)) for _ in range(2)]
+    exact = 2.0 * guides[0] - 0.5 * guides[1] + 0.3
+    (a0, a1), b = local_linear_fit(guides, exact, radius=1, eps=1e-9)
+    inner = (slice(3, -3),) * 3                      # away from the edge's replicated windows
+    for got, want in ((a0, 2.0), (a1, -0.5), (b, 0.3)):
+        np.testing.assert_allclose(got[inner], want, atol=1e-5)
+    noisy = exact + rng.normal(size=exact.shape)               # each window's fit: ordinary least squares
+    (c0, c1), c = window_fit(guides, noisy, radius=1, eps=1e-12)
+    window = (slice(4, 7), slice(5, 8), slice(6, 9))                        # the 3^3 window around (5, 6, 7)
+    design = np.stack([guides[0][window].ravel(), guides[1][window].ravel(), np.ones(27)], 1)
+    want = np.linalg.lstsq(design, noisy[window].ravel(), rcond=None)[0]
+    np.testing.assert_allclose([c0[5, 6, 7], c1[5, 6, 7], c[5, 6, 7]], want, rtol=1e-6, atol=1e-6)
+
+
+def _tiny_synthesis_module(tmp_path, tiny_models):
     backbone = hub.from_pretrained(tiny_models["backbone"])
     module = VCM(backbone, VCMConfig(conditions=MRI_CONTRASTS, channels=(8, 16), encoder_channels=(8,), features=8,
                                      head_channels=8, num_head_channels=8, norm_num_groups=8, prior="regression"))
     module.prior.fit([torch.rand(4, 16, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1])
     hub.save_pretrained(module, tmp_path / "synthesis")
+    return str(tmp_path / "synthesis")
+
+
+def test_a_1mm_case_is_written_on_its_own_grid(tmp_path, tiny_models):
     folder = write_brats_case(tmp_path, "fine", shape=(40, 44, 36), affine=np.diag([1.0, 1.0, 1.0, 1.0]))
     cases = {c: folder / f"fine-{c}.nii.gz" for c in ("t1n", "t2w", "t2f")}
-    settings = dict(target="t1c", model=str(tmp_path / "synthesis"), steps=2, progress=False)
+    settings = dict(target="t1c", model=_tiny_synthesis_module(tmp_path, tiny_models), steps=2, progress=False)
     plain = synthesize(cases, **settings).outputs["t1c"]
     fine = synthesize(cases, detail=True, **settings).outputs["t1c"]
     assert fine.shape == plain.shape == (40, 44, 36) and fine.array.dtype == np.float32
     np.testing.assert_array_equal(fine.affine, plain.affine)
     assert 0.0 <= fine.array.min() and fine.array.max() <= 1.0
-    # the 1 mm output carries voxel-scale structure the resampled 2 mm one lacks
-    def roughness(a):
-        return float(np.abs(np.diff(a, axis=0)).mean())
-    assert roughness(fine.array) > roughness(plain.array)
+
+
+def test_an_estimate_that_follows_a_condition_comes_back_with_that_conditions_1mm_detail(tmp_path, tiny_models,
+                                                                                       monkeypatch):
+    """The module's 2 mm estimate made 0.6 t1n + 0.1 (the sampler replaced): the 1 mm output is 0.6 t1n + 0.1 of
+    the 1 mm t1n, voxel-scale detail included, where the resampled 2 mm estimate is blurred."""
+    from volgen.tasks.job import Sampling
+    from volgen.tasks.synthesis import to_unit
+
+    def follows_t1n(self, model, shape, conditions, **kwargs):
+        return (0.6 * conditions[0, 0] + 0.1).numpy(), None
+    monkeypatch.setattr(Sampling, "run", follows_t1n)
+    folder = write_brats_case(tmp_path, "fine", shape=(40, 44, 36), affine=np.diag([1.0, 1.0, 1.0, 1.0]))
+    cases = {c: folder / f"fine-{c}.nii.gz" for c in ("t1n", "t2w", "t2f")}
+    import volgen.tasks.synthesis as synthesis
+    scales = {}
+
+    def spy(model, prepared, *args, **kwargs):
+        scales.update({c: p.scale for c, p in prepared.items()})
+        return transfer_detail(model, prepared, *args, **kwargs)
+    monkeypatch.setattr(synthesis, "transfer_detail", spy)
+    settings = dict(target="t1c", model=_tiny_synthesis_module(tmp_path, tiny_models), progress=False)
+    result = synthesize(cases, detail=True, **settings)
+    plain = synthesize(cases, **settings).outputs["t1c"].array
+    fine = result.outputs["t1c"].array
+    want = to_unit(0.6 * scales["t1n"].forward(result.inputs["t1n"].array) + 0.1)
+    inner = (slice(6, -6),) * 3
+    head = (fine > 0)[inner]
+    error_fine = np.abs(fine - want)[inner][head].mean()
+    error_plain = np.abs(plain - want)[inner][head].mean()
+    assert error_fine < 0.5 * error_plain, (error_fine, error_plain)    # 0.0052 against 0.0153 when written

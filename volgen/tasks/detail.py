@@ -1,18 +1,29 @@
 """Native-resolution detail for a synthesis on a grid finer than the model's (a 1 mm case, a 2 mm module).
 
 The module samples on its own grid, so its output resampled to 1 mm is a 2 mm image: the cortex's folds come out
-smooth where the 1 mm conditions show them. Its prior, the per-voxel conditional-mean table, is a function of the
-conditions' intensities voxel by voxel (and of a 26-voxel neighbourhood), so it runs on any grid: on the 1 mm
-conditions it carries their detail. What the module adds to its prior is the correction at 2 mm, smooth at that
-scale. The 1 mm estimate is the prior on the 1 mm conditions plus that correction resampled to 1 mm.
+smooth where the 1 mm conditions show them. What the 1 mm conditions carry can be handed to the estimate by a local
+linear model (a multi-channel guided filter, He et al. 2013, used as guided upsampling): on the model grid, in each
+window of GUIDE_RADIUS voxels, the module's estimate is fitted as a linear combination of guides, the conditions and
+the module's prior (the per-voxel conditional-mean table, which runs on any grid); the coefficients vary slowly, so
+they are resampled to the fine grid and applied to the guides there. Where the module only rescales what the
+conditions show, the fine estimate gets the conditions' fine detail; where it departs from them, the local fit keeps
+its smooth departure. GUIDE_EPS (the ridge on each window's guide covariance, in the model's [-1, 1] units squared)
+sets how far a window trusts a fine-scale guide: chosen with the radius on validation phantoms (seed 300) at 1 mm
+(the additive variant before it, the prior on the fine grid plus the module's correction resampled, was 2.9 dB
+lower on t1c there).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from volgen.io.preprocess import Preprocessed
 from volgen.io.volume import Volume
+
+GUIDE_RADIUS = 2          # model-grid voxels (a 5^3 window: 10 mm at 2 mm)
+GUIDE_EPS = 5e-3
+
 
 def _prior(model, volumes: dict[str, torch.Tensor], target: str, spec_inputs) -> torch.Tensor:
     """The module's prior for `target` from {contrast: (D, H, W) tensor in the model's range} on any grid."""
@@ -23,17 +34,53 @@ def _prior(model, volumes: dict[str, torch.Tensor], target: str, spec_inputs) ->
         return model.prior(inputs["conditions"], inputs["present"], labels)[0, 0].float()
 
 
+def _window_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    return ndimage.uniform_filter(x, 2 * radius + 1, mode="nearest")
+
+
+def window_fit(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float):
+    """(coefficients per guide, offset) of each (2 radius + 1)^3 window centred on a voxel: image ~ sum_i a_i
+    guide_i + b by least squares, with a ridge eps on the guides' covariance."""
+    guides = [g.astype(np.float64) for g in guides]
+    image = image.astype(np.float64)
+    n = len(guides)
+    means = [_window_mean(g, radius) for g in guides]
+    image_mean = _window_mean(image, radius)
+    cov = np.empty(image.shape + (n, n))
+    cross = np.empty(image.shape + (n,))
+    for i in range(n):
+        cross[..., i] = _window_mean(guides[i] * image, radius) - means[i] * image_mean
+        for j in range(i, n):
+            cov[..., i, j] = cov[..., j, i] = _window_mean(guides[i] * guides[j], radius) - means[i] * means[j]
+        cov[..., i, i] += eps
+    a = np.linalg.solve(cov, cross[..., None])[..., 0]
+    return [a[..., i] for i in range(n)], image_mean - sum(a[..., i] * means[i] for i in range(n))
+
+
+def local_linear_fit(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float):
+    """The window fits averaged over the windows that hold each voxel (the guided filter's coefficients)."""
+    coefficients, offset = window_fit(guides, image, radius, eps)
+    return [_window_mean(a, radius) for a in coefficients], _window_mean(offset, radius)
+
+
 def transfer_detail(model, prepared: dict[str, Preprocessed], volumes: dict[str, Volume], target: str,
-                    coarse: np.ndarray, spec_inputs) -> np.ndarray:
-    """The synthesised `target` on the conditions' own (finer) grid, in the model's range: the prior on the source
-    grid's conditions plus the module's correction of its prior on the model grid (`coarse`: its estimate there),
-    resampled. `prepared` are the conditions on the model grid (their intensity scale is reused on the source grid),
-    `spec_inputs` the synthesis TaskSpec's `inputs`."""
+                    coarse: np.ndarray, spec_inputs, radius: int = GUIDE_RADIUS, eps: float = GUIDE_EPS) -> np.ndarray:
+    """The synthesised `target` on the conditions' own (finer) grid, in the model's range. `coarse` is the module's
+    estimate on the model grid, `prepared` the conditions there (their intensity scale is reused on the source
+    grid), `volumes` the conditions on the source grid, `spec_inputs` the synthesis TaskSpec's `inputs`."""
     if getattr(model, "prior", None) is None:
         raise ValueError("detail transfer needs a module with a per-voxel prior (a synthesis module's table)")
-    coarse_prior = _prior(model, {c: torch.from_numpy(p.array) for c, p in prepared.items()}, target, spec_inputs)
-    correction = np.asarray(coarse, dtype=np.float32) - coarse_prior.numpy()
-    fine = {c: torch.from_numpy(prepared[c].scale.forward(v.array)) for c, v in volumes.items()}
-    fine_prior = _prior(model, fine, target, spec_inputs).numpy()
-    first = next(iter(prepared.values()))
-    return fine_prior + first.grid.inverse(correction, order=1, fill=0.0).astype(np.float32)
+    on_model = {c: torch.from_numpy(p.array) for c, p in prepared.items()}
+    on_source = {c: torch.from_numpy(prepared[c].scale.forward(v.array)) for c, v in volumes.items()}
+    guides = [_prior(model, on_model, target, spec_inputs).numpy(), *(v.numpy() for v in on_model.values())]
+    fine_guides = [_prior(model, on_source, target, spec_inputs).numpy(), *(v.numpy() for v in on_source.values())]
+    coefficients, offset = local_linear_fit(guides, np.asarray(coarse), radius, eps)
+    grid = next(iter(prepared.values())).grid
+
+    def up(x):
+        return grid.inverse(x.astype(np.float32), order=1, fill=0.0)
+
+    fine = up(offset)
+    for a, guide in zip(coefficients, fine_guides):
+        fine = fine + up(a) * guide
+    return fine.astype(np.float32)
