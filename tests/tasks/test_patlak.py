@@ -159,6 +159,37 @@ def test_a_per_slice_time_offset_shifts_each_slices_regressors():
     assert abs(unshifted.ki[2] - ki) > 1e-4
 
 
+def test_slice_timing_in_the_sidecar_gives_each_slice_its_own_frame_times(tmp_path):
+    """A 4D PET whose slices along j were acquired 0, 40, 80, ... s after each frame started (BIDS SliceTiming,
+    SliceEncodingDirection j): noiseless Patlak frames at those times fit back exactly; read as one timing they
+    would not."""
+    ki, v = _maps((6, 5, 4))
+    offsets_s = 40.0 * np.arange(5)
+    t, cp = input_samples(70.0)
+    frames = np.stack([patlak_frames(ki[:, j], v[:, j], patlak_regressors(
+        t, cp, FrameSchedule(SCHEDULE.start + o / 60, SCHEDULE.end + o / 60))) for j, o in enumerate(offsets_s)], 2)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pet = folder / "sub-01_pet.nii.gz"
+    nib.save(nib.Nifti1Image(np.moveaxis(frames, 0, -1).astype(np.float32), AFFINE), str(pet))
+    sidecar = {"FrameTimesStart": list(SCHEDULE.start * 60), "FrameDuration": list(SCHEDULE.duration * 60),
+               "Units": "kBq/mL", "ImageDecayCorrected": True, "SliceTiming": list(offsets_s),
+               "SliceEncodingDirection": "j"}
+    (folder / "sub-01_pet.json").write_text(json.dumps(sidecar))
+    blood = folder / "sub-01_blood.tsv"
+    blood.write_text("time\tplasma_radioactivity\n" + "".join(f"{a:.6f}\t{c:.9g}\n" for a, c in zip(t * 60, cp)))
+    assert main(["patlak", str(pet), "--input", str(blood), "-o", str(tmp_path / "out")]) == 0
+    fit = read_volume(tmp_path / "out" / "sub-01_model-patlak_meas-Ki_mimap.nii.gz").array
+    np.testing.assert_allclose(fit, ki, rtol=2e-4)
+    info = json.loads((tmp_path / "out" / "sub-01_model-patlak_mimap.json").read_text())
+    assert info["SliceTiming"] == list(offsets_s) and info["SliceEncodingDirection"] == "j"
+    del sidecar["SliceTiming"]
+    (folder / "sub-01_pet.json").write_text(json.dumps(sidecar))
+    assert main(["patlak", str(pet), "--input", str(blood), "-o", str(tmp_path / "one")]) == 0
+    one = read_volume(tmp_path / "one" / "sub-01_model-patlak_meas-Ki_mimap.nii.gz").array
+    assert np.abs(one[:, 4] / ki[:, 4] - 1).max() > 1e-2            # the last slice read at the first's times
+
+
 def test_smoothing_inside_the_mask_keeps_a_constant_and_the_background():
     mask = np.zeros((20, 20, 20), bool)
     mask[4:16, 3:17, 5:15] = True
@@ -227,10 +258,16 @@ def _bad(tmp_path, case):
         data[2, 2, 2, 3] = np.nan
         nib.save(nib.Nifti1Image(data, AFFINE), str(pet))
         return [str(pet), "--input", str(blood)], "NaN or Inf"
+    if case == "slice timing length":
+        pet, blood, *_ = write_study(folder)
+        meta = json.loads((folder / "sub-01_pet.json").read_text())
+        meta["SliceTiming"] = [0.0, 10.0]
+        (folder / "sub-01_pet.json").write_text(json.dumps(meta))
+        return [str(pet), "--input", str(blood)], "SliceTiming has 2 entries for 10 slices along k"
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["too few frames after t*", "not decay corrected", "frame count", "no frame timing",
+@pytest.mark.parametrize("case", ["slice timing length", "too few frames after t*", "not decay corrected", "frame count", "no frame timing",
                                   "short input", "unknown columns", "overlapping frames", "3D image", "NaN frames"])
 def test_bad_input_is_refused_in_one_line_and_nothing_is_written(tmp_path, case, capsys):
     args, needle = _bad(tmp_path, case)

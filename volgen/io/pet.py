@@ -115,7 +115,28 @@ def pet_metadata(pet_path, frames_path=None) -> tuple[FrameSchedule, dict]:
                                  f"({end[bad - 1] * 60:g} s): frame times must increase without overlapping")
     facts = {"frame_source": str(source), "Units": meta.get("Units"),
              "ImageDecayCorrected": meta.get("ImageDecayCorrected")}
+    if "SliceTiming" in meta:
+        facts.update(slice_timing(sidecar, meta))
     return FrameSchedule(start=start, end=end), facts
+
+
+SLICE_AXES = {"i": 0, "j": 1, "k": 2}
+
+
+def slice_timing(sidecar: Path, meta: dict) -> dict:
+    """A scanner whose slices are acquired one after another (continuous bed motion): BIDS's `SliceTiming`, each
+    slice's time (s) after its frame starts, along `SliceEncodingDirection` (i, j or k; default k). Returned as
+    {"slice_offsets_min", "slice_axis"} for the fit, which then gives every slice its own frame times."""
+    offsets = meta["SliceTiming"]
+    if not isinstance(offsets, list) or not offsets or not all(isinstance(o, (int, float)) for o in offsets):
+        raise InputError(sidecar, "SliceTiming must be a list of numbers (seconds after each frame's start)")
+    direction = str(meta.get("SliceEncodingDirection", "k"))
+    if direction.rstrip("-") not in SLICE_AXES:
+        raise InputError(sidecar, f"SliceEncodingDirection '{direction}' is not i, j or k")
+    offsets = np.asarray(offsets, dtype=np.float64)
+    if np.any(offsets < 0):
+        raise InputError(sidecar, "SliceTiming holds a negative offset: each slice is acquired after its frame starts")
+    return {"slice_offsets_min": offsets / 60.0, "slice_axis": SLICE_AXES[direction.rstrip("-")]}
 
 
 def read_input_function(path) -> InputFunction:

@@ -45,6 +45,8 @@ def read_beds(paths) -> BedStudy:
         if volume.array.ndim != 4:
             raise InputError(path, f"a 4D dynamic PET is expected for each bed, got shape {volume.shape}")
         schedule, facts = pet_metadata(path)
+        if "slice_offsets_min" in facts:
+            raise InputError(path, "SliceTiming in a bed's sidecar: per-slice offsets within beds are not supported")
         if volume.shape[3] != len(schedule):
             raise InputError(path, f"{volume.shape[3]} frames in the image but {len(schedule)} in "
                                    f"{facts['frame_source']}")

@@ -101,9 +101,10 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
                 raise InputError(mask, "mask is empty")
     if facts["ImageDecayCorrected"] is False:
         raise InputError(volume_path(volume), "ImageDecayCorrected is false: Patlak needs decay-corrected frames (and input)")
-    if blood.time[-1] < schedule.end[-1] - 1e-6:
+    last = schedule.end[-1] + float(np.max(facts.get("slice_offsets_min", 0.0)))
+    if blood.time[-1] < last - 1e-6:
         raise InputError(input, f"the input function ends at {blood.time[-1]:.2f} min, before the last frame ends "
-                                f"({schedule.end[-1]:.2f} min)")
+                                f"({last:.2f} min)")
     units, notes = _common_units(facts.get("Units"), blood.units, input)
     scale = units.pop("blood_to_pet")
     try:
@@ -121,7 +122,7 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
                                           f"or after t* = {t_star:g} min; Patlak needs at least {MIN_PATLAK_FRAMES} "
                                           f"per bed")
     with timer("fit"):
-        regressors = patlak_regressors(blood.time, blood.activity * scale, schedule)[used]
+        regressors = _regressors(blood.time, blood.activity * scale, schedule, facts, volume)[used]
         data = np.moveaxis(volume.array[..., used], -1, 0)
         w = schedule.duration[used] if weights == "duration" else None
         fit = patlak_statistics(data, regressors, w, None if valid is None else valid[used])
@@ -152,6 +153,8 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
             "method": method, "tstar_min": t_star, "frames_used": [int(i) for i in np.flatnonzero(used)],
             "frame_times_start_min": [float(s) for s in schedule.start[used]], "weights": weights,
             **({"beds": facts["beds"]} if "beds" in facts else {}),
+            **({"SliceTiming": [round(float(o) * 60, 6) for o in facts["slice_offsets_min"]],
+                "SliceEncodingDirection": "ijk"[facts["slice_axis"]]} if "slice_offsets_min" in facts else {}),
             "smoothing_fwhm_mm": used_fwhm, "mask": str(mask) if mask is not None else None,
             "units": {"Ki": "1/min", "V": "mL/mL", **units}, "assumptions": blood.notes + notes,
             **(sampling.describe(sampling.load("patlak"), mean_of="final") if method == "diffusion" else {}),
@@ -161,6 +164,19 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
     return JobResult(outputs=outputs, uncertainty=uncertainty,
                      inputs={"frames after t* (mean)": volume.with_array(late.astype(np.float32))},
                      info=info)
+
+
+def _regressors(time, activity, schedule, facts: dict, volume: Volume) -> np.ndarray:
+    """(frames, 2) Patlak regressors, or (frames, 2, ...) broadcastable to the voxels when each slice has its own
+    time offset (SliceTiming)."""
+    if "slice_offsets_min" not in facts:
+        return patlak_regressors(time, activity, schedule)
+    offsets, axis = facts["slice_offsets_min"], facts["slice_axis"]
+    per_slice = np.stack([patlak_regressors(time, activity, type(schedule)(schedule.start + o, schedule.end + o))
+                          for o in offsets], axis=-1)                      # (frames, 2, slices)
+    shape = [1, 1, 1]
+    shape[axis] = len(offsets)
+    return per_slice.reshape(*per_slice.shape[:2], *shape)
 
 
 def _read_dynamic(pet, frames):
@@ -178,6 +194,9 @@ def _read_dynamic(pet, frames):
     schedule, facts = pet_metadata(pet, frames)
     if volume.shape[3] != len(schedule):
         raise InputError(pet, f"{volume.shape[3]} frames in the image but {len(schedule)} in {facts['frame_source']}")
+    if "slice_offsets_min" in facts and len(facts["slice_offsets_min"]) != volume.shape[facts["slice_axis"]]:
+        raise InputError(pet, f"SliceTiming has {len(facts['slice_offsets_min'])} entries for "
+                              f"{volume.shape[facts['slice_axis']]} slices along {'ijk'[facts['slice_axis']]}")
     return volume, schedule, facts, None, np.zeros(len(schedule), int)
 
 
