@@ -8,6 +8,8 @@ left-right flips):
   healthy twins, unlabelled scans a user has plenty of) with a tumour drawn in by `volgen lesion-mask` and inserted
   into all four contrasts by `volgen inpaint CASE --mask LABELS --mode lesion` (one sample each), its labels as the
   case's seg. The lesion module is volgen's shipped one: trained on phantoms, none of them held out here.
+- into (with `--arms ...,into`): the same, but the made cases are the run's own N labelled cases with a second
+  tumour inserted beside theirs (the labels: both tumours), for a user with no unlabelled scans.
 Each segmenter is scored on the held-out phantoms with every contrast real: Dice for WT, TC, ET and their mean. The
 table gives mean and sd over the seeds per arm and N. Runs, made cases and scores are kept under --runs, so the
 bench resumes where it stopped (a run resumes from its last checkpoint).
@@ -32,24 +34,29 @@ from volgen.io.contrasts import find_cases
 from volgen.metrics import dice
 from volgen.phantom.case import write_twin_case
 
+ARMS = ("plain", "volgen", "into")
 
-def make_cases(train_root: Path, folder: Path, count: int, model: str) -> Path:
-    """`count` volgen-made labelled cases in `folder` (kept: made once, reused by every run)."""
+
+def make_cases(train_root: Path, folder: Path, count: int, model: str, into: list[str] | None = None) -> Path:
+    """`count` volgen-made labelled cases in `folder` (kept: made once, reused): tumours inserted into the training
+    phantoms' healthy twins, or with `into` (case names) into those labelled cases beside their own tumour."""
     folder.mkdir(parents=True, exist_ok=True)
-    sources = find_cases(train_root)
+    sources = [c for c in find_cases(train_root) if into is None or c.name in into]
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(count):
             out = folder / f"made-{i:03d}"
             if (out / f"made-{i:03d}.json").is_file():
                 continue
             source = sources[i % len(sources)]
-            twin = write_twin_case(source.paths["t1n"].parent, Path(tmp) / f"twin-{i:03d}")
+            case = source.paths["t1n"].parent
+            if into is None:
+                case = write_twin_case(case, Path(tmp) / f"twin-{i:03d}")
             labels = Path(tmp) / f"labels-{i:03d}.nii.gz"
-            lesion_mask(twin, out=labels, seed=1000 + i)
+            lesion_mask(case, out=labels, seed=1000 + i)
             shutil.rmtree(out, ignore_errors=True)
-            run_lesion_insertion(twin, labels, out=out, model=model, estimate="sample", samples=1, seed=i,
+            run_lesion_insertion(case, labels, out=out, model=model, estimate="sample", samples=1, seed=i,
                                  progress=False)
-            print(f"made {out.name} (healthy twin of {source.name})", flush=True)
+            print(f"made {out.name} ({'a second tumour in' if into else 'healthy twin of'} {source.name})", flush=True)
     return folder
 
 
@@ -96,17 +103,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--made", type=int, default=24, help="volgen-made cases")
     parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
+    parser.add_argument("--arms", default="plain,volgen", help="plain, volgen (tumours in healthy brains), into "
+                                                               "(a second tumour in the run's own labelled cases)")
     parser.add_argument("--runs", default="runs/few-labels", type=Path)
     parser.add_argument("--out", default="bench_out/few-labels.json", type=Path)
     args = parser.parse_args()
-    made = make_cases(args.train, args.runs / "made", args.made, args.model)
+    arms = args.arms.split(",")
+    made = make_cases(args.train, args.runs / "made", args.made, args.model) if "volgen" in arms else None
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
     results = {"steps": args.steps, "made_cases": args.made, "model": args.model, "heldout": str(args.heldout),
                "cases": len(heldout), "runs": {}}
     for n in (int(v) for v in args.n.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
-            for arm, extra in (("plain", None), ("volgen", made)):
+            for arm in arms:
                 run = args.runs / f"n{n}-seed{seed}-{arm}"
+                extra = {"plain": None, "volgen": made}.get(arm)
+                if arm == "into":
+                    names = [c["name"] for c in seg.subset(seg.prepared(args.train), n, seed)]
+                    extra = make_cases(args.train, run / "made", args.made, args.model, into=names)
                 train_run(run, args, n, seed, extra)
                 results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm,
                                              **heldout_dice(run, heldout, args.heldout.name)}
@@ -123,12 +137,14 @@ def summary(runs: dict) -> dict:
     out = {}
     for n in sorted({r["n"] for r in runs.values()}):
         row = {}
-        for arm in ("plain", "volgen"):
+        for arm in ARMS:
             values = {k: [r[k] for r in runs.values() if r["n"] == n and r["arm"] == arm] for k in
                       (*seg.REGIONS, "mean")}
             row[arm] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in values.items() if v}
         if row["plain"] and row["volgen"]:
             row["gain"] = row["volgen"]["mean"][0] - row["plain"]["mean"][0]
+        if row["plain"] and row["into"]:
+            row["gain_into"] = row["into"]["mean"][0] - row["plain"]["mean"][0]
         out[str(n)] = row
     return out
 
@@ -137,13 +153,15 @@ def print_table(results: dict) -> None:
     print(f"\nDice on {results['cases']} held-out phantoms (mean +- sd over seeds), {results['steps']} steps each")
     print(f"{'N':>3} {'arm':7} " + " ".join(f"{r:>13}" for r in (*seg.REGIONS, "mean")))
     for n, row in results["summary"].items():
-        for arm in ("plain", "volgen"):
+        for arm in ARMS:
             if row.get(arm):
                 print(f"{n:>3} {arm:7} " + " ".join(f"{row[arm][k][0]:6.3f}+-{row[arm][k][1]:.3f}"
                                                     for k in (*seg.REGIONS, "mean")))
         if "gain" in row:
             sd = max(row["plain"]["mean"][1], row["volgen"]["mean"][1])
             print(f"    volgen - plain (mean Dice): {row['gain']:+.3f} (seeds' sd {sd:.3f})")
+        if "gain_into" in row:
+            print(f"    into - plain (mean Dice): {row['gain_into']:+.3f}")
     eight, sixteen = results["summary"].get("8", {}), results["summary"].get("16", {})
     if "gain" in eight:
         sd = max(eight["plain"]["mean"][1], eight["volgen"]["mean"][1])
