@@ -55,3 +55,14 @@ def write_brats_case(root, name, shape=(32, 36, 28), affine=None, contrasts=("t1
     seg[tuple(slice(n // 3, n // 3 + max(2, n // 6)) for n in shape)] = 1
     save_nifti(folder / f"{name}-seg.nii.gz", seg, affine)
     return folder
+
+
+def assert_refused(capsys, argv: list, out: Path, needle: str) -> None:
+    """`volgen ARGV -o OUT` exits 1 with one error line that holds `needle`, and leaves nothing under OUT."""
+    from volgen.cli import main
+
+    capsys.readouterr()
+    assert main([*argv, "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not out.exists() or not any(out.iterdir())

@@ -14,8 +14,9 @@ spot the phantoms get (`PetSpec.focal`) as % of the true mean, with its 95% inte
 case. A response check: each case scanned again with the tumour's Ki 20% higher (independent noise, --response-dose),
 and the Ki change in the tumour each method reports against the true change (percentage points).
 The targets (diffusion): at 1/10 dose Ki NRMSE <= 0.4x LS and <= 0.75x the best smoothed LS; GM, WM and tumour
-bias within 3% at 1/10 and 1/4 dose, within 5% at 1/20; the tumour's Ki change within 3 points at 1/10. With --beds N the phantoms are scanned in N overlapping bed positions, 6 passes
-(`volgen phantom --pet-beds`): every voxel is fitted on its own bed's frames and times.
+bias within 3% at 1/10 and 1/4 dose, within 5% at 1/20; the tumour's Ki change within 3 points at 1/10. With --beds
+N the phantoms are scanned in N overlapping bed positions, 6 passes (`volgen phantom --pet-beds`): every voxel is
+fitted on its own bed's frames and times.
 """
 from __future__ import annotations
 
@@ -183,7 +184,8 @@ def main() -> None:
                          "true V (PSF)": truth["V"], "LS V": fits["ls"][1]}
                 save_montage({k: Volume(np.clip(a, 0, None).astype(np.float32), case.affine) for k, a in shown.items()},
                              args.out / f"patlak{beds_tag}-dose-0.1.png", overwrite=True,
-                             title=f"{case.name}: Patlak at 1/10 dose" + (f", {args.beds} beds" if args.beds > 1 else ""))
+                             title=f"{case.name}: Patlak at 1/10 dose"
+                             + (f", {args.beds} beds" if args.beds > 1 else ""))
         print(f"  case {index + 1}/{args.cases} done")
     rows = []
     for (dose, name), items in per.items():

@@ -11,6 +11,7 @@ from volgen.cli import main
 from volgen.io.nifti import read_volume
 from volgen.kinetics import FrameSchedule, input_samples, patlak_regressors
 from volgen.phantom.pet_beds import bed_slices, bed_validity, multi_pass_schedule
+from tests.helpers import assert_refused
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 SHAPE = (16, 16, 16)
@@ -168,8 +169,4 @@ def _bad(tmp_path, case):
                                   "too few late frames in a bed"])
 def test_beds_that_do_not_fit_together_are_refused_in_one_line(tmp_path, case, capsys):
     args, needle = _bad(tmp_path, case)
-    capsys.readouterr()
-    assert main(["patlak", *args, "-o", str(tmp_path / "out")]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and needle in err[0], err
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert_refused(capsys, ["patlak", *args], tmp_path / "out", needle)

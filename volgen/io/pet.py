@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from volgen.errors import InputError
+from volgen.io.nifti import read_volume
 from volgen.kinetics import FrameSchedule
 
 # Activity units volgen converts between (to Bq/mL); PET and blood in different units are brought to the PET's.
@@ -137,6 +138,23 @@ def slice_timing(sidecar: Path, meta: dict) -> dict:
     if np.any(offsets < 0):
         raise InputError(sidecar, "SliceTiming holds a negative offset: each slice is acquired after its frame starts")
     return {"slice_offsets_min": offsets / 60.0, "slice_axis": SLICE_AXES[direction.rstrip("-")]}
+
+
+def read_dynamic(pet_path, frames_path=None):
+    """(4D Volume, frame schedule, sidecar facts) of a dynamic PET file, refused unless it is 4D with one frame per
+    entry of its timing and, given SliceTiming, one offset per slice."""
+    volume = read_volume(pet_path, allow_4d=True)
+    if volume.array.ndim != 4:
+        raise InputError(pet_path, f"a 4D dynamic PET is expected, got shape {volume.shape}")
+    schedule, facts = pet_metadata(pet_path, frames_path)
+    if volume.shape[3] != len(schedule):
+        raise InputError(pet_path, f"{volume.shape[3]} frames in the image but {len(schedule)} in "
+                                   f"{facts['frame_source']}")
+    axis = facts.get("slice_axis")
+    if axis is not None and len(facts["slice_offsets_min"]) != volume.shape[axis]:
+        raise InputError(pet_path, f"SliceTiming has {len(facts['slice_offsets_min'])} entries for "
+                                   f"{volume.shape[axis]} slices along {'ijk'[axis]}")
+    return volume, schedule, facts
 
 
 def read_input_function(path) -> InputFunction:

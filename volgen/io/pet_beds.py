@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from volgen.errors import InputError
-from volgen.io.nifti import read_volume
-from volgen.io.pet import pet_metadata
+from volgen.io.pet import read_dynamic
 from volgen.io.volume import Volume
 from volgen.kinetics import FrameSchedule
 
@@ -41,15 +40,9 @@ def read_beds(paths) -> BedStudy:
     paths = [Path(p) for p in paths]
     beds = []
     for path in paths:
-        volume = read_volume(path, allow_4d=True)
-        if volume.array.ndim != 4:
-            raise InputError(path, f"a 4D dynamic PET is expected for each bed, got shape {volume.shape}")
-        schedule, facts = pet_metadata(path)
+        volume, schedule, facts = read_dynamic(path)
         if "slice_offsets_min" in facts:
             raise InputError(path, "SliceTiming in a bed's sidecar: per-slice offsets within beds are not supported")
-        if volume.shape[3] != len(schedule):
-            raise InputError(path, f"{volume.shape[3]} frames in the image but {len(schedule)} in "
-                                   f"{facts['frame_source']}")
         beds.append((path, volume, schedule, facts))
     _check_same(beds, "Units")
     _check_same(beds, "ImageDecayCorrected")

@@ -143,9 +143,9 @@ def focal_spots(fractions: dict[str, np.ndarray], spacing: float, rng: np.random
     for name in FOCAL_K1:
         where = np.argwhere(deep & far)
         centre = where[rng.integers(len(where))]
-        ball = ((grid - centre.reshape(3, 1, 1, 1)) ** 2).sum(0) <= radius ** 2
-        spots[name] = ball & (tissue > 0.5)
-        far &= ((grid - centre.reshape(3, 1, 1, 1)) ** 2).sum(0) > (3 * radius) ** 2
+        squared = ((grid - centre.reshape(3, 1, 1, 1)) ** 2).sum(0)
+        spots[name] = (squared <= radius ** 2) & (tissue > 0.5)
+        far &= squared > (3 * radius) ** 2
     return spots
 
 

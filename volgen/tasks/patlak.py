@@ -11,8 +11,9 @@ Methods:
 - `diffusion`: Ki and V sampled under a diffusion prior trained on static PET images, with the Patlak model as
   data consistency at every step (`volgen.tasks.patlak_diffusion`); the posterior mean of K samples and their spread.
 Inputs follow PET-BIDS (`volgen.io.pet`); a study acquired bed by bed is given as one 4D file per bed, each with
-its own sidecar (`volgen.io.pet_beds`), and every voxel is fitted on its own bed's frames and times. Outputs are named as PET tools name parametric maps:
-`<stem>_model-patlak_meas-Ki_mimap.nii.gz`, `..._meas-V_mimap.nii.gz`, on the PET grid with its affine.
+its own sidecar (`volgen.io.pet_beds`), and every voxel is fitted on its own bed's frames and times. Outputs are
+named as PET tools name parametric maps: `<stem>_model-patlak_meas-Ki_mimap.nii.gz`, `..._meas-V_mimap.nii.gz`,
+on the PET grid with its affine.
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ import numpy as np
 
 from volgen.errors import InputError
 from volgen.io.nifti import read_volume
-from volgen.io.pet import activity_scale, pet_metadata, read_input_function
+from volgen.io.pet import activity_scale, read_dynamic, read_input_function
 from volgen.io.pet_beds import read_beds, study_stem
 from volgen.io.resample import grid_difference, same_grid
 from volgen.io.volume import Volume
-from volgen.kinetics import MIN_PATLAK_FRAMES, default_tstar, patlak_regressors, patlak_statistics
+from volgen.kinetics import (MIN_PATLAK_FRAMES, FrameSchedule, default_tstar, patlak_regressors,
+                             patlak_statistics)
 from volgen.ops import smooth_inside
 from volgen.tasks.job import JobResult, Sampling, Timer, volume_path
 from volgen.tasks.patlak_diffusion import diffusion_patlak, patlak_sampling
@@ -100,7 +102,8 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
             if not region.any():
                 raise InputError(mask, "mask is empty")
     if facts["ImageDecayCorrected"] is False:
-        raise InputError(volume_path(volume), "ImageDecayCorrected is false: Patlak needs decay-corrected frames (and input)")
+        raise InputError(volume_path(volume), "ImageDecayCorrected is false: Patlak needs decay-corrected frames "
+                                              "(and input)")
     last = schedule.end[-1] + float(np.max(facts.get("slice_offsets_min", 0.0)))
     if blood.time[-1] < last - 1e-6:
         raise InputError(input, f"the input function ends at {blood.time[-1]:.2f} min, before the last frame ends "
@@ -113,14 +116,14 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
         raise InputError(volume_path(volume), f"{exc}; give --tstar") from None
     used = schedule.start >= t_star - 1e-9
     if used.sum() < MIN_PATLAK_FRAMES:
-        raise InputError(volume_path(volume), f"{int(used.sum())} frame(s) start at or after t* = {t_star:g} min; Patlak needs at "
-                              f"least {MIN_PATLAK_FRAMES} (frames start at "
-                              f"{', '.join(f'{s:g}' for s in schedule.start[-4:])} ... min)")
+        raise InputError(volume_path(volume), f"{int(used.sum())} frame(s) start at or after t* = {t_star:g} min; "
+                                              f"Patlak needs at least {MIN_PATLAK_FRAMES} (frames start at "
+                                              f"{', '.join(f'{s:g}' for s in schedule.start[-4:])} ... min)")
     for b, bed in enumerate(facts.get("beds", [])):
-        if (used & (bed_of_frame == b)).sum() < MIN_PATLAK_FRAMES:
-            raise InputError(bed["file"], f"{int((used & (bed_of_frame == b)).sum())} of this bed's frames start at "
-                                          f"or after t* = {t_star:g} min; Patlak needs at least {MIN_PATLAK_FRAMES} "
-                                          f"per bed")
+        late = int((used & (bed_of_frame == b)).sum())
+        if late < MIN_PATLAK_FRAMES:
+            raise InputError(bed["file"], f"{late} of this bed's frames start at or after t* = {t_star:g} min; "
+                                          f"Patlak needs at least {MIN_PATLAK_FRAMES} per bed")
     with timer("fit"):
         regressors = _regressors(blood.time, blood.activity * scale, schedule, facts, volume)[used]
         data = np.moveaxis(volume.array[..., used], -1, 0)
@@ -172,7 +175,7 @@ def _regressors(time, activity, schedule, facts: dict, volume: Volume) -> np.nda
     if "slice_offsets_min" not in facts:
         return patlak_regressors(time, activity, schedule)
     offsets, axis = facts["slice_offsets_min"], facts["slice_axis"]
-    per_slice = np.stack([patlak_regressors(time, activity, type(schedule)(schedule.start + o, schedule.end + o))
+    per_slice = np.stack([patlak_regressors(time, activity, FrameSchedule(schedule.start + o, schedule.end + o))
                           for o in offsets], axis=-1)                      # (frames, 2, slices)
     shape = [1, 1, 1]
     shape[axis] = len(offsets)
@@ -187,16 +190,7 @@ def _read_dynamic(pet, frames):
             raise InputError(frames, "--frames gives one timing; a study's beds take theirs from their own sidecars")
         study = read_beds(pet)
         return study.volume, study.schedule, study.facts, study.valid, study.bed_of_frame
-    pet = pet[0] if isinstance(pet, (list, tuple)) else pet
-    volume = read_volume(pet, allow_4d=True)
-    if volume.array.ndim != 4:
-        raise InputError(pet, f"a 4D dynamic PET is expected, got shape {volume.shape}")
-    schedule, facts = pet_metadata(pet, frames)
-    if volume.shape[3] != len(schedule):
-        raise InputError(pet, f"{volume.shape[3]} frames in the image but {len(schedule)} in {facts['frame_source']}")
-    if "slice_offsets_min" in facts and len(facts["slice_offsets_min"]) != volume.shape[facts["slice_axis"]]:
-        raise InputError(pet, f"SliceTiming has {len(facts['slice_offsets_min'])} entries for "
-                              f"{volume.shape[facts['slice_axis']]} slices along {'ijk'[facts['slice_axis']]}")
+    volume, schedule, facts = read_dynamic(pet[0] if isinstance(pet, (list, tuple)) else pet, frames)
     return volume, schedule, facts, None, np.zeros(len(schedule), int)
 
 

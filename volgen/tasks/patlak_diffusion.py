@@ -6,7 +6,8 @@ uncertainty their spread.
 
 Everything the data say is carried by the least-squares fit's statistics on the PET grid (`kinetics.PatlakStatistics`:
 c = A^T W y, the residual variance, smoothed inside the mask here since 6 degrees of freedom per voxel are too few,
-and the Gram matrix, shared or per voxel when voxels have their own frame times); they are resampled onto the model's grid, sampled there, and the maps come back.
+and the Gram matrix, shared or per voxel when voxels have their own frame times); they are resampled onto the model's
+grid, sampled there, and the maps come back.
 """
 from __future__ import annotations
 
