@@ -29,6 +29,7 @@ from volgen.tasks.job import JobResult
 from volgen.tasks.lesion import insert_lesion as insert_lesion_job
 from volgen.tasks.lesion_mask import draw_labels
 from volgen.tasks.patlak import output_names, patlak as patlak_job, stem_of, uncertainty_names
+from volgen.tasks.patlak_error import prior_is_calibrated
 from volgen.tasks.outputs import (check_outputs, companion_paths, output_paths, write_dataset_description,
                                   write_result)
 from volgen.tasks.super_resolution import super_resolve as super_resolve_job
@@ -140,12 +141,12 @@ def lesion_mask(case, *, out=None, seed: int = 0, overwrite=False) -> Volume:
     return volume
 
 
-def patlak_outputs(pet, out, method: str = "ls") -> tuple[dict, dict, Path, Path]:
-    """OUT/<stem>_model-patlak_meas-{Ki,V}_mimap.nii.gz, their uncertainty maps (meas-KiSE / KiSD), the montage and
-    the derivative JSON."""
+def patlak_outputs(pet, out, method: str = "ls", calibrated: bool = False) -> tuple[dict, dict, Path, Path]:
+    """OUT/<stem>_model-patlak_meas-{Ki,V}_mimap.nii.gz, their uncertainty maps (meas-KiSE / KiErr / KiSD), the
+    montage and the derivative JSON."""
     stem = stem_of(pet)
     images = {key: Path(out) / name for key, name in output_names(stem).items()}
-    uncertainty = {key: Path(out) / name for key, name in uncertainty_names(stem, method).items()}
+    uncertainty = {key: Path(out) / name for key, name in uncertainty_names(stem, method, calibrated).items()}
     return (images, uncertainty, Path(out) / f"{stem}_model-patlak_mimap.png",
             Path(out) / f"{stem}_model-patlak_mimap.json")
 
@@ -155,7 +156,10 @@ def run_patlak(pet, *, input, out=None, overwrite=False, **options) -> JobResult
     folder: a BIDS derivatives folder, given a dataset_description.json when it has none) the maps, their
     uncertainty, a montage and the derivative JSON are written there."""
     if out is not None:
-        images, uncertainty, montage, sidecar = patlak_outputs(pet, out, options.get("method", "ls"))
+        method = options.get("method", "ls")
+        prior = options["sampling"].model if options.get("sampling") else options.get("model")
+        calibrated = method == "diffusion" and prior_is_calibrated(prior)
+        images, uncertainty, montage, sidecar = patlak_outputs(pet, out, method, calibrated)
         check_outputs([*images.values(), *uncertainty.values(), montage, sidecar], overwrite=overwrite)
     result = patlak_job(pet, input=input, **options)
     if out is not None:

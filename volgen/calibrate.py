@@ -131,10 +131,17 @@ def calibrate(model_name, cases_root, *, task: str | None = None, contrasts=MRI_
                                     "timesteps": [float(t) for t in steps_for(model, None)],
                                     "device": DEVICE.type})
     if write:
-        folder, _ = hub.resolve(model_name)
-        path = Path(folder) / hub.CONFIG_FILE
-        config = json.loads(path.read_text())
-        config.setdefault("metadata", {})[METADATA_KEY] = error_model.to_dict()
-        path.write_text(json.dumps(config, indent=2) + "\n")
-        report(f"wrote the error model into {path}")
+        store_error_model(model_name, error_model, report)
     return error_model
+
+
+def store_error_model(model_name, error_model: ErrorModel, report=print) -> Path:
+    """Write `error_model` into the model folder's config.json metadata ("error_model"; the weights and their
+    sha256 are untouched)."""
+    folder, _ = hub.resolve(model_name)
+    path = Path(folder) / hub.CONFIG_FILE
+    config = json.loads(path.read_text())
+    config.setdefault("metadata", {})[METADATA_KEY] = error_model.to_dict()
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    report(f"wrote the error model into {path}")
+    return path

@@ -43,55 +43,67 @@ def error_features(mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ErrorFit:
-    """One contrast's calibration: the feature weights (the constant last) and the scale."""
+    """One contrast's (or map's) calibration: the feature weights (the constant last) and the scale."""
 
     weights: list[float]
     scale: float
 
+    def expected(self, features: np.ndarray) -> np.ndarray:
+        """scale * exp(w . features) for features (len(weights), ...), in the units the fit's errors had."""
+        return self.scale * np.exp(np.tensordot(np.asarray(self.weights), features, axes=1))
+
     def expected_error(self, mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
-        """E|mean - truth| per voxel, in the model's range (twice the [0, 1] error), float32."""
-        features = error_features(mean, spread)
-        log_error = np.tensordot(np.asarray(self.weights), features, axes=1)
-        return (2 * self.scale * np.exp(log_error)).astype(np.float32)
+        """E|mean - truth| per voxel of an MRI estimate, in the model's range (twice the [0, 1] error), float32."""
+        return (2 * self.expected(error_features(mean, spread))).astype(np.float32)
+
+
+def fit_log_linear(examples) -> ErrorFit:
+    """The least-squares fit of log(|error| + EPS) on features over `examples`, an iterable of (features
+    (columns, n), |error| (n)) of the voxels scored, then scaled so that the fitted map's average is the mean |error|
+    (exp of a mean log underestimates the mean)."""
+    rows, errors = [], []
+    for features, error in examples:
+        rows.append(np.asarray(features, dtype=np.float64).T)
+        errors.append(np.asarray(error, dtype=np.float64))
+    if not rows or sum(len(r) for r in rows) <= rows[0].shape[1]:
+        raise ValueError("fitting an error model needs examples with voxels in their regions")
+    x, error = np.concatenate(rows), np.concatenate(errors)
+    weights = np.linalg.lstsq(x, np.log(error + EPS), rcond=None)[0]
+    scale = float(error.mean() / np.exp(x @ weights).mean())
+    return ErrorFit([float(w) for w in weights], scale)
 
 
 def fit_error(examples) -> ErrorFit:
-    """The least-squares fit over `examples`, an iterable of (mean, spread, truth, region): arrays in the model's
-    range and a boolean region (the brain, or the inpainted mask) where the error is scored."""
-    rows, targets, errors = [], [], []
-    for mean, spread, truth, region in examples:
-        region = np.asarray(region, dtype=bool)
-        error = np.abs(np.asarray(mean, dtype=np.float64) - np.asarray(truth, dtype=np.float64))[region] / 2
-        rows.append(error_features(mean, spread)[:, region].T)
-        targets.append(np.log(error + EPS))
-        errors.append(error)
-    if not rows or sum(len(r) for r in rows) <= len(FEATURES) + 1:
-        raise ValueError("fitting an error model needs examples with voxels in their regions")
-    x, y = np.concatenate(rows), np.concatenate(targets)
-    weights = np.linalg.lstsq(x, y, rcond=None)[0]
-    # exp of a mean log underestimates the mean: one scale makes the map's average the cases' mean |error|
-    scale = float(np.concatenate(errors).mean() / np.exp(x @ weights).mean())
-    return ErrorFit([float(w) for w in weights], scale)
+    """The MRI fit over `examples`, an iterable of (mean, spread, truth, region): arrays in the model's range and a
+    boolean region (the brain, or the inpainted mask) where the error is scored ([0, 1] units)."""
+    def scored():
+        for mean, spread, truth, region in examples:
+            region = np.asarray(region, dtype=bool)
+            error = np.abs(np.asarray(mean, dtype=np.float64) - np.asarray(truth, dtype=np.float64))[region] / 2
+            yield error_features(mean, spread)[:, region], error
+    return fit_log_linear(scored())
 
 
 @dataclass
 class ErrorModel:
-    """A model's calibrations by target contrast, and how they were made (cases, samples, timesteps)."""
+    """A model's calibrations by target (an MRI contrast, or Patlak's "Ki" and "V"), the feature columns they weigh,
+    and how they were made (cases, samples, timesteps)."""
 
     fits: dict[str, ErrorFit]
     fitted_on: dict
+    columns: tuple = tuple(COLUMNS)
 
     def to_dict(self) -> dict:
-        return {"features": COLUMNS, "fitted_on": self.fitted_on,
+        return {"features": list(self.columns), "fitted_on": self.fitted_on,
                 "contrasts": {c: {"weights": f.weights, "scale": f.scale} for c, f in self.fits.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ErrorModel":
-        if list(data.get("features", [])) != COLUMNS:
-            raise ValueError(f"error model features {data.get('features')} are not this volgen's {COLUMNS}")
+    def from_dict(cls, data: dict, columns=COLUMNS) -> "ErrorModel":
+        if list(data.get("features", [])) != list(columns):
+            raise ValueError(f"error model features {data.get('features')} are not this volgen's {list(columns)}")
         fits = {c: ErrorFit([float(w) for w in f["weights"]], float(f["scale"]))
                 for c, f in data["contrasts"].items()}
-        return cls(fits, dict(data.get("fitted_on", {})))
+        return cls(fits, dict(data.get("fitted_on", {})), tuple(columns))
 
 
 METADATA_KEY = "error_model"
@@ -100,10 +112,11 @@ CALIBRATED = ("expected absolute error per voxel: the spread over the samples ca
               "and intensity (volgen/error_model.py; the model's config.json metadata 'error_model')")
 
 
-def error_model_of(model) -> ErrorModel | None:
-    """The calibration stored with a loaded model (hub metadata), or None."""
+def error_model_of(model, columns=COLUMNS) -> ErrorModel | None:
+    """The calibration stored with a loaded model (hub metadata), or None; `columns` are the features its task's
+    maps are made from (the MRI jobs' by default)."""
     data = (getattr(model, "hub_metadata", None) or {}).get(METADATA_KEY)
-    return ErrorModel.from_dict(data) if data else None
+    return ErrorModel.from_dict(data, columns) if data else None
 
 
 def calibration_for(model, contrast: str | None) -> ErrorFit | None:

@@ -5,6 +5,7 @@ prior ships) the diffusion prior with kinetic data consistency.
     python scripts/benchmarks/bench_patlak.py --choose-fwhm        # the smoothed method's FWHM, on training phantoms
     python scripts/benchmarks/bench_patlak.py --tune-doubt --prior runs/backbone-pet/model   # the diffusion prior's doubt
     python scripts/benchmarks/bench_patlak.py --beds 2 --prior volgen-pet-prior-2mm   # a study scanned bed by bed
+    python scripts/benchmarks/bench_patlak.py --calibrate --prior volgen-pet-prior-2mm --write   # the error map
 
 Each case is simulated once without noise (2TCM kinetics, heterogeneity, 5 mm PSF), then gets correlated noise at
 each dose. The reference maps are the true Ki and V at the scanner's resolution (blurred by the same PSF): no method
@@ -13,8 +14,11 @@ NRMSE in the brain (RMSE / mean true value), mean Ki bias in grey matter, white 
 spot the phantoms get (`PetSpec.focal`) as % of the true mean, with its 95% interval over the cases, seconds per
 case. A response check: each case scanned again with the tumour's Ki 20% higher (independent noise, --response-dose),
 and the Ki change in the tumour each method reports against the true change (percentage points).
+The diffusion job's error map (the expected |Ki error| per voxel, fitted by --calibrate on seed-600 phantoms) is
+scored by its Spearman correlation with the actual |Ki error| in the brain.
 The targets (diffusion): at 1/10 dose Ki NRMSE <= 0.4x LS and <= 0.75x the best smoothed LS; GM, WM and tumour
-bias within 3% at 1/10 and 1/4 dose, within 5% at 1/20; the tumour's Ki change within 3 points at 1/10. With --beds
+bias within 3% at 1/10 and 1/4 dose, within 5% at 1/20; the tumour's Ki change within 3 points at 1/10; the error
+map's Spearman >= 0.4. With --beds
 N the phantoms are scanned in N overlapping bed positions, 6 passes (`volgen phantom --pet-beds`): every voxel is
 fitted on its own bed's frames and times.
 """
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from volgen.io.volume import Volume
 from volgen.io.montage import save_montage
@@ -40,6 +45,8 @@ SWEEP_MM = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
 REGIONS = ("gm", "wm", "tumour", "hot", "cold")
 BIAS_TARGET = {0.25: 3.0, 0.1: 3.0, 0.05: 5.0}          # |mean regional Ki bias| in GM, WM, tumour, % (diffusion)
 RESPONSE = 1.2                                          # the follow-up scan's tumour Ki, x the first's
+CALIBRATION_SEED = 600          # PET phantoms for the error map's fit: training is seed 100, held-out 200
+SPEARMAN_TARGET = 0.4           # the error map against |Ki error| in the brain (diffusion)
 
 
 def simulate(seed: int, index: int, beds: int = 1, tumour_ki_scale: float = 1.0):
@@ -75,7 +82,8 @@ def scores(ki, v, truth, masks) -> dict:
 
 
 def diffusion_fit(frames, reg, used, brain, affine, args, valid=None) -> tuple:
-    """(Ki, V, seconds) from the diffusion prior with Patlak data consistency (the job's own estimator)."""
+    """(Ki, V, seconds, every map the job makes) from the diffusion prior with Patlak data consistency (the job's own
+    estimator)."""
     from volgen.tasks.job import Sampling
     from volgen.tasks.patlak_diffusion import diffusion_patlak
 
@@ -83,7 +91,54 @@ def diffusion_fit(frames, reg, used, brain, affine, args, valid=None) -> tuple:
     sampling = Sampling(model=args.prior, steps=args.steps, samples=args.samples, seed=0)
     pet = Volume(np.zeros(brain.shape, np.float32), affine)
     maps = diffusion_patlak(patlak_statistics(frames[used], reg, valid=valid), brain, pet, sampling, doubt=args.doubt)
-    return maps["Ki"], maps["V"], time.perf_counter() - start
+    return maps["Ki"], maps["V"], time.perf_counter() - start, maps
+
+
+def error_map_scores(maps: dict, truth: dict, brain: np.ndarray) -> dict:
+    """How well the job's Ki error map ranks and sizes the actual |Ki error| in the brain: Spearman, and the map's
+    mean over the actual mean error (1 when calibrated)."""
+    if "Ki error" not in maps:
+        return {}
+    error = np.abs(maps["Ki"] - truth["Ki"])[brain]
+    return {"ki_error_map_spearman": float(spearmanr(maps["Ki error"][brain], error).correlation),
+            "ki_error_map_mean_ratio": float(maps["Ki error"][brain].mean() / error.mean())}
+
+
+def calibrate(args) -> None:
+    """The diffusion job's error model (expected |Ki error| and |V error| per voxel, volgen/tasks/patlak_error.py)
+    fitted on calibration phantoms (seed CALIBRATION_SEED: never trained on, nothing chosen on them) at every dose
+    of --doses; --write stores it in the prior's config.json."""
+    from volgen.calibrate import store_error_model
+    from volgen.error_model import ErrorModel, fit_log_linear
+    from volgen.tasks.patlak_error import COLUMNS, patlak_features
+
+    doses = [float(d) for d in args.doses.split(",")]
+    examples = {"Ki": [], "V": []}
+    for index in range(args.calibration_cases):
+        case, clean, reg, used, truth, spacing, valid = simulate(CALIBRATION_SEED, index, args.beds)
+        brain = regions(case)["brain"]
+        for d, dose in enumerate(doses):
+            frames = add_noise(clean, case.pet.schedule, spacing, np.random.default_rng(1000 * index + d), dose)
+            maps = diffusion_fit(frames, reg, used, brain, case.affine, args, valid)[3]
+            for name, found in examples.items():
+                scale = maps["scales"][name]
+                features = patlak_features(maps[name], maps[f"{name} spread"], maps[f"{name} SE"], scale, brain)
+                found.append((features, np.abs(maps[name] - truth[name])[brain] / scale))
+        print(f"  calibration case {index + 1}/{args.calibration_cases} done", flush=True)
+    fits = {name: fit_log_linear(found) for name, found in examples.items()}
+    for name, found in examples.items():
+        columns = {"spread": 0, "least-squares SE": 1}
+        ranks = {label: np.mean([spearmanr(f[c], e).correlation for f, e in found]) for label, c in columns.items()}
+        ranks["calibrated"] = np.mean([spearmanr(fits[name].expected(f), e).correlation for f, e in found])
+        print(f"{name}: Spearman with |error| on {args.calibration_cases} calibration phantoms x {len(doses)} doses: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in ranks.items()))
+    error_model = ErrorModel(fits, {"cases": f"PET phantoms seed {CALIBRATION_SEED} ({args.calibration_cases} cases, "
+                                             f"doses {args.doses})", "job": "patlak",
+                                    "samples": args.samples or "the job's default", "device": "cpu"}, COLUMNS)
+    if args.write:
+        store_error_model(args.prior, error_model)
+    else:
+        print(json.dumps(error_model.to_dict(), indent=1))
 
 
 def fit_methods(frames, reg, used, spacing, brain, fwhms, valid=None) -> dict[str, tuple]:
@@ -130,7 +185,7 @@ def tune_doubt(args) -> None:
         masks = regions(case)
         for doubt in doubts:
             args.doubt = doubt
-            ki, v, _ = diffusion_fit(frames, reg, used, masks["brain"], case.affine, args)
+            ki, v, _, _ = diffusion_fit(frames, reg, used, masks["brain"], case.affine, args)
             totals[doubt].append(scores(ki, v, truth, masks)["ki_nrmse"])
         print(f"  training case {index}: " + ", ".join(f"doubt {d:g} {np.mean(t):.4f}" for d, t in totals.items()))
     best = min(totals, key=lambda d: np.mean(totals[d]))
@@ -148,6 +203,10 @@ def main() -> None:
     parser.add_argument("--prior", help="a PET prior (name or folder) for the diffusion rows")
     parser.add_argument("--doubt", type=float, default=None, help="the prior's doubt (default: the job's)")
     parser.add_argument("--tune-doubt", action="store_true", help="pick the prior's doubt on training phantoms")
+    parser.add_argument("--calibrate", action="store_true", help="fit the diffusion job's error map on calibration "
+                                                                 "phantoms (seed 600) at every dose")
+    parser.add_argument("--calibration-cases", type=int, default=6)
+    parser.add_argument("--write", action="store_true", help="with --calibrate: store the fit in the prior's config")
     parser.add_argument("--doubts", default="0.1,0.3,1,3")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--samples", type=int, default=None)
@@ -160,6 +219,9 @@ def main() -> None:
     if args.tune_doubt:
         tune_doubt(args)
         return
+    if args.calibrate:
+        calibrate(args)
+        return
     doses = [float(d) for d in args.doses.split(",")]
     beds_tag = f"-beds{args.beds}" if args.beds > 1 else ""
     args.out.mkdir(parents=True, exist_ok=True)
@@ -170,10 +232,13 @@ def main() -> None:
         for d, dose in enumerate(doses):
             frames = add_noise(clean, case.pet.schedule, spacing, np.random.default_rng(1000 * index + d), dose)
             fits = fit_methods(frames, reg, used, spacing, masks["brain"], SWEEP_MM, valid)
+            error_map = {}
             if args.prior:
-                fits["diffusion"] = diffusion_fit(frames, reg, used, masks["brain"], case.affine, args, valid)
+                *fits["diffusion"], maps = diffusion_fit(frames, reg, used, masks["brain"], case.affine, args, valid)
+                error_map = error_map_scores(maps, truth, masks["brain"])
             for name, (ki, v, seconds) in fits.items():
-                per.setdefault((dose, name), []).append({**scores(ki, v, truth, masks), "seconds": seconds})
+                per.setdefault((dose, name), []).append({**scores(ki, v, truth, masks), "seconds": seconds,
+                                                         **(error_map if name == "diffusion" else {})})
             if dose == args.response_dose:
                 for name, change in response_errors(index, fits, truth, masks, args).items():
                     per[(dose, name)][-1]["response_error_pp"] = change
@@ -216,7 +281,7 @@ def response_errors(index: int, fits: dict, truth: dict, masks: dict, args) -> d
                        args.response_dose)
     follow = fit_methods(frames, reg, used, spacing, masks["brain"], SWEEP_MM, valid)
     if "diffusion" in fits:
-        follow["diffusion"] = diffusion_fit(frames, reg, used, masks["brain"], case.affine, args, valid)
+        follow["diffusion"] = diffusion_fit(frames, reg, used, masks["brain"], case.affine, args, valid)[:3]
     tumour = masks["tumour"]
     true_change = 100 * (truth2["Ki"][tumour].mean() / truth["Ki"][tumour].mean() - 1)
     return {name: float(100 * (follow[name][0][tumour].mean() / fits[name][0][tumour].mean() - 1) - true_change)
@@ -251,12 +316,19 @@ def print_targets(rows) -> None:
         if method == "diffusion" and "response_error_pp" in row:
             checks[f"1/{1 / dose:g} dose: tumour Ki change off by {row['response_error_pp']:+.1f} points (95% "
                    f"interval +-{row['response_error_pp_ci95']:.1f}) within 3"] = abs(row["response_error_pp"]) <= 3
+    if "ki_error_map_spearman" in d:
+        checks[f"1/10 dose: error map's Spearman with |Ki error| {d['ki_error_map_spearman']:.3f} (its mean "
+               f"{d['ki_error_map_mean_ratio']:.2f}x the actual) >= {SPEARMAN_TARGET}"] = \
+            d["ki_error_map_spearman"] >= SPEARMAN_TARGET
+    else:
+        checks["1/10 dose: an error map (the prior has no Patlak calibration)"] = False
     for text, ok in checks.items():
         print(f"diffusion: {text}: {'met' if ok else 'MISSED'}")
 
 
 def print_table(rows, doses) -> None:
-    keys = ["ki_nrmse", "v_nrmse", *(f"ki_bias_{r}_%" for r in REGIONS), "response_error_pp", "seconds"]
+    keys = ["ki_nrmse", "v_nrmse", *(f"ki_bias_{r}_%" for r in REGIONS), "response_error_pp",
+            "ki_error_map_spearman", "seconds"]
     print("| dose | method | " + " | ".join(keys) + " |\n|---" * 1 + "|---" * (len(keys) + 1) + "|")
     for dose in doses:
         chosen = [r for r in rows if r["dose"] == dose]

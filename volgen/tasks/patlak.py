@@ -32,6 +32,7 @@ from volgen.kinetics import (MIN_PATLAK_FRAMES, FrameSchedule, default_tstar, pa
 from volgen.ops import smooth_inside
 from volgen.tasks.job import JobResult, Sampling, Timer, volume_path
 from volgen.tasks.patlak_diffusion import diffusion_patlak, patlak_sampling
+from volgen.tasks.patlak_error import DESCRIPTION as ERROR_DESCRIPTION, patlak_error_model
 
 METHODS = ("ls", "smoothed", "diffusion")
 WEIGHTS = ("none", "duration")
@@ -57,14 +58,15 @@ def output_names(stem: str) -> dict[str, str]:
     return {"Ki": f"{stem}_model-patlak_meas-Ki_mimap.nii.gz", "V": f"{stem}_model-patlak_meas-V_mimap.nii.gz"}
 
 
-# PET-BIDS puts the suffix last, so an uncertainty map is another measure: its standard error (least squares) or
-# its standard deviation over the diffusion samples
-UNCERTAINTY_MEASURES = {"ls": "SE", "diffusion": "SD"}
+# PET-BIDS puts the suffix last, so an uncertainty map is another measure: its standard error (least squares), the
+# expected absolute error (diffusion, a calibrated prior) or the standard deviation over the diffusion samples
+UNCERTAINTY_MEASURES = {"ls": "SE", "diffusion": "SD", "calibrated": "Err"}
 
 
-def uncertainty_names(stem: str, method: str) -> dict[str, str]:
-    """`<stem>_model-patlak_meas-KiSE_mimap.nii.gz` ... for the methods that write uncertainty maps."""
-    tag = UNCERTAINTY_MEASURES.get(method)
+def uncertainty_names(stem: str, method: str, calibrated: bool = False) -> dict[str, str]:
+    """`<stem>_model-patlak_meas-KiSE_mimap.nii.gz` ... for the methods that write uncertainty maps (`calibrated`:
+    the diffusion prior has a Patlak calibration, so its maps are expected errors)."""
+    tag = UNCERTAINTY_MEASURES.get("calibrated" if calibrated and method == "diffusion" else method)
     if tag is None:
         return {}
     return {key: f"{stem}_model-patlak_meas-{key}{tag}_mimap.nii.gz" for key in ("Ki", "V")}
@@ -132,7 +134,7 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
         inside = region if region is not None else np.ones(fit.ki.shape, bool)
         inside = inside & np.isfinite(fit.ki)
         ki, v = np.where(inside, fit.ki, 0.0), np.where(inside, fit.v, 0.0)
-    uncertainty, used_fwhm = {}, None
+    uncertainty, used_fwhm, calibration = {}, None, {}
     if method == "ls":
         ki_se, v_se = fit.standard_errors()
         uncertainty = {"Ki": _map_volume(np.where(inside, ki_se, 0.0), volume, "Patlak Ki standard error"),
@@ -148,8 +150,13 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
         with timer("sample"):
             maps = diffusion_patlak(fit, inside, volume, sampling)
         ki, v = maps["Ki"], maps["V"]
-        uncertainty = {k: _map_volume(maps[f"{k} spread"], volume, f"Patlak {k} spread over the samples")
-                       for k in ("Ki", "V") if f"{k} spread" in maps}
+        if "Ki error" in maps:
+            uncertainty = {k: _map_volume(maps[f"{k} error"], volume, f"Patlak {k} expected absolute error")
+                           for k in ("Ki", "V") if f"{k} error" in maps}
+            calibration = {"uncertainty_calibration": patlak_error_model(sampling.load("patlak")).fitted_on}
+        else:
+            uncertainty = {k: _map_volume(maps[f"{k} spread"], volume, f"Patlak {k} spread over the samples")
+                           for k in ("Ki", "V") if f"{k} spread" in maps}
     outputs = {"Ki": _map_volume(ki, volume, "Patlak Ki (1/min)"), "V": _map_volume(v, volume, "Patlak V (mL/mL)")}
     late = np.nanmean(data, 0)                       # over each voxel's own frames
     info = {"job": "patlak", "ModelName": "Patlak", "input": volume_path(volume), "input_function": blood.source,
@@ -162,7 +169,8 @@ def patlak(pet, *, input, frames=None, tstar: float | None = None, weights: str 
             "units": {"Ki": "1/min", "V": "mL/mL", **units}, "assumptions": blood.notes + notes,
             **(sampling.describe(sampling.load("patlak"), mean_of="final") if method == "diffusion" else {}),
             "uncertainty": {"ls": "least-squares standard error", "smoothed": "none",
-                            "diffusion": "per-voxel standard deviation over the samples"}[method],
+                            "diffusion": ERROR_DESCRIPTION if calibration else
+                            "per-voxel standard deviation over the samples"}[method], **calibration,
             "seconds": timer.seconds}
     return JobResult(outputs=outputs, uncertainty=uncertainty,
                      inputs={"frames after t* (mean)": volume.with_array(late.astype(np.float32))},

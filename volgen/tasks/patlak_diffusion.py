@@ -2,7 +2,8 @@
 (normalised like images, as one coupled pair per sample), and at every step the Patlak proximal step
 (`volgen.sampling.patlak`) pulls both toward the measured frames. The estimate is the mean of the K finished
 samples (each carries the data through its trajectory; the first-step prediction would be the plain LS fit), its
-uncertainty their spread.
+uncertainty the expected absolute error where the prior is calibrated (volgen/tasks/patlak_error.py), else the
+samples' spread.
 
 Everything the data say is carried by the least-squares fit's statistics on the PET grid (`kinetics.PatlakStatistics`:
 c = A^T W y, the residual variance, smoothed inside the mask here since 6 degrees of freedom per voxel are too few,
@@ -23,6 +24,7 @@ from volgen.ops import smooth_inside
 from volgen.sampling.patlak import PatlakProjection
 from volgen.tasks.job import Sampling, model_spacing
 from volgen.tasks.models import backbone_of
+from volgen.tasks.patlak_error import expected_error, patlak_error_model
 
 # How much the prior's x0 is doubted: a scale on its error at each noise level (large: follow the data, the LS fit;
 # small: follow the prior). Tuned on training phantoms at 1/10 dose: the error falls until here and then stays.
@@ -43,8 +45,10 @@ def patlak_sampling(sampling: Sampling) -> Sampling:
 
 def diffusion_patlak(fit: PatlakStatistics, inside: np.ndarray, pet: Volume, sampling: Sampling,
                      doubt: float | None = None) -> dict:
-    """{"Ki", "V", "Ki spread", "V spread"} on the PET grid (zero outside `inside`), from the least-squares fit's
-    statistics on that grid."""
+    """{"Ki", "V", "Ki spread", "V spread", "Ki SE", "V SE", "Ki error", "V error", "scales"} on the PET grid (zero
+    outside `inside`), from the least-squares fit's statistics on that grid: the estimates, the samples' spread (two
+    or more samples), the least-squares standard errors (smoothed residual variance), the expected absolute errors
+    (where the prior has a Patlak calibration, volgen/tasks/patlak_error.py) and each map's scale."""
     doubt = PRIOR_DOUBT if doubt is None else doubt
     sampling = patlak_sampling(sampling)
     model = sampling.load("patlak")
@@ -73,11 +77,19 @@ def diffusion_patlak(fit: PatlakStatistics, inside: np.ndarray, pet: Volume, sam
         backbone.denoiser.schedule, doubt, PRIOR_ERROR_FLOOR)
     estimate = sampling.estimate_of(model, tuple(region.shape[2:]), contrast=contrast, group=2, mean_of="final",
                                     projection=projection)
-    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):   # voxels outside the mask may have no fit
+        standard_errors = dataclasses.replace(fit, residual_variance=s2).standard_errors()
+    calibration = patlak_error_model(model)
+    out = {"scales": dict(zip(("Ki", "V"), scales))}
     for g, name in enumerate(("Ki", "V")):
         mean = (estimate.image[g, 0].float().cpu().numpy() + 1) / 2 * scales[g]
         out[name] = np.where(inside, grid.inverse(mean, order=1, fill=0.0), 0.0)
         if estimate.spread is not None:
             spread = estimate.spread[g, 0].float().cpu().numpy() / 2 * scales[g]
             out[f"{name} spread"] = np.where(inside, grid.inverse(spread, order=1, fill=0.0), 0.0)
+        out[f"{name} SE"] = np.where(inside, np.nan_to_num(standard_errors[g]), 0.0)
+        fitted = calibration.fits.get(name) if calibration is not None else None
+        if fitted is not None and f"{name} spread" in out:
+            out[f"{name} error"] = expected_error(fitted, out[name], out[f"{name} spread"], out[f"{name} SE"],
+                                                  scales[g], inside)
     return out
