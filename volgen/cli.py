@@ -366,8 +366,9 @@ def _add_patlak(sub) -> None:
                     "plasma_radioactivity, metabolite_parent_fraction applied when present; units from its .json), "
                     "a TSV with time and AIF columns, or the phantom's -pet-input.tsv. Writes "
                     "OUT/<stem>_model-patlak_meas-Ki_mimap.nii.gz and _meas-V_ on the PET grid, their standard "
-                    "errors as _meas-KiSE_ and _meas-VSE_ (ls; the spread over the samples as _meas-KiSD_ for "
-                    "diffusion), a montage, a derivative JSON (t*, frames, weights, units, assumptions) and the "
+                    "errors as _meas-KiSE_ and _meas-VSE_ (ls; for diffusion the expected absolute error as "
+                    "_meas-KiErr_, or the spread over the samples as _meas-KiSD_ for a prior without a Patlak "
+                    "calibration), a montage, a derivative JSON (t*, frames, weights, units, assumptions) and the "
                     "folder's BIDS dataset_description.json when it has none.",
         epilog="examples:\n"
                "  volgen patlak sub-01_pet.nii.gz --input sub-01_blood.tsv -o derivatives/patlak\n"
