@@ -199,6 +199,24 @@ def test_smoothing_inside_the_mask_keeps_a_constant_and_the_background():
     assert np.all(out[~mask] == 0)
 
 
+def test_debiasing_moves_an_estimates_local_means_to_the_fits_and_keeps_its_detail():
+    from volgen.tasks.patlak_diffusion import debiased
+
+    mask = np.zeros((20, 20, 20), bool)
+    mask[4:16, 3:17, 5:15] = True
+    rng = np.random.default_rng(0)
+    fit = np.where(mask, 0.03 + 0.005 * rng.standard_normal(mask.shape), 0.0)      # unbiased, noisy
+    detail = np.where(mask, 0.004 * np.sin(np.arange(20) * 2.5)[:, None, None], 0.0)
+    estimate = np.where(mask, 0.9 * 0.03 + detail, 0.0)                             # 10% low, with its detail
+    corrected = estimate + debiased(estimate, fit, mask, 12.0, (2.0, 2.0, 2.0))
+    assert abs(corrected[mask].mean() / 0.03 - 1) < 0.01 < abs(estimate[mask].mean() / 0.03 - 1)
+    # a constant offset comes back exactly, and the estimate's own structure is untouched by it
+    offset = debiased(estimate, estimate + np.where(mask, 0.002, 0.0), mask, 12.0, (2.0, 2.0, 2.0))
+    np.testing.assert_allclose(offset[mask], 0.002, rtol=1e-9)
+    assert np.all(offset[~mask] == 0)
+    assert np.all(debiased(estimate, fit, mask, 0.0, (2.0,) * 3) == 0)
+
+
 def test_smoothed_maps_are_closer_to_the_truth_on_noisy_frames(tmp_path):
     ki = np.full((16, 16, 16), 0.03)
     v = np.full((16, 16, 16), 0.3)
