@@ -73,3 +73,14 @@ def test_every_shipped_mri_module_carries_an_error_model_for_each_contrast(name)
     for fit in error_model.fits.values():
         assert all(abs(w) < 20 for w in fit.weights) and 0.5 < fit.scale < 3
     assert error_model.fitted_on["cases"].startswith("phantoms/calib")     # never the training or held-out cases
+
+
+def test_the_shipped_pet_prior_carries_a_patlak_error_model_fitted_on_calibration_phantoms():
+    from volgen.tasks.patlak_error import patlak_error_model
+
+    error_model = patlak_error_model(hub.from_pretrained("volgen-pet-prior-2mm"))
+    assert error_model is not None, "the PET prior has no Patlak error model (bench_patlak.py --calibrate --write)"
+    assert sorted(error_model.fits) == ["Ki", "V"]
+    for fit in error_model.fits.values():
+        assert all(abs(w) < 20 for w in fit.weights) and 0.5 < fit.scale < 3
+    assert "seed 600" in error_model.fitted_on["cases"]        # never the training (100) or held-out (200) seeds
