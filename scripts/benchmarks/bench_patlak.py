@@ -277,7 +277,7 @@ def main() -> None:
         for d, dose in enumerate(doses):
             frames = add_noise(clean, case.pet.schedule, spacing, np.random.default_rng(1000 * index + d), dose)
             fits = fit_methods(frames, reg, used, spacing, masks["brain"], SWEEP_MM, valid)
-            error_map = {}
+            error_map, maps = {}, {}
             if args.prior:
                 *fits["diffusion"], maps = diffusion_fit(frames, reg, used, masks["brain"], case.affine, args, valid)
                 error_map = error_map_scores(maps, truth, masks["brain"])
@@ -291,6 +291,8 @@ def main() -> None:
                 shown = {"true Ki (PSF)": truth["Ki"], "LS Ki": fits["ls"][0],
                          f"smoothed Ki ({SMOOTHED_FWHM_MM:g} mm)": fits[f"smoothed {SMOOTHED_FWHM_MM:g} mm"][0],
                          **({"diffusion Ki": fits["diffusion"][0]} if "diffusion" in fits else {}),
+                         **({"diffusion |Ki error|": np.abs(fits["diffusion"][0] - truth["Ki"]) * masks["brain"],
+                             "its expected |Ki error| (the map)": maps["Ki error"]} if "Ki error" in maps else {}),
                          "true V (PSF)": truth["V"], "LS V": fits["ls"][1]}
                 save_montage({k: Volume(np.clip(a, 0, None).astype(np.float32), case.affine) for k, a in shown.items()},
                              args.out / f"patlak{beds_tag}-dose-0.1.png", overwrite=True,
