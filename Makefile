@@ -99,8 +99,9 @@ bench-downstream: phantoms/train/.done phantoms/heldout/.done
 bench-lesion: phantoms/heldout/.done
 	$(PY) scripts/benchmarks/bench_lesion.py --cases phantoms/heldout
 
-# Few labels: segmenters on N = 4, 8, 16 labelled phantoms, with and without volgen-made labelled cases, 3 seeds
-# (runs/few-labels keeps every run: the bench resumes). bench_out/few-labels.json and the table.
+# Few labels: segmenters on N = 4, 8, 16 labelled phantoms, plain, with a second tumour inserted into each labelled
+# case ("into") and with tumours inserted into healthy twins ("volgen"), 3 seeds, 1000 steps each (runs/few-labels
+# keeps every run: the bench resumes). bench_out/few-labels.json and the table.
 bench-few-labels: phantoms/train/.done phantoms/heldout/.done
 	$(PY) scripts/benchmarks/bench_few_labels.py
 

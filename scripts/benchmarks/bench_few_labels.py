@@ -14,7 +14,7 @@ Each segmenter is scored on the held-out phantoms with every contrast real: Dice
 table gives mean and sd over the seeds per arm and N. Runs, made cases and scores are kept under --runs, so the
 bench resumes where it stopped (a run resumes from its last checkpoint).
 
-    python scripts/benchmarks/bench_few_labels.py [--n 4,8,16] [--seeds 0,1,2] [--steps 600] [--made 24]
+    python scripts/benchmarks/bench_few_labels.py [--n 4,8,16] [--seeds 0,1,2] [--steps 1000] [--made 24]
 """
 from __future__ import annotations
 
@@ -100,15 +100,17 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=20, help="held-out cases scored")
     parser.add_argument("--n", default="4,8,16")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=600)
+    # 1000: chosen on validation phantoms (N = 8, seed 1): at 500 the arms with made cases sometimes had not converged
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--made", type=int, default=24, help="volgen-made cases")
     parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
-    parser.add_argument("--arms", default="plain,volgen", help="plain, volgen (tumours in healthy brains), into "
+    parser.add_argument("--arms", default="plain,into,volgen", help="plain, volgen (tumours in healthy brains), into "
                                                                "(a second tumour in the run's own labelled cases)")
-    parser.add_argument("--runs", default="runs/few-labels", type=Path)
+    parser.add_argument("--runs", type=Path, help="where runs are kept (default runs/few-labels-STEPS)")
     parser.add_argument("--out", default="bench_out/few-labels.json", type=Path)
     args = parser.parse_args()
     arms = args.arms.split(",")
+    args.runs = args.runs or Path(f"runs/few-labels-{args.steps}")
     made = make_cases(args.train, args.runs / "made", args.made, args.model) if "volgen" in arms else None
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
     results = {"steps": args.steps, "made_cases": args.made, "model": args.model, "heldout": str(args.heldout),
@@ -163,12 +165,14 @@ def print_table(results: dict) -> None:
         if "gain_into" in row:
             print(f"    into - plain (mean Dice): {row['gain_into']:+.3f}")
     eight, sixteen = results["summary"].get("8", {}), results["summary"].get("16", {})
-    if "gain" in eight:
-        sd = max(eight["plain"]["mean"][1], eight["volgen"]["mean"][1])
-        met = eight["gain"] >= 0.05 and eight["gain"] > sd
-        print(f"target N=8: gain >= 0.05 and > one sd: {eight['gain']:+.3f} ({'met' if met else 'MISSED'})")
-    if "gain" in sixteen:
-        print(f"target N=16: no loss: {sixteen['gain']:+.3f} ({'met' if sixteen['gain'] >= 0 else 'MISSED'})")
+    for arm, key in (("volgen", "gain"), ("into", "gain_into")):
+        if key in eight:
+            sd = max(eight["plain"]["mean"][1], eight[arm]["mean"][1])
+            met = eight[key] >= 0.05 and eight[key] > sd
+            print(f"target N=8 ({arm}): gain >= 0.05 and > one sd ({sd:.3f}): {eight[key]:+.3f} "
+                  f"({'met' if met else 'MISSED'})")
+        if key in sixteen:
+            print(f"target N=16 ({arm}): no loss: {sixteen[key]:+.3f} ({'met' if sixteen[key] >= 0 else 'MISSED'})")
 
 
 if __name__ == "__main__":
