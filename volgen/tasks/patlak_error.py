@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from volgen import hub
 from volgen.error_model import METADATA_KEY, TINY, ErrorFit, ErrorModel, error_model_of
+from volgen.tasks.models import model_name_for
 
 FEATURES = ("log_spread", "log_standard_error", "log_gradient", "level")
 COLUMNS = (*FEATURES, "constant")
@@ -62,9 +64,6 @@ def patlak_error_model(model) -> ErrorModel | None:
 def prior_is_calibrated(model) -> bool:
     """Whether the diffusion job's prior (a loaded model, a name, a folder, or None for the shipped one) has a
     Patlak calibration, from its config.json alone (the output names depend on it, before any weights load)."""
-    from volgen import hub
-    from volgen.tasks.models import model_name_for
-
     if model is not None and not isinstance(model, (str, Path)):
         return patlak_error_model(model) is not None
     folder, _ = hub.resolve(model_name_for("patlak", model))
