@@ -30,15 +30,23 @@ POOL_SIGMA = 1.0           # voxels: the spread's variance and the mean are smoo
 TINY = 1e-4                # keeps the logarithms finite in the background, where spread and gradient are 0
 
 
+def log_pooled_spread(sd: np.ndarray) -> np.ndarray:
+    """log of the per-voxel standard deviation pooled over a Gaussian of POOL_SIGMA voxels (its variance smoothed)."""
+    return np.log(np.sqrt(ndimage.gaussian_filter(sd ** 2, POOL_SIGMA)) + TINY)
+
+
+def log_gradient(image: np.ndarray) -> np.ndarray:
+    """log of the gradient magnitude (per voxel) of `image` smoothed over a Gaussian of POOL_SIGMA voxels."""
+    smooth = ndimage.gaussian_filter(image, POOL_SIGMA)
+    return np.log(np.sqrt(sum(g ** 2 for g in np.gradient(smooth))) + TINY)
+
+
 def error_features(mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
     """(len(FEATURES) + 1, *shape) float64: the features of each voxel and a constant, from the posterior mean and
     the per-voxel spread (both in the model's range, (D, H, W))."""
     unit = (np.asarray(mean, dtype=np.float64) + 1) / 2
     sd = np.asarray(spread, dtype=np.float64) / 2
-    pooled = np.sqrt(ndimage.gaussian_filter(sd ** 2, POOL_SIGMA))
-    smooth = ndimage.gaussian_filter(unit, POOL_SIGMA)
-    gradient = np.sqrt(sum(g ** 2 for g in np.gradient(smooth)))
-    return np.stack([np.log(pooled + TINY), np.log(gradient + TINY), unit, np.ones_like(unit)])
+    return np.stack([log_pooled_spread(sd), log_gradient(unit), unit, np.ones_like(unit)])
 
 
 @dataclass
@@ -112,11 +120,10 @@ CALIBRATED = ("expected absolute error per voxel: the spread over the samples ca
               "and intensity (volgen/error_model.py; the model's config.json metadata 'error_model')")
 
 
-def error_model_of(model, columns=COLUMNS) -> ErrorModel | None:
-    """The calibration stored with a loaded model (hub metadata), or None; `columns` are the features its task's
-    maps are made from (the MRI jobs' by default)."""
+def error_model_of(model) -> ErrorModel | None:
+    """The calibration stored with a loaded model (hub metadata), or None."""
     data = (getattr(model, "hub_metadata", None) or {}).get(METADATA_KEY)
-    return ErrorModel.from_dict(data, columns) if data else None
+    return ErrorModel.from_dict(data) if data else None
 
 
 def calibration_for(model, contrast: str | None) -> ErrorFit | None:

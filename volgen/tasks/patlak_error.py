@@ -19,15 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from volgen import hub
-from volgen.error_model import METADATA_KEY, TINY, ErrorFit, ErrorModel, error_model_of
+from volgen.error_model import METADATA_KEY, TINY, ErrorFit, ErrorModel, log_gradient, log_pooled_spread
 from volgen.tasks.models import model_name_for
 
 FEATURES = ("log_spread", "log_standard_error", "log_gradient", "level")
 COLUMNS = (*FEATURES, "constant")
-POOL_SIGMA = 1.0           # voxels: the spread's variance and the estimate are smoothed this much (2 samples)
 DESCRIPTION = ("expected absolute error per voxel: the spread over the samples and the least-squares standard error, "
                "calibrated on PET phantoms never trained on (volgen/tasks/patlak_error.py; the prior's config.json "
                "metadata 'error_model')")
@@ -38,11 +36,9 @@ def patlak_features(estimate: np.ndarray, spread: np.ndarray, standard_error: np
     """(len(COLUMNS), voxels inside) float64: each voxel's features, from the estimate, the samples' spread and the
     least-squares standard error of one map (PET grid, its units) and that map's scale."""
     relative = np.asarray(estimate, dtype=np.float64) / scale
-    pooled = np.sqrt(ndimage.gaussian_filter((np.asarray(spread, dtype=np.float64) / scale) ** 2, POOL_SIGMA))
-    smooth = ndimage.gaussian_filter(relative, POOL_SIGMA)
-    gradient = np.sqrt(sum(g ** 2 for g in np.gradient(smooth)))
     se = np.asarray(standard_error, dtype=np.float64) / scale
-    columns = [np.log(pooled + TINY), np.log(se + TINY), np.log(gradient + TINY), relative, np.ones_like(relative)]
+    columns = [log_pooled_spread(np.asarray(spread, dtype=np.float64) / scale), np.log(se + TINY),
+               log_gradient(relative), relative, np.ones_like(relative)]
     return np.stack([c[inside] for c in columns])
 
 
@@ -53,12 +49,18 @@ def expected_error(fit: ErrorFit, estimate, spread, standard_error, scale: float
     return out
 
 
-def patlak_error_model(model) -> ErrorModel | None:
-    """The PET prior's Patlak calibration, or None (a prior without one, or one calibrated for another task)."""
+def _fitted_in(metadata: dict | None) -> ErrorModel | None:
+    """The Patlak calibration in a model's metadata, or None (none stored, or one calibrated for another task)."""
+    data = (metadata or {}).get(METADATA_KEY)
     try:
-        return error_model_of(model, COLUMNS)
+        return ErrorModel.from_dict(data, COLUMNS) if data else None
     except ValueError:
         return None
+
+
+def patlak_error_model(model) -> ErrorModel | None:
+    """The loaded PET prior's Patlak calibration, or None."""
+    return _fitted_in(getattr(model, "hub_metadata", None))
 
 
 def prior_is_calibrated(model) -> bool:
@@ -67,5 +69,4 @@ def prior_is_calibrated(model) -> bool:
     if model is not None and not isinstance(model, (str, Path)):
         return patlak_error_model(model) is not None
     folder, _ = hub.resolve(model_name_for("patlak", model))
-    data = (hub.read_config(folder).get("metadata") or {}).get(METADATA_KEY)
-    return bool(data) and list(data.get("features", [])) == list(COLUMNS)
+    return _fitted_in(hub.read_config(folder).get("metadata")) is not None
