@@ -275,16 +275,18 @@ class InsertLesion(_Inpaint):
       `keys` in one sampling call (the lesion module, `volgen inpaint CASE --mask LABELS --mode lesion`). Its label
       map is sample[`labels`] when that names a key (say another case's seg, paired in by the pipeline), else one
       drawn afresh at each call (`volgen lesion-mask`, away from a tumour the sample has). sample[label_key]
-      becomes the sample's labels with the new tumour's on top, so a segmenter trains on what was drawn;
+      becomes the sample's labels with the new tumour's on top, so a segmenter trains on what was drawn.
+      `mass_effect_mm` (mm, or a (low, high) range drawn per call) pushes the tissue around it aside first;
     - without: a lesion grown inside sample[mask_key] in each of `keys`, one contrast at a time, the labels left
       as they are."""
 
     mode = "lesion"
 
     def __init__(self, keys=("t2f",), mask_key: str = "seg", prob: float = 1.0, label_key: str | None = None,
-                 labels: str | None = None, **settings):
+                 labels: str | None = None, mass_effect_mm=0.0, **settings):
         super().__init__(keys, mask_key, prob, **settings)
         self.label_key, self.labels = label_key, labels
+        self.mass_effect_mm = (mass_effect_mm, mass_effect_mm) if np.isscalar(mass_effect_mm) else mass_effect_mm
 
     def __call__(self, sample):
         if self.label_key is None:
@@ -301,7 +303,8 @@ class InsertLesion(_Inpaint):
                 new = read_value(sample[self.labels], self.spacing)[0].astype(np.int16)
             else:
                 _, new, _ = draw_labels(case, seed=int(rng.integers(2 ** 31 - 1)))
-            result = insert_lesion(case, Volume(new, affine), sampling=self.sampling(rng))
+            result = insert_lesion(case, Volume(new, affine), sampling=self.sampling(rng),
+                                   mass_effect_mm=float(rng.uniform(*self.mass_effect_mm)))
             for key in keys:
                 self.write(sample, key, result, canonical_contrast(key))
             like = sample.get(self.label_key, sample[keys[0]])

@@ -297,10 +297,12 @@ def _add_inpaint(sub) -> None:
                     "folder and a BraTS label map (1 necrotic core, 2 oedema, 3 enhancing tumour), --mode lesion "
                     "draws that tumour into every contrast of the case at once and writes a new BraTS-layout case "
                     "(its contrasts and the labels as its -seg) into the folder -o names; only the labels and a "
-                    "one-voxel border around them change ('volgen lesion-mask' draws a label map).",
+                    "one-voxel border around them change ('volgen lesion-mask' draws a label map), and with "
+                    "--mass-effect the tissue the tumour pushes aside.",
         epilog="examples:\n  volgen inpaint case-t2f.nii.gz --mask case-seg.nii.gz -o case-t2f-healthy.nii.gz\n"
                "  volgen inpaint healthy-t2f.nii.gz --mask blob.nii.gz --mode lesion -o with-lesion-t2f.nii.gz\n"
-               "  volgen inpaint healthy-case/ --mask labels.nii.gz --mode lesion -o healthy-case-lesion")
+               "  volgen inpaint healthy-case/ --mask labels.nii.gz --mode lesion -o healthy-case-lesion "
+               "--mass-effect 3")
     p.add_argument("input", type=Path, help="NIfTI volume, a case folder (with --mode lesion and a label map), or a "
                                             "folder of BraTS-layout cases (a batch)")
     p.add_argument("--mask", type=Path, help="mask NIfTI on the same grid (non-zero = inpaint); for a folder of "
@@ -309,6 +311,9 @@ def _add_inpaint(sub) -> None:
                    help="output NIfTI (.nii.gz); for a folder, an output folder (<case>/<case>-<contrast>-<mode>)")
     p.add_argument("--mode", choices=("healthy", "lesion"), default="healthy", help="default healthy")
     p.add_argument("--contrast", help="MRI contrast of the input (default: from the file name)")
+    p.add_argument("--mass-effect", type=float, default=0.0, metavar="MM",
+                   help="with --mode lesion on a case folder: push the tissue around the tumour this far aside at "
+                        "its edge, fading out within 3 tumour radii and at the brain's edge (default 0: none)")
     _add_sampling_args(p)
     p.set_defaults(run=_run_inpaint)
 
@@ -318,6 +323,8 @@ def _run_inpaint(args) -> int:
 
     if args.input.is_dir() and args.mode == "lesion" and args.mask is not None:
         return _run_insert_lesion(args)
+    if args.mass_effect:
+        raise InputError(args.input, "--mass-effect needs --mode lesion, a case folder and a label map (--mask)")
     if args.input.is_dir():
         return _run_inpaint_batch(args)
     if args.mask is None:
@@ -413,7 +420,10 @@ def _run_patlak(args) -> int:
 def _run_insert_lesion(args) -> int:
     from volgen.api import run_lesion_insertion
 
-    result = run_lesion_insertion(args.input, args.mask, out=args.out, overwrite=args.overwrite, **_sampling(args))
+    if args.mass_effect < 0:
+        raise InputError(args.input, f"--mass-effect must be 0 or more mm, got {args.mass_effect:g}")
+    result = run_lesion_insertion(args.input, args.mask, out=args.out, overwrite=args.overwrite,
+                                  mass_effect_mm=args.mass_effect, **_sampling(args))
     counts = result.info["label_voxels"]
     print(f"wrote {args.out}: {', '.join(result.info['contrasts'])} and seg with the tumour inserted "
           f"({counts['necrotic']} necrotic, {counts['oedema']} oedema, {counts['enhancing']} enhancing voxels)")

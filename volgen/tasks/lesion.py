@@ -5,7 +5,7 @@ The contrasts are one group of the sampler's batch (`tasks.generate`): each item
 that contrast's healthy image and the same labels, so the oedema, the enhancing rim and the core sit where the labels
 put them in every contrast. Sampling runs on the labels' box on the model grid (plus a margin of context): the
 module is local, and a tumour's box is a fraction of the head. Every voxel farther than one model voxel (2 mm) from
-the labels is copied from the input bit for bit; the labels are written as the new case's seg (on top of the case's own
+the labels (and outside the pushed tissue) is copied from the input bit for bit; the labels are written as the new case's seg (on top of the case's own
 labels, if it has a tumour already).
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from volgen.io.resample import grid_difference, same_grid
 from volgen.modules.label_prior import LabelTablePrior
 from volgen.ops import compartments, label_zones
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
+from volgen.tasks.mass_effect import push_aside
 from volgen.tasks.models import backbone_of
 from volgen.tasks.synthesis import read_case
 from volgen.taskspec import TASKS
@@ -82,15 +83,44 @@ def crop_window(region: np.ndarray, multiple: int) -> tuple[slice, ...]:
     return tuple(window)
 
 
-def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings) -> JobResult:
+def foreground(volumes: dict) -> np.ndarray:
+    """The brain of a skull-stripped case: voxels above the background in any contrast, holes filled."""
+    return ndimage.binary_fill_holes(np.any([v.array > v.array.min() for v in volumes.values()], axis=0))
+
+
+def pushed_case(volumes: dict, own_labels, labels: np.ndarray, push_mm: float,
+                where: str | None = None) -> tuple[dict, object, np.ndarray]:
+    """(the case's Volumes and own labels with the tissue pushed `push_mm` aside by the tumour of `labels`, the
+    voxels that moved); nothing moves for push_mm 0. A refusal names `where` (the labels' file)."""
+    reference = next(iter(volumes.values()))
+    if push_mm <= 0:
+        return volumes, own_labels, np.zeros(labels.shape, bool)
+    brain = foreground(volumes)
+    arrays = {c: v.array for c, v in volumes.items()}
+    if own_labels is not None:
+        arrays["seg"] = own_labels
+    try:
+        pushed, moved = push_aside(arrays, labels, brain, reference.affine, push_mm, nearest=("seg",))
+    except InputError as error:
+        raise InputError(where, error.problem) from None
+    return ({c: v.with_array(pushed[c]) for c, v in volumes.items()},
+            pushed.get("seg") if own_labels is not None else None, moved)
+
+
+def insert_lesion(case, labels, *, sampling: Sampling | None = None, mass_effect_mm: float = 0.0,
+                  **settings) -> JobResult:
     """Every contrast of `case` (folder, Case or {contrast: path or Volume}) with the tumour of `labels` (path or
-    Volume on the same grid) inserted; outputs {contrast: Volume, "seg": the labels}."""
+    Volume on the same grid) inserted, the tissue around it pushed `mass_effect_mm` aside first (0: none);
+    outputs {contrast: Volume, "seg": the labels}."""
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
-        name, volumes, own_labels = read_case_and_labels(case)
-        (reference_contrast, reference), *_ = volumes.items()
+        name, originals, own_labels = read_case_and_labels(case)
+        (reference_contrast, reference), *_ = originals.items()
         label_volume, label_array = read_labels(labels, reference)
+    with timer("mass effect"):
+        volumes, own_labels, moved = pushed_case(originals, own_labels, label_array, mass_effect_mm,
+                                                 volume_path(label_volume))
     with timer("load model"):
         model = sampling.load("lesion")
     known = tuple(backbone_of(model).config.contrasts)
@@ -121,21 +151,23 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings)
                                                       device=device, level_noise=level_noise))
     with timer("restore"):
         inside = changed_region(label_array, reference.affine, model_spacing(model))
+        written = inside | moved
         outputs, uncertainty = {}, {}
         for g, contrast in enumerate(contrasts):
             model_array = prepared[contrast].array.copy()
             model_array[window] = estimate.image[g, 0].float().cpu().numpy()
             source = volumes[contrast]
-            output = source.array.copy()
+            output = originals[contrast].array.copy()
+            output[moved] = source.array[moved]
             output[inside] = prepared[contrast].restore(model_array).array[inside]
-            outputs[contrast] = source.with_array(output, name=f"{name}-{contrast}", meta={})
+            outputs[contrast] = originals[contrast].with_array(output, name=f"{name}-{contrast}", meta={})
             if estimate.spread is not None:
                 spread = np.zeros(region.shape, np.float32)
                 spread[window] = uncertainty_map(model, contrast, estimate.image[g, 0].float().cpu().numpy(),
                                                  estimate.spread[g, 0].float().cpu().numpy()) \
                     if sampling.estimate == "mean" else estimate.spread[g, 0].float().cpu().numpy()
                 spread = prepared[contrast].restore_spread(spread).array
-                uncertainty[contrast] = source.with_array(np.where(inside, spread, 0.0).astype(np.float32),
+                uncertainty[contrast] = originals[contrast].with_array(np.where(inside, spread, 0.0).astype(np.float32),
                                                           name=f"{name}-{contrast}-uncertainty", meta={})
         # a case with a tumour of its own keeps its labels where the new tumour has none
         seg_out = label_array if own_labels is None else np.where(label_array > 0, label_array, own_labels)
@@ -143,8 +175,8 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, **settings)
     counts = {part: int(np.count_nonzero(label_array == v)) for part, v in
               (("necrotic", 1), ("oedema", 2), ("enhancing", 3))}
     info = {"job": "lesion insertion", "case": name, "labels": volume_path(label_volume), "contrasts": contrasts,
-            "label_voxels": counts, "changed_voxels": int(inside.sum()),
+            "label_voxels": counts, "changed_voxels": int(written.sum()), "mass_effect_mm": float(mass_effect_mm),
             **sampling.describe(model, SPEC.mean_of, contrasts), "model_grid": list(first.grid.model_shape),
             "sampled_box": [[s.start, s.stop] for s in window], "seconds": timer.seconds}
-    return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=volumes, info=info,
+    return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=originals, info=info,
                      labels=label_volume.with_array(label_array))

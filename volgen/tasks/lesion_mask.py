@@ -16,7 +16,7 @@ from scipy import ndimage
 from volgen.errors import InputError
 from volgen.phantom.tumour import TumourSpec, random_tumour
 from volgen.tasks.job import volume_path
-from volgen.tasks.lesion import read_case_and_labels
+from volgen.tasks.lesion import foreground, read_case_and_labels
 
 ATTEMPTS = 20
 
@@ -45,7 +45,7 @@ def draw_labels(case, *, seed: int = 0, spec: TumourSpec = TumourSpec()) -> tupl
     name, volumes, own = read_case_and_labels(case)
     contrast, reference = next(iter(volumes.items()))
     image = reference.array.astype(np.float32)
-    brain = ndimage.binary_fill_holes(np.any([v.array > v.array.min() for v in volumes.values()], axis=0))
+    brain = foreground(volumes)
     if brain.sum() < 1000:
         raise InputError(volume_path(reference), f"the case's foreground has {int(brain.sum())} voxels: too small "
                                                  f"to place a tumour in")
