@@ -190,3 +190,23 @@ def test_labelled_lesion_insertion_in_a_monai_loader_draws_afresh_and_updates_th
             assert torch.equal(batch[key][~near], ref[key][~near].float()), key
             assert not torch.equal(batch[key][tumour], ref[key][tumour].float()), key
     assert not torch.equal(_stacked(epochs[0], "seg"), _stacked(epochs[1], "seg"))   # another tumour next epoch
+
+
+def test_labelled_lesion_insertion_can_push_the_tissue_aside(cases, tiny_models):
+    """mass_effect_mm reaches the job: the same tumour (labels given by a key) changes voxels beyond its border only
+    when the tissue is pushed."""
+    from monai.transforms import EnsureChannelFirstd, LoadImaged
+
+    records = _records(cases[1])
+    sample = EnsureChannelFirstd(keys=[*KEYS, "seg"])(LoadImaged(keys=[*KEYS, "seg"])(records))
+    new = torch.zeros_like(sample["seg"].as_tensor())
+    new[0, 20:26, 20:26, 12:18] = 2
+    new[0, 22:24, 22:24, 14:16] = 3
+    sample["new"] = new
+    out = {mm: InsertLesion(KEYS, label_key="seg", labels="new", model=str(tiny_models["lesion"]), steps=2,
+                            mass_effect_mm=mm)({k: v.clone() if hasattr(v, "clone") else v for k, v in sample.items()})
+           for mm in (0.0, (2.0, 3.0))}
+    near = torch.nn.functional.max_pool3d((new > 0).float(), 3, stride=1, padding=1) > 0
+    assert torch.equal(out[0.0]["t1n"][~near], sample["t1n"][~near].float())
+    assert not torch.equal(out[(2.0, 3.0)]["t1n"][~near], sample["t1n"][~near].float())
+    assert torch.equal(out[0.0]["seg"], out[(2.0, 3.0)]["seg"])
