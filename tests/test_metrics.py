@@ -119,3 +119,27 @@ def test_the_robustness_arm_fills_one_contrast_of_a_crop_from_its_stand_ins():
     plain, _ = seg.crop_batch([case], 6, torch.Generator().manual_seed(1))
     again, _ = seg.crop_batch([case], 6, torch.Generator().manual_seed(1), drop=1.0)
     assert torch.equal(plain, again)
+
+
+def test_made_cases_can_give_only_the_tumour_centred_crops():
+    """extra_crops "tumour": a made case gives tumour-centred crops only (each holds its tumour) and about half of
+    the crops still come from the real cases; "any" at fraction 1 takes every crop from the made ones."""
+    import torch
+
+    from tests.helpers import load_script
+
+    seg = load_script("segmenter")
+    shape = (4, 2 * seg.CROP, seg.CROP, seg.CROP)
+    target = torch.zeros(3, *shape[1:])
+    target[:, 100:104, 30:34, 30:34] = 1                   # a tumour that a brain-centred crop mostly misses
+    brain = torch.ones(shape[1:], dtype=torch.bool)
+    real = {"image": torch.zeros(shape), "target": target, "brain": brain}
+    made = {"image": torch.ones(shape), "target": target, "brain": brain}
+    x, y = seg.crop_batch([real], 64, torch.Generator().manual_seed(2), extra=[made], extra_fraction=1.0,
+                          extra_crops="tumour")
+    from_made = x.flatten(1).amax(1) == 1
+    assert 16 < int(from_made.sum()) < 48
+    assert bool(y[from_made].flatten(1).amax(1).min() == 1)                 # every made crop holds the tumour
+    assert bool(y[~from_made].flatten(1).amax(1).min() == 0)                # some real crops hold none
+    x, _ = seg.crop_batch([real], 16, torch.Generator().manual_seed(2), extra=[made], extra_fraction=1.0)
+    assert bool((x == 1).all())

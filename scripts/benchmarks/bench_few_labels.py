@@ -87,7 +87,7 @@ def train_run(run: Path, args, n: int, seed: int, extra: Path | None) -> None:
     argv = ["--train", str(args.train), "--run", str(run), "--steps", str(args.steps), "--subset", str(n),
             "--subset-seed", str(seed), "--seed", str(seed), "--checkpoint-every", "100"]
     if extra is not None:
-        argv += ["--extra", str(extra)]
+        argv += ["--extra", str(extra), "--extra-crops", args.made_crops]
     began = time.perf_counter()
     seg.train(seg.arguments(argv))
     print(f"trained {run.name} in {(time.perf_counter() - began) / 60:.1f} min", flush=True)
@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
     parser.add_argument("--arms", default="plain,into,volgen", help="plain, volgen (tumours in healthy brains), into "
                                                                "(a second tumour in the run's own labelled cases)")
+    parser.add_argument("--made-crops", choices=("any", "tumour"), default="any",
+                        help="which crops may come from made cases: any, or only the tumour-centred half (runs "
+                             "with made cases then end in -tumourcrops)")
     parser.add_argument("--runs", type=Path, help="where runs are kept (default runs/few-labels-STEPS)")
     parser.add_argument("--out", default="bench_out/few-labels.json", type=Path)
     args = parser.parse_args()
@@ -113,16 +116,18 @@ def main() -> None:
     args.runs = args.runs or Path(f"runs/few-labels-{args.steps}")
     made = make_cases(args.train, args.runs / "made", args.made, args.model) if "volgen" in arms else None
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
-    results = {"steps": args.steps, "made_cases": args.made, "model": args.model, "heldout": str(args.heldout),
-               "cases": len(heldout), "runs": {}}
+    results = {"steps": args.steps, "made_cases": args.made, "made_crops": args.made_crops, "model": args.model,
+               "heldout": str(args.heldout), "cases": len(heldout), "runs": {}}
+    suffix = "-tumourcrops" if args.made_crops == "tumour" else ""
     for n in (int(v) for v in args.n.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             for arm in arms:
-                run = args.runs / f"n{n}-seed{seed}-{arm}"
+                run = args.runs / f"n{n}-seed{seed}-{arm}{suffix if arm != 'plain' else ''}"
                 extra = {"plain": None, "volgen": made}.get(arm)
-                if arm == "into":
+                if arm == "into":           # made once per N and seed, whichever crops they give
                     names = [c["name"] for c in seg.subset(seg.prepared(args.train), n, seed)]
-                    extra = make_cases(args.train, run / "made", args.made, args.model, into=names)
+                    extra = make_cases(args.train, args.runs / f"n{n}-seed{seed}-into" / "made", args.made,
+                                       args.model, into=names)
                 train_run(run, args, n, seed, extra)
                 results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm,
                                              **heldout_dice(run, heldout, args.heldout.name)}

@@ -62,17 +62,25 @@ def load(run: Path) -> torch.nn.Module:
     return net.eval()
 
 
-def crop_batch(cases, batch: int, gen: torch.Generator, extra=(), extra_fraction: float = 0.0, drop: float = 0.0):
+def crop_batch(cases, batch: int, gen: torch.Generator, extra=(), extra_fraction: float = 0.0, drop: float = 0.0,
+               extra_crops: str = "any"):
     """Random CROP^3 windows, half centred on a tumour voxel, half on a brain voxel, mirrored left-right at random;
-    each from an `extra` case (made ones) with probability `extra_fraction`. With probability `drop`, one contrast of
-    a crop from a case with a "pool" (synthesised stand-ins per contrast, bench_robustness.py) is replaced by one of
-    its stand-ins."""
+    each from an `extra` case (made ones) with probability `extra_fraction` (with `extra_crops` "tumour": only the
+    tumour-centred ones, so that the brain-centred crops, the healthy tissue a segmenter must leave alone, all come
+    from the real cases). With probability `drop`, one contrast of a crop from a case with a "pool" (synthesised
+    stand-ins per contrast, bench_robustness.py) is replaced by one of its stand-ins."""
     xs, ys = [], []
     for _ in range(batch):
-        source = extra if extra and torch.rand(1, generator=gen) < extra_fraction else cases
+        if extra_crops == "tumour":
+            on_tumour = bool(torch.rand(1, generator=gen) < 0.5)
+            source = extra if extra and on_tumour and torch.rand(1, generator=gen) < extra_fraction else cases
+        else:
+            source = extra if extra and torch.rand(1, generator=gen) < extra_fraction else cases
         case = source[int(torch.randint(len(source), (1,), generator=gen))]
         tumour = case["target"][0] > 0
-        where = tumour if torch.rand(1, generator=gen) < 0.5 and tumour.any() else case["brain"]
+        if extra_crops != "tumour":
+            on_tumour = bool(torch.rand(1, generator=gen) < 0.5)
+        where = tumour if on_tumour and tumour.any() else case["brain"]
         voxels = where.nonzero()
         centre = voxels[int(torch.randint(len(voxels), (1,), generator=gen))]
         shape = case["image"].shape[1:]
@@ -143,7 +151,7 @@ def train(args) -> None:
     net.train()
     for step in tqdm(range(start, args.steps), initial=start, total=args.steps, desc="segmenter", mininterval=30):
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-        x, y = crop_batch(cases, args.batch, gen, extra, args.extra_fraction, args.drop)
+        x, y = crop_batch(cases, args.batch, gen, extra, args.extra_fraction, args.drop, args.extra_crops)
         for group in optimizer.param_groups:        # cosine decay over the run
             group["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps))
         optimizer.zero_grad()
@@ -169,6 +177,7 @@ def train(args) -> None:
                                                     "extra": str(args.extra) if args.extra else None,
                                                     "extra_cases": len(extra),
                                                     "extra_fraction": args.extra_fraction if extra else 0.0,
+                                                    "extra_crops": args.extra_crops if extra else None,
                                                     "pool": str(args.pool) if args.pool else None,
                                                     "drop": args.drop if args.pool else 0.0},
                                                    indent=1))
@@ -181,6 +190,8 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--subset-seed", type=int, default=0, help="which ones")
     parser.add_argument("--extra", type=Path, help="made cases (e.g. volgen-inserted tumours) mixed into the batches")
     parser.add_argument("--extra-fraction", type=float, default=0.5, help="share of crops from --extra")
+    parser.add_argument("--extra-crops", choices=("any", "tumour"), default="any",
+                        help="which crops may come from --extra: any, or only the tumour-centred half")
     parser.add_argument("--pool", type=Path, help="synthesised stand-ins per case and contrast (bench_robustness.py)")
     parser.add_argument("--drop", type=float, default=0.5, help="share of crops with one contrast from --pool")
     parser.add_argument("--run", default="runs/segmenter")
