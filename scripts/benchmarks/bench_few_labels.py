@@ -10,6 +10,8 @@ left-right flips):
   case's seg. The lesion module is volgen's shipped one: trained on phantoms, none of them held out here.
 - into (with `--arms ...,into`): the same, but the made cases are the run's own N labelled cases with a second
   tumour inserted beside theirs (the labels: both tumours), for a user with no unlabelled scans.
+With `--made-crops tumour` the made cases give only tumour-centred crops (half of them), and every brain-centred
+crop, the healthy tissue the segmenter must leave alone, comes from the real cases.
 Each segmenter is scored on the held-out phantoms with every contrast real: Dice for WT, TC, ET and their mean. The
 table gives mean and sd over the seeds per arm and N. Runs, made cases and scores are kept under --runs, so the
 bench resumes where it stopped (a run resumes from its last checkpoint).
