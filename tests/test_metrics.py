@@ -143,3 +143,17 @@ def test_made_cases_can_give_only_the_tumour_centred_crops():
     assert bool(y[~from_made].flatten(1).amax(1).min() == 0)                # some real crops hold none
     x, _ = seg.crop_batch([real], 16, torch.Generator().manual_seed(2), extra=[made], extra_fraction=1.0)
     assert bool((x == 1).all())
+
+
+def test_sharpness_by_hand():
+    """A ramp twice as steep has twice the gradient (per mm, whatever the spacing); a ramp has no high-pass part
+    away from the edges, so its high-pass PSNR against a flat image is infinite there; noise added is found."""
+    x = np.broadcast_to(np.arange(16.0)[:, None, None], (16, 16, 16)) / 16
+    inner = np.zeros(x.shape, bool)
+    inner[6:10, 6:10, 6:10] = True                          # beyond the blur's reach (4 sigma) of the edges
+    for spacing in (1.0, 2.0):
+        s = metrics.sharpness(2 * x, x, inner, spacing_mm=spacing)
+        assert s["gradient_ratio"] == pytest.approx(2.0, rel=1e-12)
+        assert metrics.sharpness(x, 2 * x, inner, spacing_mm=spacing)["highpass_psnr"] > 100
+    noisy = x + 0.01 * np.random.default_rng(0).standard_normal(x.shape)
+    assert metrics.sharpness(noisy, x, inner)["highpass_psnr"] < 45

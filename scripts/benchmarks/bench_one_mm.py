@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from bench_harness import LinearRegression
 from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.io.preprocess import MEDIAN_LEVEL, IntensityScale
 from volgen.io.volume import Volume
-from volgen.metrics import psnr
+from volgen.metrics import psnr, sharpness
 from volgen.phantom import PhantomSpec, generate_case
 from volgen.tasks.synthesis import synthesize
 
@@ -44,35 +43,20 @@ def unit(case) -> np.ndarray:
     return np.stack(out)
 
 
-def sharpness(image: np.ndarray, truth: np.ndarray, brain: np.ndarray) -> dict:
-    def gradient(x):
-        return np.sqrt(sum(g ** 2 for g in np.gradient(x)))
-
-    def high(x):
-        return x - ndimage.gaussian_filter(x, 1.0)
-
-    return {"gradient_ratio": float(gradient(image)[brain].mean() / gradient(truth)[brain].mean()),
-            "highpass_psnr": psnr(high(image), high(truth), brain, data_range=1.0)}
+ARMS = ("regression (1 mm)", "volgen job", "volgen + detail transfer")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", default="800,900,1000",
-                        help="fresh phantom seeds (100-600 are trained, held out, validated or calibrated on)")
-    parser.add_argument("--cases", type=int, default=3)
-    parser.add_argument("--train-cases", type=int, default=4)
-    parser.add_argument("--targets", default="t1c,t2f")
-    parser.add_argument("--out", default="bench_out/one-mm.json", type=Path)
-    args = parser.parse_args()
-    train = [generate_case(100, i, SPEC) for i in range(args.train_cases)]
+def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) -> list[dict]:
+    """One row per case, target and arm: PSNR in the brain, sharpness, seconds."""
+    train = [generate_case(100, i, SPEC) for i in range(train_cases)]
     train_images = [unit(c) for c in train]
     train_brains = [c.brain > 0 for c in train]
     rows = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        for index in range(args.cases):
+    for seed in seeds:
+        for index in range(cases):
             case = generate_case(seed, index, SPEC)
             images, brain = unit(case), case.brain > 0
-            for target in args.targets.split(","):
+            for target in targets:
                 k = MRI_CONTRASTS.index(target)
                 others = [c for c in MRI_CONTRASTS if c != target]
                 volumes = {c: Volume(case.images[c].astype(np.float32), case.affine, name=f"{case.name}-{c}")
@@ -87,17 +71,30 @@ def main() -> None:
                                     detail=True).outputs[target].array
                 detail_seconds = time.perf_counter() - began
                 truth = images[k]
-                for arm, image, seconds in (("regression (1 mm)", regression, 0.0), ("volgen job", job, job_seconds),
-                                            ("volgen + detail transfer", detail, detail_seconds)):
+                for arm, image, seconds in zip(ARMS, (regression, job, detail), (0.0, job_seconds, detail_seconds)):
                     row = {"case": case.name, "target": target, "arm": arm,
                            "psnr": psnr(image, truth, brain, data_range=1.0), **sharpness(image, truth, brain),
                            "seconds": seconds}
                     rows.append(row)
                     print(f"{case.name} {target} {arm:26} PSNR {row['psnr']:.2f} gradient {row['gradient_ratio']:.2f} "
                           f"high-pass {row['highpass_psnr']:.2f} ({seconds:.1f} s)", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="800,900,1000",
+                        help="fresh phantom seeds (100-600 are trained, held out, validated or calibrated on)")
+    parser.add_argument("--cases", type=int, default=3)
+    parser.add_argument("--train-cases", type=int, default=4)
+    parser.add_argument("--targets", default="t1c,t2f")
+    parser.add_argument("--out", default="bench_out/one-mm.json", type=Path)
+    args = parser.parse_args()
+    targets = args.targets.split(",")
+    rows = measure([int(s) for s in args.seeds.split(",")], args.cases, args.train_cases, targets)
     summary = {}
-    for target in args.targets.split(","):
-        for arm in ("regression (1 mm)", "volgen job", "volgen + detail transfer"):
+    for target in targets:
+        for arm in ARMS:
             sel = [r for r in rows if r["target"] == target and r["arm"] == arm]
             summary[f"{target} {arm}"] = {k: float(np.mean([r[k] for r in sel])) for k in
                                           ("psnr", "gradient_ratio", "highpass_psnr", "seconds")}
@@ -109,7 +106,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
     print(f"wrote {args.out}")
-
 
 if __name__ == "__main__":
     main()
