@@ -4,9 +4,10 @@ every contrast of a healthy case in one sampling call.
 The contrasts are one group of the sampler's batch (`tasks.generate`): each item is one contrast, conditioned on
 that contrast's healthy image and the same labels, so the oedema, the enhancing rim and the core sit where the labels
 put them in every contrast. Sampling runs on the labels' box on the model grid (plus a margin of context): the
-module is local, and a tumour's box is a fraction of the head. Every voxel farther than one model voxel (2 mm) from
-the labels (and outside the pushed tissue) is copied from the input bit for bit; the labels are written as the new case's seg (on top of the case's own
-labels, if it has a tumour already).
+module is local, and a tumour's box is a fraction of the head. A sample gets the scan's noise grain inside the
+region it changes (volgen/tasks/noise_match.py: a 2 mm sample is smoother than the scan). Every voxel farther than one
+model voxel (2 mm) from the labels (and outside the pushed tissue) is copied from the input bit for bit; the labels
+are written as the new case's seg (on top of the case's own labels, if it has a tumour already).
 """
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ from scipy import ndimage
 from volgen.error_model import uncertainty_map
 from volgen.errors import InputError
 from volgen.io.contrasts import Case, find_case
-from volgen.io.preprocess import GridSpec, preprocess
+from volgen.io.preprocess import GridSpec, cast_like, preprocess
 from volgen.io.resample import grid_difference, same_grid
 from volgen.modules.label_prior import LabelTablePrior
 from volgen.ops import compartments, label_zones
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.mass_effect import push_aside
 from volgen.tasks.models import backbone_of
+from volgen.tasks.noise_match import with_matched_noise
 from volgen.tasks.synthesis import read_case
 from volgen.taskspec import TASKS
 
@@ -152,14 +154,20 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, mass_effect
     with timer("restore"):
         inside = changed_region(label_array, reference.affine, model_spacing(model))
         written = inside | moved
-        outputs, uncertainty = {}, {}
+        brain = foreground(originals)
+        outputs, uncertainty, noise_sd = {}, {}, {}
         for g, contrast in enumerate(contrasts):
             model_array = prepared[contrast].array.copy()
             model_array[window] = estimate.image[g, 0].float().cpu().numpy()
             source = volumes[contrast]
             output = originals[contrast].array.copy()
             output[moved] = source.array[moved]
-            output[inside] = prepared[contrast].restore(model_array).array[inside]
+            restored = prepared[contrast].restore(model_array, dtype=np.float32).array
+            if sampling.estimate == "sample":        # a sample gets the scan's grain (volgen/tasks/noise_match.py)
+                restored, noise_sd[contrast] = with_matched_noise(restored, inside & brain, source.array,
+                                                                  brain & ~written,
+                                                                  np.random.default_rng([sampling.seed, g]))
+            output[inside] = cast_like(restored, output.dtype)[inside]
             outputs[contrast] = originals[contrast].with_array(output, name=f"{name}-{contrast}", meta={})
             if estimate.spread is not None:
                 spread = np.zeros(region.shape, np.float32)
@@ -177,6 +185,7 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, mass_effect
     info = {"job": "lesion insertion", "case": name, "labels": volume_path(label_volume), "contrasts": contrasts,
             "label_voxels": counts, "changed_voxels": int(written.sum()), "mass_effect_mm": float(mass_effect_mm),
             **sampling.describe(model, SPEC.mean_of, contrasts), "model_grid": list(first.grid.model_shape),
-            "sampled_box": [[s.start, s.stop] for s in window], "seconds": timer.seconds}
+            "sampled_box": [[s.start, s.stop] for s in window],
+            **({"matched_noise_sd": noise_sd} if noise_sd else {}), "seconds": timer.seconds}
     return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=originals, info=info,
                      labels=label_volume.with_array(label_array))
