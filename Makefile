@@ -100,8 +100,8 @@ bench-lesion: phantoms/heldout/.done
 	$(PY) scripts/benchmarks/bench_lesion.py --cases phantoms/heldout
 
 # Few labels: segmenters on N = 4, 8, 16 labelled phantoms, plain, with a second tumour inserted into each labelled
-# case ("into") and with tumours inserted into healthy twins ("volgen"), 3 seeds, 1000 steps each (runs/few-labels
-# keeps every run: the bench resumes). bench_out/few-labels.json and the table.
+# case ("into") and with tumours inserted into healthy twins ("volgen"), 3 seeds, 1000 steps each
+# (runs/few-labels-1000-grain keeps every run and made case: the bench resumes). bench_out/few-labels.json, the table.
 bench-few-labels: phantoms/train/.done phantoms/heldout/.done
 	$(PY) scripts/benchmarks/bench_few_labels.py
 

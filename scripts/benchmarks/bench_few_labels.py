@@ -111,11 +111,13 @@ def main() -> None:
     parser.add_argument("--made-crops", choices=("any", "tumour"), default="any",
                         help="which crops may come from made cases: any, or only the tumour-centred half (runs "
                              "with made cases then end in -tumourcrops)")
-    parser.add_argument("--runs", type=Path, help="where runs are kept (default runs/few-labels-STEPS)")
+    parser.add_argument("--runs", type=Path, help="where runs and made cases are kept (default "
+                                                  "runs/few-labels-STEPS-grain: made cases are cached, so the "
+                                                  "lesion job's noise grain, session 30, needed a new folder)")
     parser.add_argument("--out", default="bench_out/few-labels.json", type=Path)
     args = parser.parse_args()
     arms = args.arms.split(",")
-    args.runs = args.runs or Path(f"runs/few-labels-{args.steps}")
+    args.runs = args.runs or Path(f"runs/few-labels-{args.steps}-grain")
     made = make_cases(args.train, args.runs / "made", args.made, args.model) if "volgen" in arms else None
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
     results = {"steps": args.steps, "made_cases": args.made, "made_crops": args.made_crops, "model": args.model,
