@@ -53,6 +53,13 @@ phantoms/pet-train/.done: | $(STAMP)
 phantoms/train/.done: | $(STAMP)
 	$(PY) -m volgen phantom --n 48 --seed 100 --no-pet --no-montage --out phantoms/train --overwrite
 	touch $@
+# The PET prior's next training set (issue 42: hot tumours came out low): a hot and a cold spot per case and the
+# tumour's uptake drawn from 0.7x to 2x (seed 700: no bench uses it). Train with `volgen train backbone_pet
+# init_from=volgen-pet-prior-2mm data.root=phantoms/pet-train-hot output.dir=runs/backbone-pet-hot`, then --resume.
+phantoms/pet-train-hot/.done: | $(STAMP)
+	$(PY) -m volgen phantom --n 48 --seed 700 --no-montage --pet-focal --pet-tumour-uptake 0.7,2.0 \
+		--out phantoms/pet-train-hot --overwrite
+	touch $@
 phantoms/heldout/.done: | $(STAMP)
 	$(PY) -m volgen phantom --n 20 --seed 200 --no-pet --out phantoms/heldout --overwrite
 	touch $@

@@ -77,3 +77,11 @@ def test_the_command_and_its_parser_do_not_import_torch():
     code = "import sys; from volgen.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.parametrize("value", ["2,1", "0,2", "1", "a,b"])
+def test_phantom_refuses_a_bad_tumour_uptake_range(tmp_path, capsys, value):
+    assert main(["phantom", "--out", str(tmp_path / "never"), "--pet-tumour-uptake", value]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pet-tumour-uptake must be LOW,HIGH" in err[0], err
+    assert not (tmp_path / "never").exists()

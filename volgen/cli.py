@@ -45,6 +45,10 @@ def _add_phantom(sub) -> None:
     p.add_argument("--pet-beds", type=_positive_int, default=1, metavar="N",
                    help="scan the PET in N overlapping bed positions, 6 passes with gaps for bed motion, one 4D file "
                         "and sidecar per bed (<case>-bed1-pet.nii.gz, ...); default 1: one dynamic scan")
+    p.add_argument("--pet-focal", action="store_true",
+                   help="add a hot (K1 x2.5) and a cold (x0.3) spot in healthy brain to the PET study")
+    p.add_argument("--pet-tumour-uptake", metavar="LOW,HIGH",
+                   help="draw each case's tumour K1 (so Ki) scale log-uniformly in [LOW, HIGH] (default: 1)")
     p.add_argument("--jitter", type=float, default=0.05, help="relative T1/T2/PD jitter per case (default 0.05)")
     p.add_argument("--no-montage", action="store_true", help="skip the PNG montage")
     p.add_argument("--pet-bids", type=Path, metavar="DIR",
@@ -63,7 +67,17 @@ def _run_phantom(args) -> int:
         raise InputError(None, f"--dose must be positive, got {args.dose}")
     if args.pet_beds > 1 and args.pet_bids:
         raise InputError(args.pet_bids, "--pet-bids writes one dynamic scan per subject: not with --pet-beds")
-    pet = None if args.no_pet else PetSpec(dose=None if args.noiseless_pet else args.dose, beds=args.pet_beds)
+    uptake = None
+    if args.pet_tumour_uptake:
+        try:
+            uptake = tuple(float(v) for v in args.pet_tumour_uptake.split(","))
+        except ValueError:
+            uptake = ()
+        if len(uptake) != 2 or not 0 < uptake[0] <= uptake[1]:
+            raise InputError(None, f"--pet-tumour-uptake must be LOW,HIGH with 0 < LOW <= HIGH, got "
+                                   f"{args.pet_tumour_uptake}")
+    pet = None if args.no_pet else PetSpec(dose=None if args.noiseless_pet else args.dose, beds=args.pet_beds,
+                                           focal=args.pet_focal, lesion_k1_range=uptake)
     spec = PhantomSpec(spacing=args.spacing, tumour=not args.no_tumour, pet=pet,
                        mri=dataclasses.replace(MRISpec(), jitter=args.jitter))
     paths = generate_corpus(args.n, args.out, seed=args.seed, spec=spec, overwrite=args.overwrite,

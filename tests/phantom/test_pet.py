@@ -141,3 +141,19 @@ def test_patlak_fit_recovers_synthetic_maps_exactly():
     fit_ki, fit_v = patlak_fit(patlak_frames(ki, v, reg), reg, frames.start, t_star=20)
     np.testing.assert_allclose(fit_ki, ki, rtol=1e-10)
     np.testing.assert_allclose(fit_v, v, rtol=1e-10)
+
+
+def test_a_corpus_can_draw_each_tumours_uptake_from_a_range():
+    """lesion_k1_range: the tumour's K1, so its Ki (Ki = K1 k3 / (k2 + k3)), scaled by a log-uniform draw in the range
+    per case; a degenerate range (2, 2) doubles it exactly, healthy tissue is untouched."""
+    block = {k: np.zeros((8, 8, 8), np.float32) for k in ("csf", "gm", "wm", "necrotic", "oedema", "enhancing")}
+    block["enhancing"][:4] = 1.0
+    block["gm"][4:] = 1.0
+    flat = dict(jitter=0.0, dose=None, heterogeneity=0.0, psf_fwhm_mm=0.0)
+    base = simulate_pet(block, 2.0, np.random.default_rng(0), PetSpec(**flat))
+    doubled = simulate_pet(block, 2.0, np.random.default_rng(0), PetSpec(**flat, lesion_k1_range=(2.0, 2.0)))
+    np.testing.assert_allclose(doubled.ki[:4], 2 * base.ki[:4], rtol=1e-5)
+    np.testing.assert_array_equal(doubled.ki[4:], base.ki[4:])
+    ratios = [simulate_pet(block, 2.0, np.random.default_rng(s), PetSpec(**flat, lesion_k1_range=(0.5, 2.0))).ki[0, 0, 0]
+              / base.ki[0, 0, 0] for s in range(6)]
+    assert all(0.5 - 1e-6 <= r <= 2.0 + 1e-6 for r in ratios) and len({round(r, 4) for r in ratios}) == 6

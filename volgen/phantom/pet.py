@@ -63,6 +63,8 @@ class PetSpec:
     beds: int = 1                        # > 1: bed positions scanned in passes (`pet_beds`) instead of `schedule`
     focal: bool = False                  # add a hot and a cold spot in healthy brain (FOCAL_K1)
     lesion_k1_scale: float = 1.0         # the tumour's K1, so its Ki, times this: a second scan after a response
+    lesion_k1_range: tuple | None = None  # (low, high): each case's tumour K1 scale drawn log-uniformly in it (a
+                                          # prior's training set with a wide range of tumour uptake)
 
 
 @dataclass
@@ -116,12 +118,16 @@ def smooth_field(shape, sigma_vox: float, rng: np.random.Generator) -> np.ndarra
 def rate_maps(fractions: dict[str, np.ndarray], spacing: float, rng: np.random.Generator, spec: PetSpec) -> dict:
     """K1, k2, k3, vB per voxel: tissue fractions x the tissue's (jittered) rates x a smooth log-normal field."""
     shape = next(iter(fractions.values())).shape
+    lesion_scale = spec.lesion_k1_scale
+    if spec.lesion_k1_range is not None:            # drawn only when asked: other corpora keep their random stream
+        low, high = spec.lesion_k1_range
+        lesion_scale *= float(np.exp(rng.uniform(np.log(low), np.log(high))))
     maps = {}
     for p, name in enumerate(("K1", "k2", "k3", "vB")):
         value = np.zeros(shape, np.float32)
         for tissue, frac in fractions.items():
             jit = 1.0 + rng.uniform(-spec.jitter, spec.jitter) if spec.jitter > 0 else 1.0
-            scale = spec.lesion_k1_scale if name == "K1" and tissue in LESION_TISSUES else 1.0
+            scale = lesion_scale if name == "K1" and tissue in LESION_TISSUES else 1.0
             value += np.float32(spec.rates[tissue][p] * jit * scale) * frac
         if spec.heterogeneity > 0:
             g = smooth_field(shape, spec.heterogeneity_mm / spacing, rng)
