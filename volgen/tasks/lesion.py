@@ -90,14 +90,13 @@ def foreground(volumes: dict) -> np.ndarray:
     return ndimage.binary_fill_holes(np.any([v.array > v.array.min() for v in volumes.values()], axis=0))
 
 
-def pushed_case(volumes: dict, own_labels, labels: np.ndarray, push_mm: float,
+def pushed_case(volumes: dict, own_labels, labels: np.ndarray, brain: np.ndarray | None, push_mm: float,
                 where: str | None = None) -> tuple[dict, object, np.ndarray]:
-    """(the case's Volumes and own labels with the tissue pushed `push_mm` aside by the tumour of `labels`, the
-    voxels that moved); nothing moves for push_mm 0. A refusal names `where` (the labels' file)."""
+    """(the case's Volumes and own labels with the tissue of `brain` pushed `push_mm` aside by the tumour of
+    `labels`, the voxels that moved); nothing moves for push_mm 0. A refusal names `where` (the labels' file)."""
     reference = next(iter(volumes.values()))
     if push_mm <= 0:
         return volumes, own_labels, np.zeros(labels.shape, bool)
-    brain = foreground(volumes)
     arrays = {c: v.array for c, v in volumes.items()}
     if own_labels is not None:
         arrays["seg"] = own_labels
@@ -121,7 +120,9 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, mass_effect
         (reference_contrast, reference), *_ = originals.items()
         label_volume, label_array = read_labels(labels, reference)
     with timer("mass effect"):
-        volumes, own_labels, moved = pushed_case(originals, own_labels, label_array, mass_effect_mm,
+        # the brain: where the push fades out, and where a sample's noise level is measured
+        brain = foreground(originals) if mass_effect_mm > 0 or sampling.estimate == "sample" else None
+        volumes, own_labels, moved = pushed_case(originals, own_labels, label_array, brain, mass_effect_mm,
                                                  volume_path(label_volume))
     with timer("load model"):
         model = sampling.load("lesion")
@@ -154,7 +155,6 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, mass_effect
     with timer("restore"):
         inside = changed_region(label_array, reference.affine, model_spacing(model))
         written = inside | moved
-        brain = foreground(originals)
         outputs, uncertainty, noise_sd = {}, {}, {}
         for g, contrast in enumerate(contrasts):
             model_array = prepared[contrast].array.copy()

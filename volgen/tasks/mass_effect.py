@@ -26,7 +26,7 @@ def smoothstep(t: np.ndarray) -> np.ndarray:
 
 
 def displacement_mm(labels: np.ndarray, brain: np.ndarray, spacing: np.ndarray, push_mm: float) -> tuple:
-    """(box, centre (voxels, in the box), unit directions (3, box), displacement in mm (box)) of the tissue around
+    """(box, unit directions from the tumour's centre (3, box), displacement in mm (box)) of the tissue around
     the tumour of `labels` (> 0) inside `brain`; the box holds every voxel that moves."""
     tumour = labels > 0
     volume_mm3 = float(tumour.sum()) * float(np.prod(spacing))
@@ -52,7 +52,7 @@ def displacement_mm(labels: np.ndarray, brain: np.ndarray, spacing: np.ndarray, 
     depth = depth[tuple(slice(s.start - o.start + 1, s.stop - o.start + 1) for s, o in zip(box, outer))]
     fade = smoothstep(depth / RIM_MM) * smoothstep(REACH - r / radius)
     directions = offset / np.maximum(r, 1e-9)
-    return box, centre - lo, directions, shift * fade
+    return box, directions, shift * fade
 
 
 def push_aside(arrays: dict, labels: np.ndarray, brain: np.ndarray, affine, push_mm: float,
@@ -60,7 +60,7 @@ def push_aside(arrays: dict, labels: np.ndarray, brain: np.ndarray, affine, push
     """({name: array with the tissue pushed aside}, the voxels that changed) for arrays on one grid; names in
     `nearest` (label maps) are resampled by nearest neighbour, the others linearly."""
     spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
-    box, _, directions, shift = displacement_mm(labels, brain, spacing, push_mm)
+    box, directions, shift = displacement_mm(labels, brain, spacing, push_mm)
     moved = np.zeros(labels.shape, bool)
     moved[box] = shift > MOVED_MM
     # each voxel takes its value from where its tissue was: nearer the centre by `shift`
