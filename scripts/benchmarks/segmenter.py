@@ -161,7 +161,7 @@ def train(args) -> None:
         loss.backward()
         optimizer.step()
         if (step + 1) % 20 == 0:
-            log.write(f"{step + 1},{float(loss):.5f},{time.perf_counter() - began:.1f}\n")
+            log.write(f"{step + 1},{loss.item():.5f},{time.perf_counter() - began:.1f}\n")
             log.flush()
         if (step + 1) % args.checkpoint_every == 0 or step + 1 == args.steps:
             path = run / "checkpoints" / f"step-{step + 1:06d}.safetensors"

@@ -217,6 +217,27 @@ def test_debiasing_moves_an_estimates_local_means_to_the_fits_and_keeps_its_deta
     assert np.all(debiased(estimate, fit, mask, 0.0, (2.0,) * 3) == 0)
 
 
+def test_the_maps_scale_does_not_ride_on_the_noise():
+    from volgen.kinetics import PatlakStatistics
+    from volgen.tasks.patlak_diffusion import SCALE_SMOOTHING_RATIO, map_scales
+
+    mask = np.zeros((24, 24, 24), bool)
+    mask[3:21, 3:21, 3:21] = True
+    clean = np.where(mask, 0.03, 0.0)
+    noisy = clean + np.where(mask, 0.006 * np.random.default_rng(0).standard_normal(mask.shape), 0.0)
+
+    def fit(ki):
+        return PatlakStatistics(ki=ki, v=2 * ki, c=None, gram=None, residual_variance=None)
+
+    # a constant map's smoothed percentile is the constant: the scale is it over the smoothing's ratio, exactly
+    np.testing.assert_allclose(map_scales(fit(clean), mask, (2.0,) * 3), (0.03 / SCALE_SMOOTHING_RATIO,
+                                                                           0.06 / SCALE_SMOOTHING_RATIO), rtol=1e-9)
+    raw = map_scales(fit(noisy), mask, (2.0,) * 3, fwhm_mm=0.0)[0]
+    smoothed = map_scales(fit(noisy), mask, (2.0,) * 3)[0]
+    assert raw > 1.4 * 0.03                    # 99.5th percentile of noise of sd 1/5 of the level: about 1.5x
+    assert abs(smoothed * SCALE_SMOOTHING_RATIO / 0.03 - 1) < 0.08
+
+
 def test_smoothed_maps_are_closer_to_the_truth_on_noisy_frames(tmp_path):
     ki = np.full((16, 16, 16), 0.03)
     v = np.full((16, 16, 16), 0.3)

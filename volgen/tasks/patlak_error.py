@@ -9,8 +9,8 @@ itself (hot voxels err more). An `ErrorFit` (volgen/error_model.py) maps these t
 
     E|estimate - truth| / scale = fit.scale * exp(w . [log spread, log SE, log |grad|, level, 1]),
 
-everything relative to the map's scale (the job's normaliser: the 99.5th percentile of the least-squares map in the
-mask), so one fit serves every dose and uptake level. It is fitted on calibration phantoms no model was trained or
+everything relative to the map's scale (the job's normaliser, `patlak_diffusion.map_scales`: the 99.5th percentile of
+the least-squares map, smoothed, in the mask), so one fit serves every dose and uptake level. It is fitted on calibration phantoms no model was trained or
 tuned on (`scripts/benchmarks/bench_patlak.py --calibrate`) and stored in the PET prior's config.json metadata
 ("error_model", targets "Ki" and "V").
 """
