@@ -6,11 +6,13 @@ import shutil
 
 import numpy as np
 
-from tests.tasks.test_patlak import _maps, write_study
+from tests.tasks.test_patlak import AFFINE, _maps, write_study
 from volgen import hub
 from volgen.cli import main
 from volgen.error_model import METADATA_KEY, TINY, ErrorFit, ErrorModel
 from volgen.io.nifti import read_volume
+from volgen.kinetics import PatlakStatistics
+from volgen.tasks.patlak_diffusion import map_scales
 from volgen.tasks.patlak_error import COLUMNS, DESCRIPTION, patlak_features
 
 
@@ -45,15 +47,17 @@ def _run(tmp_path, prior, name):
 
 
 def test_a_calibrated_prior_writes_the_expected_error_and_says_so(tmp_path, tiny_models):
-    # only the constant weighs: the map is then fit.scale * e^c times the map's scale (the 99.5th percentile of the
-    # least-squares map, which on noiseless frames is the true map's) everywhere in the mask
+    # only the constant weighs: the map is then fit.scale * e^c times the map's scale (the job's `map_scales` of the
+    # least-squares maps, which on noiseless frames are the true maps) everywhere in the mask
     fits = {"Ki": ErrorFit([0.0, 0.0, 0.0, 0.0, -2.0], 1.5), "V": ErrorFit([0.0, 0.0, 0.0, 0.0, -3.0], 0.5)}
     prior = _prior_with(tmp_path, tiny_models["backbone"],
                         ErrorModel(fits, {"cases": "test"}, COLUMNS).to_dict())
     out, ki, v = _run(tmp_path, prior, "out")
-    for name, truth in (("Ki", ki), ("V", v)):
+    scales = map_scales(PatlakStatistics(ki=ki, v=v, c=None, gram=None, residual_variance=None),
+                        np.ones(ki.shape, bool), np.abs(np.diag(AFFINE)[:3]))
+    for name, scale in zip(("Ki", "V"), scales):
         error = read_volume(out / f"sub-01_model-patlak_meas-{name}Err_mimap.nii.gz", allow_constant=True).array
-        expected = fits[name].scale * np.exp(fits[name].weights[-1]) * np.percentile(truth, 99.5)
+        expected = fits[name].scale * np.exp(fits[name].weights[-1]) * scale
         np.testing.assert_allclose(error, expected, rtol=1e-4)
     assert not (out / "sub-01_model-patlak_meas-KiSD_mimap.nii.gz").exists()
     info = json.loads((out / "sub-01_model-patlak_mimap.json").read_text())
