@@ -157,3 +157,20 @@ def test_sharpness_by_hand():
         assert metrics.sharpness(x, 2 * x, inner, spacing_mm=spacing)["highpass_psnr"] > 100
     noisy = x + 0.01 * np.random.default_rng(0).standard_normal(x.shape)
     assert metrics.sharpness(noisy, x, inner)["highpass_psnr"] < 45
+
+
+def test_a_stopped_segmenter_run_resumes_from_its_checkpoint(phantom_dir, tmp_path, monkeypatch):
+    """A run stopped at step 2 and asked for 3 loads its weights and optimizer (weights_only) and draws one batch
+    more, not three."""
+    from tests.helpers import load_script
+
+    seg = load_script("segmenter")
+    argv = ["--train", str(phantom_dir.parent), "--run", str(tmp_path / "run"), "--checkpoint-every", "1",
+            "--batch", "1", "--no-bf16"]
+    seg.train(seg.arguments(argv + ["--steps", "2"]))
+    drawn = []
+    crop_batch = seg.crop_batch
+    monkeypatch.setattr(seg, "crop_batch", lambda *a, **k: drawn.append(1) or crop_batch(*a, **k))
+    seg.train(seg.arguments(argv + ["--steps", "3"]))
+    assert len(drawn) == 1
+    assert (tmp_path / "run" / "checkpoints" / "step-000003.safetensors").is_file()

@@ -136,7 +136,9 @@ def train(args) -> None:
     if found:
         state = load_file(str(found[-1]))
         net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-        optimizer.load_state_dict(torch.load(found[-1].with_suffix(".opt"), weights_only=True))
+        # checkpoints written before session 31 hold the learning rate as a numpy scalar: allowed, they are our own
+        with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))]):
+            optimizer.load_state_dict(torch.load(found[-1].with_suffix(".opt"), weights_only=True))
         start = int(found[-1].stem.split("-")[1])
     cases = subset(prepared(args.train), args.subset, args.subset_seed)
     if args.pool:
@@ -153,7 +155,8 @@ def train(args) -> None:
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         x, y = crop_batch(cases, args.batch, gen, extra, args.extra_fraction, args.drop, args.extra_crops)
         for group in optimizer.param_groups:        # cosine decay over the run
-            group["lr"] = args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps))
+            # a float, not a numpy scalar: the .opt must load with weights_only
+            group["lr"] = float(args.lr * 0.5 * (1 + np.cos(np.pi * step / args.steps)))
         optimizer.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             out = net(x)
