@@ -28,15 +28,38 @@ def supratentorial(shape, affine) -> np.ndarray:
     return (world[2] > 0) | ((world[2] > -30) & (world[1] > -40))
 
 
+@dataclass(frozen=True)
+class TumourSites:
+    """Where a tumour's centre may go in one brain, computed once for many draws (the distance transform is most of
+    a draw's time): each voxel's depth in the brain and whether it is supratentorial parenchyma (voxels); with
+    `clearance`, each voxel's distance to a tumour already there, which the new tumour's oedema must keep off."""
+    depth: np.ndarray
+    parenchyma: np.ndarray
+    clearance: np.ndarray | None = None
+
+
+def tumour_sites(brain: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine: np.ndarray) -> TumourSites:
+    return TumourSites(ndimage.distance_transform_edt(brain > 0.5),
+                       (gm + wm > 0.8) & supratentorial(brain.shape, affine))
+
+
 def random_tumour(brain: np.ndarray, gm: np.ndarray, wm: np.ndarray, affine: np.ndarray, rng: np.random.Generator,
-                  spec: TumourSpec = TumourSpec()) -> tuple[np.ndarray, dict]:
+                  spec: TumourSpec = TumourSpec(), sites: TumourSites | None = None) -> tuple[np.ndarray, dict]:
     """Labels (uint8) and a description; the lesion sits in supratentorial parenchyma, away from the brain's edge,
-    as one connected region."""
+    as one connected region (with `sites.clearance`, its centre beyond its oedema's nominal reach, the largest
+    oedema_reach times its radius plus 2 voxels, from the tumour there, where the brain has such places)."""
+    sites = sites if sites is not None else tumour_sites(brain, gm, wm, affine)
     spacing = float(np.linalg.norm(np.asarray(affine)[:3, 0]))
     radius = rng.uniform(*spec.radius_mm) / spacing                      # voxels
     axes = radius * rng.uniform(0.8, 1.2, 3)                             # ellipsoid semi-axes
-    depth = ndimage.distance_transform_edt(brain > 0.5)
-    candidates = np.argwhere((depth > radius * 1.2) & (gm + wm > 0.8) & supratentorial(brain.shape, affine))
+    depth = sites.depth
+    allowed = (depth > radius * 1.2) & sites.parenchyma
+    if sites.clearance is not None and allowed.any():
+        far = sites.clearance > radius * spec.oedema_reach[1] + 2
+        # a tumour too large to be that far anywhere goes to the farthest tenth of the places (it may then not fit,
+        # and the caller draws again: a smaller one may)
+        allowed &= far if np.any(allowed & far) else sites.clearance >= np.percentile(sites.clearance[allowed], 90)
+    candidates = np.argwhere(allowed)
     if len(candidates) == 0:
         candidates = np.argwhere(depth >= depth.max() * 0.8)
     centre = candidates[rng.integers(len(candidates))].astype(np.float64)
