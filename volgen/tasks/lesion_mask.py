@@ -55,14 +55,14 @@ def draw_labels(case, *, seed: int = 0, spec: TumourSpec = TumourSpec()) -> tupl
     existing = own > 0 if own is not None else np.zeros(brain.shape, bool)
     rng = np.random.default_rng(seed)
     brain_fraction = brain.astype(np.float32)
-    anywhere = tumour_sites(brain_fraction, grey, white, reference.affine)
-    # The first draws go where the module's training tumours went; where the case's own tumour is so large that
-    # they all touch it, the rest keep their centre clear of it (beside a training phantom's tumour of 36,000
-    # voxels, 14% of its brain, 2 of 40 free draws fitted).
-    clear = replace(anywhere, clearance=ndimage.distance_transform_edt(~existing)) if existing.any() else anywhere
+    sites = tumour_sites(brain_fraction, grey, white, reference.affine)
     for attempt in range(2 * ATTEMPTS):
-        labels, info = random_tumour(brain_fraction, grey, white, reference.affine, rng, spec,
-                                     anywhere if attempt < ATTEMPTS else clear)
+        if attempt == ATTEMPTS and existing.any():
+            # The first draws go where the module's training tumours went; where the case's own tumour is so large
+            # that they all touch it, the rest keep their centre clear of it (beside a training phantom's tumour of
+            # 36,000 voxels, 14% of its brain, 2 of 40 free draws fitted).
+            sites = replace(sites, clearance=ndimage.distance_transform_edt(~existing))
+        labels, info = random_tumour(brain_fraction, grey, white, reference.affine, rng, spec, sites)
         labels[~brain] = 0
         if labels.any() and not np.any(ndimage.binary_dilation(labels > 0, iterations=2) & existing):
             info["contrast_for_tissue"] = contrast
