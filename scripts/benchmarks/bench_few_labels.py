@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     # 1000: chosen on validation phantoms (N = 8, seed 1): at 500 the arms with made cases sometimes had not converged
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--made", type=int, default=24, help="volgen-made cases")
+    parser.add_argument("--made", type=int, default=24, help="volgen-made cases (runs with another count end in "
+                                                             "-madeK)")
     parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
     parser.add_argument("--arms", default="plain,into,volgen", help="plain, volgen (tumours in healthy brains), into "
                                                                "(a second tumour in the run's own labelled cases)")
@@ -122,7 +123,8 @@ def main() -> None:
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
     results = {"steps": args.steps, "made_cases": args.made, "made_crops": args.made_crops, "model": args.model,
                "heldout": str(args.heldout), "cases": len(heldout), "runs": {}}
-    suffix = "-tumourcrops" if args.made_crops == "tumour" else ""
+    # runs with made cases name what differs from the defaults; the made cases are shared (made-000.. are the same)
+    suffix = ("-tumourcrops" if args.made_crops == "tumour" else "") + (f"-made{args.made}" if args.made != 24 else "")
     for n in (int(v) for v in args.n.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             for arm in arms:

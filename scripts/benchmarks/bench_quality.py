@@ -13,8 +13,8 @@ Tasks and rows (images on the 2 mm model grid in [0, 1], data range 1):
 Every image row has its sharpness beside the truth (volgen.metrics.sharpness, in the brain or the mask): the mean
 gradient magnitude's ratio to the truth's and the PSNR of the high-pass part (the image minus its 1 mm Gaussian blur).
 With --spacing 1 the synthesis rows are measured instead on fresh 1 mm phantoms through the job, as users' 1 mm
-data meets it (scripts/benchmarks/bench_one_mm.py: the regression fitted at 1 mm, the job, the job with the detail
-transfer), as the tasks "<target> synthesis (1 mm)".
+data meets it (scripts/benchmarks/bench_one_mm.py: the regression fitted at 1 mm, the job as it runs by default with
+the detail transfer, and the 2 mm estimate resampled), as the tasks "<target> synthesis (1 mm)".
 Every module row reports Spearman(uncertainty, |error|) inside the brain (or the mask) for the posterior mean, with
 the same for an oracle map (the local RMS of the true error, the voxel itself left out) as the reference, and
 seconds per case (the mean and the sample come from the same batch of K samples: the same seconds). Each run
@@ -110,8 +110,8 @@ def one_mm_rows(args) -> list[dict]:
     """The synthesis rows at 1 mm: bench_one_mm.py's arms on fresh 1 mm phantoms, one table per target."""
     targets = args.targets.split(",") if args.targets != ",".join(CONTRASTS) else ["t1c", "t2f"]
     measured = bench_one_mm.measure([int(v) for v in args.seeds.split(",")], args.cases, 4, targets)
-    names = {"regression (1 mm)": "linear regression (1 mm)", "volgen job": "VCM mean (the job: 2 mm, resampled)",
-             "volgen + detail transfer": "VCM mean + detail transfer"}
+    names = {"regression (1 mm)": "linear regression (1 mm)", "volgen, 2 mm resampled": "VCM mean, 2 mm resampled",
+             "volgen job (detail transfer)": "VCM mean (the job: detail transfer)"}
     rows = []
     for target in targets:
         table = Table(f"{target} synthesis (1 mm)")
@@ -442,7 +442,7 @@ def print_targets(rows: list[dict]) -> None:
     for target, need in (("t1c", 4.0), ("t2f", 6.0)):          # the 2 mm margins, asked of 1 mm output too
         task = f"{target} synthesis (1 mm)"
         lin = _find(rows, task, "linear regression")
-        for arm in ("VCM mean (the job", "VCM mean + detail"):
+        for arm in ("VCM mean, 2 mm", "VCM mean (the job"):
             row = _find(rows, task, arm)
             if row and lin:
                 gain, ratio = row["brain_psnr"] - lin["brain_psnr"], row["gradient_ratio"]

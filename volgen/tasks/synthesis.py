@@ -81,11 +81,20 @@ def pick_targets(conditions, target=None, module_contrasts=MRI_CONTRASTS) -> lis
     return targets
 
 
-def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, detail: bool = False,
+# A grid this much finer than the model's along every axis gets the detail transfer by default: measured at 1 mm
+# (bench_quality.py --spacing 1); a thick-slice or 1.5 mm case keeps the model-grid estimate resampled.
+FINER_GRID = 0.75
+
+
+def finer_than_model(volume: Volume, model_spacing_mm: float) -> bool:
+    return all(s <= FINER_GRID * model_spacing_mm for s in volume.spacing)
+
+
+def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, detail: bool | None = None,
                **settings) -> JobResult:
     """Synthesise the missing contrast(s) of `case`. `settings` are `Sampling` fields (model, steps, seed, ...).
-    `detail` (experimental, off by default until measured: bench_one_mm.py) gives a case on a grid finer than the
-    model's its conditions' detail (volgen/tasks/detail.py) instead of the model-grid estimate resampled."""
+    `detail` gives a case on a grid finer than the model's its conditions' detail (volgen/tasks/detail.py) instead
+    of the model-grid estimate resampled; None (the default) does so on grids `finer_than_model` (a 1 mm case)."""
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
@@ -105,6 +114,8 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
                              contrasts=module_contrasts, shape=first.grid.model_shape)
         # the head: voxels above the background in any condition; the synthesised volume is 0 outside it
         head = np.any([v.array > v.array.min() for v in volumes.values()], axis=0)
+    if detail is None:
+        detail = finer_than_model(reference, spec.spacing[0])
     outputs, uncertainty = {}, {}
     for contrast in targets:
         with timer(f"sample {contrast}"):
@@ -123,5 +134,6 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
                                                             name=f"{name}-{contrast}-uncertainty", meta={})
     info = {"job": "synthesis", "case": name, "conditions": list(volumes), "targets": targets,
             **sampling.describe(model, contrasts=targets), "model_grid": list(first.grid.model_shape),
-            "intensity": "float32 in [0, 1], 0 outside the head", "seconds": timer.seconds}
+            "detail_transfer": bool(detail), "intensity": "float32 in [0, 1], 0 outside the head",
+            "seconds": timer.seconds}
     return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=volumes, info=info)
