@@ -47,6 +47,16 @@ def _window(ras: np.ndarray) -> tuple[float, float]:
     return tuple(np.percentile(fg, (0.5, 99.5))) if fg.size else (float(ras.min()), float(ras.min()) + 1.0)
 
 
+def fit_caption(draw: ImageDraw.ImageDraw, name: str, view: str, font, width: int) -> str:
+    """"name view", the name cut short with an ellipsis where the caption is wider than its panel (it would run into
+    the next panel's); the view is always shown."""
+    caption = f"{name} {view}"
+    while draw.textlength(caption, font=font) > width and name:
+        name = name[:-1]
+        caption = f"{name.rstrip()}... {view}"
+    return caption
+
+
 def save_montage(volumes: dict[str, Volume], path, *, labels: Volume | None = None, centre=None,
                  overwrite: bool = False, title: str | None = None) -> Path:
     """Write a montage of `volumes` (one grid) with a label overlay row when `labels` is given; the slices cross at
@@ -82,7 +92,7 @@ def save_montage(volumes: dict[str, Volume], path, *, labels: Volume | None = No
                     hit = lsl == value
                     rgb[hit] = (0.45 * rgb[hit] + 0.55 * np.array(colour)).astype(np.uint8)
             panel = Image.fromarray(rgb).resize(size, Image.Resampling.NEAREST)
-            draw.text((x, y + 2), f"{name} {view}", fill="white", font=font)
+            draw.text((x, y + 2), fit_caption(draw, name, view, font, size[0] + 2), fill="white", font=font)
             canvas.paste(panel, (x, y + HEADER))
             x += size[0] + 4
     with atomic_path(path, overwrite=overwrite) as tmp:
