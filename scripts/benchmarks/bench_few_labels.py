@@ -89,7 +89,8 @@ def train_run(run: Path, args, n: int, seed: int, extra: Path | None) -> None:
     argv = ["--train", str(args.train), "--run", str(run), "--steps", str(args.steps), "--subset", str(n),
             "--subset-seed", str(seed), "--seed", str(seed), "--checkpoint-every", "100"]
     if extra is not None:
-        argv += ["--extra", str(extra), "--extra-crops", args.made_crops]
+        # the first --made of the folder's cases: a folder made for a larger count is shared with smaller ones
+        argv += ["--extra", str(extra), "--extra-cases", str(args.made), "--extra-crops", args.made_crops]
     began = time.perf_counter()
     seg.train(seg.arguments(argv))
     print(f"trained {run.name} in {(time.perf_counter() - began) / 60:.1f} min", flush=True)

@@ -144,7 +144,7 @@ def train(args) -> None:
     if args.pool:
         pool = torch.load(args.pool, weights_only=True)             # {case name: (contrasts, samples, D, H, W)}
         cases = [{**c, "pool": pool[c["name"]]} if c["name"] in pool else c for c in cases]
-    extra = prepared(args.extra) if args.extra else []
+    extra = prepared(args.extra, max_cases=args.extra_cases) if args.extra else []
     loss_fn = DiceLoss(sigmoid=True, batch=True)
     log = (run / "metrics.csv").open("a")
     if start == 0:
@@ -192,6 +192,7 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--subset", type=int, help="train on this many of them (few labels)")
     parser.add_argument("--subset-seed", type=int, default=0, help="which ones")
     parser.add_argument("--extra", type=Path, help="made cases (e.g. volgen-inserted tumours) mixed into the batches")
+    parser.add_argument("--extra-cases", type=int, help="only the first K cases of --extra (default: all)")
     parser.add_argument("--extra-fraction", type=float, default=0.5, help="share of crops from --extra")
     parser.add_argument("--extra-crops", choices=("any", "tumour"), default="any",
                         help="which crops may come from --extra: any, or only the tumour-centred half")
