@@ -10,8 +10,9 @@ left-right flips):
   case's seg. The lesion module is volgen's shipped one: trained on phantoms, none of them held out here.
 - into (with `--arms ...,into`): the same, but the made cases are the run's own N labelled cases with a second
   tumour inserted beside theirs (the labels: both tumours), for a user with no unlabelled scans.
-With `--made-crops tumour` the made cases give only tumour-centred crops (half of them), and every brain-centred
-crop, the healthy tissue the segmenter must leave alone, comes from the real cases.
+`--made K` and `--made-share S` change how many made cases there are and the share of crops they give (24 and a
+half by default). With `--made-crops tumour` the made cases give only tumour-centred crops (half of them), and every
+brain-centred crop, the healthy tissue the segmenter must leave alone, comes from the real cases.
 Each segmenter is scored on the held-out phantoms with every contrast real: Dice for WT, TC, ET and their mean. The
 table gives mean and sd over the seeds per arm and N. Runs, made cases and scores are kept under --runs, so the
 bench resumes where it stopped (a run resumes from its last checkpoint).
@@ -90,7 +91,8 @@ def train_run(run: Path, args, n: int, seed: int, extra: Path | None) -> None:
             "--subset-seed", str(seed), "--seed", str(seed), "--checkpoint-every", "100"]
     if extra is not None:
         # the first --made of the folder's cases: a folder made for a larger count is shared with smaller ones
-        argv += ["--extra", str(extra), "--extra-cases", str(args.made), "--extra-crops", args.made_crops]
+        argv += ["--extra", str(extra), "--extra-cases", str(args.made), "--extra-crops", args.made_crops,
+                 "--extra-fraction", str(args.made_share)]
     began = time.perf_counter()
     seg.train(seg.arguments(argv))
     print(f"trained {run.name} in {(time.perf_counter() - began) / 60:.1f} min", flush=True)
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
     parser.add_argument("--arms", default="plain,into,volgen", help="plain, volgen (tumours in healthy brains), into "
                                                                "(a second tumour in the run's own labelled cases)")
+    parser.add_argument("--made-share", type=float, default=0.5,
+                        help="share of the crops from made cases (runs with another share end in -shareS)")
     parser.add_argument("--made-crops", choices=("any", "tumour"), default="any",
                         help="which crops may come from made cases: any, or only the tumour-centred half (runs "
                              "with made cases then end in -tumourcrops)")
@@ -122,10 +126,12 @@ def main() -> None:
     args.runs = args.runs or Path(f"runs/few-labels-{args.steps}-grain")
     made = make_cases(args.train, args.runs / "made", args.made, args.model) if "volgen" in arms else None
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
-    results = {"steps": args.steps, "made_cases": args.made, "made_crops": args.made_crops, "model": args.model,
+    results = {"steps": args.steps, "made_cases": args.made, "made_share": args.made_share,
+               "made_crops": args.made_crops, "model": args.model,
                "heldout": str(args.heldout), "cases": len(heldout), "runs": {}}
     # runs with made cases name what differs from the defaults; the made cases are shared (made-000.. are the same)
     suffix = ("-tumourcrops" if args.made_crops == "tumour" else "") + (f"-made{args.made}" if args.made != 24 else "")
+    suffix += f"-share{args.made_share:g}" if args.made_share != 0.5 else ""
     for n in (int(v) for v in args.n.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             for arm in arms:
