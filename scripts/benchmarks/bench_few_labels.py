@@ -130,8 +130,9 @@ def main() -> None:
                "made_crops": args.made_crops, "model": args.model,
                "heldout": str(args.heldout), "cases": len(heldout), "runs": {}}
     # runs with made cases name what differs from the defaults; the made cases are shared (made-000.. are the same)
-    suffix = ("-tumourcrops" if args.made_crops == "tumour" else "") + (f"-made{args.made}" if args.made != 24 else "")
-    suffix += f"-share{args.made_share:g}" if args.made_share != 0.5 else ""
+    suffix = "-tumourcrops" if args.made_crops == "tumour" else ""
+    suffix += f"-made{args.made}" if args.made != parser.get_default("made") else ""
+    suffix += f"-share{args.made_share:g}" if args.made_share != parser.get_default("made_share") else ""
     for n in (int(v) for v in args.n.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             for arm in arms:
