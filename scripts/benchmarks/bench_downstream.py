@@ -116,11 +116,12 @@ def main() -> None:
     parser.add_argument("--train", default="phantoms/train", help="what the regression baseline is fitted on")
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--targets", default=",".join(CONTRASTS))
+    parser.add_argument("--model", help="the synthesis module (name or folder; default: the shipped one)")
     parser.add_argument("--out", default="bench_out/downstream.json")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     net = seg.load(args.segmenter)
-    model = load_model("synthesis", None, device=DEVICE)
+    model = load_model("synthesis", args.model, device=DEVICE)
     train = seg.prepared(args.train, max_cases=16)
     regressions = {t: LinearRegression([i for i, c in enumerate(CONTRASTS) if c != t], CONTRASTS.index(t)).fit(
         [c["case"].images.numpy() for c in train], [brain_of(c["case"]) for c in train]) for t in CONTRASTS}
@@ -128,6 +129,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"segmenter": json.loads((Path(args.segmenter) / "segmenter.json").read_text()), "cases": len(cases),
+               "model": args.model or "shipped",
                "heldout": args.heldout, "dice": {}, "ssim": {}}
     began = time.perf_counter()
     for target in args.targets.split(","):

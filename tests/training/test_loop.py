@@ -116,6 +116,7 @@ def test_autoencoder_run(tmp_path, phantom_dir, model, kind, latent):
     ("train.timestep_weights=[1,1]", "train.timestep_weights: weights the train.sampler_steps timesteps"),
     ("train.sampler_steps=10 train.timestep_weights=[1,1]", "train.timestep_weights: expected 10 non-negative"),
     ("train.sampler_steps=2 train.timestep_weights=[1,-1]", "train.timestep_weights: expected 2 non-negative"),
+    ("train.lesion_weight=0.5", "train.lesion_weight: must be at least 1"),
 ])
 def test_bad_configs_fail_in_one_line_before_training(tmp_path, phantom_dir, override, message):
     config = _config(tmp_path, phantom_dir.parent)
@@ -421,3 +422,25 @@ def test_a_training_folder_without_cases_names_no_option_train_lacks(tmp_path):
 def test_train_vcm_py_is_volgen_train():
     result = subprocess.run([sys.executable, "train_vcm.py", "--list"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and "vcm_synthesis" in result.stdout and "vcm_inpainting" in result.stdout
+
+
+def test_a_lesion_weight_reaches_the_loss_of_a_module_run(tmp_path, phantom_dir, trained_backbone):
+    # the same steps, seeds and batches: only the lesion's share of the loss differs, so the logged losses do
+    plain = train(_module_config(tmp_path, phantom_dir.parent, trained_backbone, name="plain"), progress=False)
+    weighted = train(_module_config(tmp_path, phantom_dir.parent, trained_backbone, name="weighted",
+                                    train={"lesion_weight": 8.0}), progress=False)
+    losses = [[r["loss"] for r in read_metrics(run)] for run in (plain, weighted)]
+    assert len(losses[0]) == len(losses[1]) == 2
+    assert all(abs(a - b) > 1e-6 * max(a, b) for a, b in zip(*losses))
+    assert json.loads((weighted / "run-config.json").read_text())["train"]["lesion_weight"] == 8.0
+
+
+def test_a_lesion_weight_without_labels_is_refused_in_one_line(tmp_path, phantom_dir, trained_backbone):
+    import shutil
+
+    unlabelled = tmp_path / "cases" / phantom_dir.name
+    shutil.copytree(phantom_dir, unlabelled, ignore=shutil.ignore_patterns("*-seg.nii.gz"))
+    config = _module_config(tmp_path, unlabelled.parent, trained_backbone, train={"lesion_weight": 4.0})
+    with pytest.raises(InputError, match="train.lesion_weight needs every case's lesion labels"):
+        train(config, progress=False)
+    assert not (tmp_path / "run" / "model").exists()

@@ -7,7 +7,7 @@ import torch
 from volgen.backbones.denoiser import Denoiser
 from volgen.codecs.haar import HaarCodec
 from volgen.sampling.schedules import make_schedule
-from volgen.training.objectives import diffusion_loss, noised
+from volgen.training.objectives import diffusion_loss, lesion_weights, noised, weighted_mse
 
 
 def _losses(codec):
@@ -57,3 +57,45 @@ def test_image_loss_recovers_x0_from_an_eps_network():
     wrong = lambda x_t, t: eps + 0.1
     assert diffusion_loss(denoiser, z0, network=wrong, generator=torch.Generator().manual_seed(0),
                           decode=codec.decode, image=image).item() > 1e-4
+
+
+def test_a_lesion_weight_counts_lesion_voxels_that_many_times():
+    # two voxels, errors 1 and 3, the second in the lesion, weight 4: (1 * 1 + 4 * 9) / (1 + 4) = 37 / 5
+    prediction = torch.tensor([1.0, 3.0]).view(1, 1, 2, 1, 1)
+    seg = torch.tensor([0, 2]).view(1, 1, 2, 1, 1)
+    weight = lesion_weights(seg, (2, 1, 1), 4.0)
+    assert weight.flatten().tolist() == [1.0, 4.0]
+    assert weighted_mse(prediction, torch.zeros_like(prediction), weight).item() == pytest.approx(37 / 5)
+    # a uniform weight is the plain MSE, whatever its value
+    assert weighted_mse(prediction, torch.zeros_like(prediction), torch.full_like(prediction, 7.0)).item() == \
+        pytest.approx(5.0)
+
+
+def test_lesion_weights_mark_every_coarse_voxel_that_holds_a_lesion_voxel():
+    # the Haar codec halves each axis: a coarse voxel is a 2x2x2 block, weighted if any of its voxels is lesion
+    seg = torch.zeros(1, 1, 4, 4, 4, dtype=torch.int16)
+    seg[0, 0, 3, 0, 1] = 3
+    weight = lesion_weights(seg, (2, 2, 2), 5.0)
+    expected = torch.ones(1, 1, 2, 2, 2)
+    expected[0, 0, 1, 0, 0] = 5.0
+    assert torch.equal(weight, expected)
+
+
+def test_the_weighted_loss_follows_the_lesion_error():
+    # the same network scored with and without a lesion weight: the weighted loss moves towards the lesion's error
+    denoiser = Denoiser(torch.nn.Identity(), make_schedule("linear"), "x0")
+    codec = HaarCodec()
+    image = torch.rand(1, 1, 8, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    z0 = codec.encode(image)
+    network = lambda x_t, t: torch.tanh(x_t) * 0.5
+    seg = torch.zeros(1, 1, 8, 8, 8)
+    seg[..., :4, :, :] = 1                                      # half the volume is lesion
+    weight = lesion_weights(seg, z0.shape[2:], 3.0)
+    plain = diffusion_loss(denoiser, z0, network=network, generator=torch.Generator().manual_seed(0))
+    weighted = diffusion_loss(denoiser, z0, network=network, generator=torch.Generator().manual_seed(0),
+                              weight=weight)
+    x_t, t, _ = noised(denoiser, z0, torch.Generator().manual_seed(0))
+    error = (network(x_t, t) - z0) ** 2
+    lesion, healthy = error[..., :2, :, :].mean(), error[..., 2:, :, :].mean()
+    assert plain.item() == pytest.approx(((lesion + healthy) / 2).item(), rel=1e-5)
+    assert weighted.item() == pytest.approx(((3 * lesion + healthy) / 4).item(), rel=1e-5)

@@ -33,7 +33,7 @@ from volgen.training.ema import EMA
 from volgen.training.schedule import learning_rate
 from volgen.taskspec import task
 from volgen.training.examples import make_example
-from volgen.training.objectives import diffusion_loss
+from volgen.training.objectives import diffusion_loss, lesion_weights
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -46,8 +46,10 @@ class TrainingStep(torch.nn.Module):
         self.kind, self.model, self.kl_weight = config.kind, model, config.train.kl_weight
         self.sampler_steps, self.timestep_weights = config.train.sampler_steps, config.train.timestep_weights
         self.image_loss = config.train.loss_space == "image"
+        self.lesion_weight = config.train.lesion_weight
 
-    def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator) -> torch.Tensor:
+    def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator,
+                seg: torch.Tensor | None = None) -> torch.Tensor:
         if self.kind == "autoencoder":
             return self.model.training_loss(target, gen, self.kl_weight)
         backbone = self.model if self.kind == "backbone" else self.model.backbone
@@ -55,9 +57,12 @@ class TrainingStep(torch.nn.Module):
             z0 = backbone.codec.encode(target)
         network = None if self.kind == "backbone" else self.model
         decode = backbone.codec.decode if self.image_loss else None
+        weight = None
+        if self.lesion_weight != 1:
+            weight = lesion_weights(seg, (target if self.image_loss else z0).shape[2:], self.lesion_weight)
         return diffusion_loss(backbone.denoiser, z0, cond=cond, generator=gen, network=network,
                               sampler_steps=self.sampler_steps, timestep_weights=self.timestep_weights,
-                              decode=decode, image=target)
+                              decode=decode, image=target, weight=weight)
 
 
 def build_model(config: TrainConfig) -> tuple[torch.nn.Module, list[tuple[str, torch.nn.Parameter]], int, bool]:
@@ -111,6 +116,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         enable_gradient_checkpointing(model)
     spec = task(config.task) if config.kind == "module" else None
     cases = load_cases(config.data, multiple, with_healthy=bool(spec and spec.needs_healthy))
+    unlabelled = [c.name for c in cases if c.seg is None]
+    if tc.lesion_weight != 1 and unlabelled:
+        raise InputError(config.data.root, f"train.lesion_weight needs every case's lesion labels (-seg); "
+                                           f"{len(unlabelled)} have none, e.g. {unlabelled[0]}")
     if checkpoint is None and config.init_from:
         # a backbone's codec comes from its own pretrained source (frozen): init_from must not overwrite it with the
         # old backbone's codec wherever their shapes happen to agree
@@ -148,8 +157,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         target, cond = make_example(config.kind, config.task, batch, config.data, gen, labelled)
         target = target.to(accelerator.device)
         cond = {k: v.to(accelerator.device) for k, v in cond.items()}
+        seg = batch["seg"].to(accelerator.device) if tc.lesion_weight != 1 else None
         with accelerator.autocast():
-            loss = step_module(target, cond, gen)
+            loss = step_module(target, cond, gen, seg)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if tc.grad_clip > 0:

@@ -31,16 +31,34 @@ def noised(denoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
 
 def diffusion_loss(denoiser, z0: torch.Tensor, *, cond: dict | None = None,
                    generator: torch.Generator | None = None, network=None, sampler_steps: int = 0,
-                   timestep_weights=None, decode=None, image: torch.Tensor | None = None) -> torch.Tensor:
+                   timestep_weights=None, decode=None, image: torch.Tensor | None = None,
+                   weight: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the network's prediction and its parameterization's target. `network` replaces the
     denoiser's own network in the forward pass (a conditioned wrapper around the frozen backbone). With `decode`
     (the codec's, differentiable) the loss is instead the MSE between the decoded x0 prediction and `image`, the
-    volume z0 encodes: training.config's loss_space "image"."""
+    volume z0 encodes: training.config's loss_space "image". `weight` (B, 1, *spatial of what is compared): each
+    voxel's share of the mean (lesion_weight)."""
     x_t, t, eps = noised(denoiser, z0, generator, sampler_steps, timestep_weights)
     prediction = (network or denoiser)(x_t, t, **(cond or {}))
     alpha, sigma = denoiser.alpha_sigma(t, z0)
     if decode is not None:
         x0, _ = x0_eps_from(prediction.float(), x_t.float(), alpha, sigma, denoiser.parameterization)
-        return F.mse_loss(decode(x0).float(), image.float())
+        return weighted_mse(decode(x0).float(), image.float(), weight)
     target = prediction_target(z0, eps, alpha, sigma, denoiser.parameterization)
-    return F.mse_loss(prediction.float(), target.float())
+    return weighted_mse(prediction.float(), target.float(), weight)
+
+
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """The mean squared error, each voxel counted `weight` times (broadcast over channels; None: plain MSE). Divided
+    by the weights' mean, so a uniform weight leaves the loss, and the learning rate's meaning, unchanged."""
+    if weight is None:
+        return F.mse_loss(prediction, target)
+    weight = weight.to(prediction.dtype).expand_as(prediction)
+    return (weight * (prediction - target) ** 2).mean() / weight.mean()
+
+
+def lesion_weights(seg: torch.Tensor, shape, lesion_weight: float) -> torch.Tensor:
+    """(B, 1, *shape): lesion_weight where a voxel of the (coarser) grid `shape` holds any lesion voxel of `seg`
+    (B, 1, D, H, W), 1 elsewhere."""
+    lesion = F.adaptive_max_pool3d((seg > 0).float(), tuple(shape))
+    return 1.0 + (lesion_weight - 1.0) * lesion
