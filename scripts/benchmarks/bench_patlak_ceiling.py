@@ -52,7 +52,8 @@ def smoothed(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
 
 def oracles(errors: np.ndarray, brain: np.ndarray) -> dict[str, float]:
     """errors: (R, *volume), one estimator's error on R noise redraws of the same case."""
-    absolute = np.abs(errors[:, brain])
+    inside = errors[:, brain]
+    absolute = np.abs(inside)
     total = absolute.sum(0)
     leave_one_out, smooth_oracle = [], []
     for r in range(len(errors)):
@@ -67,7 +68,7 @@ def oracles(errors: np.ndarray, brain: np.ndarray) -> dict[str, float]:
             "oracle_smoothed_moments": float(np.mean(smooth_oracle)),
             "log_sigma_spread": spread,
             "spearman_allowed_by_that_spread": spread / np.sqrt(spread ** 2 + LOG_ABS_NORMAL_VAR),
-            "noise_share_of_mse": float(errors[:, brain].var(0, ddof=1).mean() / (errors[:, brain] ** 2).mean())}
+            "noise_share_of_mse": float(inside.var(0, ddof=1).mean() / (inside ** 2).mean())}
 
 
 def measure_case(index: int, args) -> dict:

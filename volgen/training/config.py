@@ -68,8 +68,8 @@ class TrainLoopConfig:
     # on the same kind of data: the synthesis table takes minutes to fit)
     refit_prior: bool = True
     # diffusion: the loss on a lesion's voxels (the case's seg > 0) counts this many times a healthy voxel's. A tumour
-    # is 1-3% of a brain, so at 1 the network is spent on healthy tissue: the synthesised t1c's enhancing tumour came
-    # out at half its level on some cases, and a segmenter called it core
+    # is 1-3% of a brain, so at 1 nearly all of the loss is healthy tissue (tried on t1c's faint enhancing tumour at
+    # 10: the tumour gained, the brain lost, the enhancing level did not move; see issue 38's session-34 note)
     lesion_weight: float = 1.0
 
 

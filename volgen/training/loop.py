@@ -50,6 +50,7 @@ class TrainingStep(torch.nn.Module):
 
     def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator,
                 seg: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch's loss; with `seg` (the loop passes it when train.lesion_weight is set) lesion voxels weigh more."""
         if self.kind == "autoencoder":
             return self.model.training_loss(target, gen, self.kl_weight)
         backbone = self.model if self.kind == "backbone" else self.model.backbone
@@ -57,9 +58,8 @@ class TrainingStep(torch.nn.Module):
             z0 = backbone.codec.encode(target)
         network = None if self.kind == "backbone" else self.model
         decode = backbone.codec.decode if self.image_loss else None
-        weight = None
-        if self.lesion_weight != 1:
-            weight = lesion_weights(seg, (target if self.image_loss else z0).shape[2:], self.lesion_weight)
+        weight = None if seg is None else lesion_weights(seg, (target if self.image_loss else z0).shape[2:],
+                                                         self.lesion_weight)
         return diffusion_loss(backbone.denoiser, z0, cond=cond, generator=gen, network=network,
                               sampler_steps=self.sampler_steps, timestep_weights=self.timestep_weights,
                               decode=decode, image=target, weight=weight)
@@ -116,8 +116,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         enable_gradient_checkpointing(model)
     spec = task(config.task) if config.kind == "module" else None
     cases = load_cases(config.data, multiple, with_healthy=bool(spec and spec.needs_healthy))
-    unlabelled = [c.name for c in cases if c.seg is None]
-    if tc.lesion_weight != 1 and unlabelled:
+    unlabelled = [c.name for c in cases if c.seg is None] if tc.lesion_weight != 1 else []
+    if unlabelled:
         raise InputError(config.data.root, f"train.lesion_weight needs every case's lesion labels (-seg); "
                                            f"{len(unlabelled)} have none, e.g. {unlabelled[0]}")
     if checkpoint is None and config.init_from:
