@@ -50,7 +50,7 @@ class TrainingStep(torch.nn.Module):
 
     def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator,
                 seg: torch.Tensor | None = None) -> torch.Tensor:
-        """The batch's loss; with `seg` (the loop passes it when train.lesion_weight is set) lesion voxels weigh more."""
+        """The batch's loss; with `seg` (passed when train.lesion_weight is set) lesion voxels weigh more."""
         if self.kind == "autoencoder":
             return self.model.training_loss(target, gen, self.kl_weight)
         backbone = self.model if self.kind == "backbone" else self.model.backbone
