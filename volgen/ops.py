@@ -132,3 +132,44 @@ def smooth_inside(image: np.ndarray, mask: np.ndarray, fwhm_mm: float, spacing) 
     num = ndimage.gaussian_filter(image * m, sigma, mode="constant")
     den = ndimage.gaussian_filter(m, sigma, mode="constant")
     return np.where(mask, num / np.maximum(den, 1e-12), 0.0)
+
+
+MAX_LEVELS = 64
+
+
+def smooth_alike(image: np.ndarray, guide: np.ndarray, mask: np.ndarray, fwhm_mm: float, spacing, width: float,
+                 fallback: float = 0.01) -> np.ndarray:
+    """`smooth_inside` that averages each voxel with the voxels whose `guide` value is alike: a bilateral filter with
+    a Gaussian range kernel of sd `width` (a region's mean is not mixed with its neighbours' of another level). It is
+    computed as Durand and Dorsey's piecewise-linear approximation: the normalised smoothing with the range weights of
+    guide levels `width` apart, interpolated linearly between the two levels around each voxel's guide value.
+    `fallback` adds that share of the plain smoothing's weights, so that a voxel with few alike neighbours gets its
+    neighbourhood's mean rather than the noise of a handful. `width` <= 0 is the plain smoothing."""
+    if fwhm_mm <= 0:
+        return image
+    if width <= 0:
+        return smooth_inside(image, mask, fwhm_mm, spacing)
+    sigma = [fwhm_mm / FWHM_PER_SIGMA / s for s in spacing]
+    m = mask.astype(np.float32)          # float32: a smoothing per level, and the result is a mean of many voxels
+    guide = np.where(mask, guide, 0.0).astype(np.float32)
+    image = image.astype(np.float32)
+    low, high = float(guide[mask].min()), float(guide[mask].max())
+    # capped: a few outliers in the guide would otherwise cost a smoothing per level (past it, levels are coarser)
+    levels = np.linspace(low, high, min(max(int(np.ceil((high - low) / width)) + 1, 2), MAX_LEVELS))
+    plain_num = ndimage.gaussian_filter(image * m, sigma, mode="constant")
+    plain_den = ndimage.gaussian_filter(m, sigma, mode="constant")
+    step = (high - low) / (len(levels) - 1)
+    position = np.clip((guide - low) / step, 0, len(levels) - 1) if step > 0 else np.zeros_like(guide)
+    below = np.minimum(np.floor(position).astype(int), len(levels) - 2)
+    share = position - below                        # of the level above
+    out = np.zeros_like(guide)
+    for k, level in enumerate(levels):
+        near = mask & (np.abs(below - k + 0.5) <= 0.5)   # voxels that interpolate from this level (below or above)
+        if not near.any():
+            continue
+        weight = np.exp(-0.5 * ((guide - level) / width) ** 2) * m
+        num = ndimage.gaussian_filter(image * weight, sigma, mode="constant") + fallback * plain_num
+        den = ndimage.gaussian_filter(weight, sigma, mode="constant") + fallback * plain_den
+        part = np.where(below == k, 1 - share, share)
+        out[near] += (part * num / np.maximum(den, 1e-12))[near]
+    return np.where(mask, out, 0.0)
