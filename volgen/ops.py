@@ -134,7 +134,7 @@ def smooth_inside(image: np.ndarray, mask: np.ndarray, fwhm_mm: float, spacing) 
     return np.where(mask, num / np.maximum(den, 1e-12), 0.0)
 
 
-MAX_LEVELS = 64
+ALIKE_MAX_LEVELS = 64          # smooth_alike's guide levels, each a smoothing
 
 
 def smooth_alike(image: np.ndarray, guide: np.ndarray, mask: np.ndarray, fwhm_mm: float, spacing, width: float,
@@ -155,7 +155,7 @@ def smooth_alike(image: np.ndarray, guide: np.ndarray, mask: np.ndarray, fwhm_mm
     image = image.astype(np.float32)
     low, high = float(guide[mask].min()), float(guide[mask].max())
     # capped: a few outliers in the guide would otherwise cost a smoothing per level (past it, levels are coarser)
-    levels = np.linspace(low, high, min(max(int(np.ceil((high - low) / width)) + 1, 2), MAX_LEVELS))
+    levels = np.linspace(low, high, min(max(int(np.ceil((high - low) / width)) + 1, 2), ALIKE_MAX_LEVELS))
     plain_num = ndimage.gaussian_filter(image * m, sigma, mode="constant")
     plain_den = ndimage.gaussian_filter(m, sigma, mode="constant")
     step = (high - low) / (len(levels) - 1)
@@ -164,7 +164,7 @@ def smooth_alike(image: np.ndarray, guide: np.ndarray, mask: np.ndarray, fwhm_mm
     share = position - below                        # of the level above
     out = np.zeros_like(guide)
     for k, level in enumerate(levels):
-        near = mask & (np.abs(below - k + 0.5) <= 0.5)   # voxels that interpolate from this level (below or above)
+        near = mask & ((below == k) | (below == k - 1))   # the voxels that interpolate from this level
         if not near.any():
             continue
         weight = np.exp(-0.5 * ((guide - level) / width) ** 2) * m

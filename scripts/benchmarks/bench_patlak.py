@@ -100,9 +100,9 @@ def diffusion_fit(frames, reg, used, brain, affine, args, valid=None) -> tuple:
 def tune_debias(args) -> None:
     """The diffusion estimate's debiasing (volgen/tasks/patlak_diffusion.py) on training phantoms (seed 100): one
     sampling per case and dose, every FWHM of --debias-sweep and similarity of --similarity-sweep (Ki's; V is smoothed
-    plainly, as the job does) applied to it. The
-    rule: the lowest brain Ki NRMSE at 1/10 dose among the settings whose mean GM, WM and tumour Ki biases meet the
-    targets (BIAS_TARGET) at every dose swept; if none does, the smallest mean |regional Ki bias| over the doses."""
+    plainly, as the job does) applied to it. The rule: the lowest brain Ki NRMSE at 1/10 dose among the settings
+    whose mean GM, WM and tumour Ki biases meet the targets (BIAS_TARGET) at every dose swept; if none does, the
+    smallest mean |regional Ki bias| over the doses."""
     from volgen.tasks.patlak_diffusion import debiased
 
     doses = [float(d) for d in args.doses.split(",")]
@@ -246,7 +246,8 @@ def main() -> None:
     parser.add_argument("--prior", help="a PET prior (name or folder) for the diffusion rows")
     parser.add_argument("--doubt", type=float, default=None, help="the prior's doubt (default: the job's)")
     parser.add_argument("--tune-doubt", action="store_true", help="pick the prior's doubt on training phantoms")
-    parser.add_argument("--tune-debias", action="store_true", help="pick the debiasing FWHM on training phantoms")
+    parser.add_argument("--tune-debias", action="store_true",
+                        help="pick the debiasing FWHM and similarity on training phantoms")
     parser.add_argument("--debias-sweep", default="8,12,16")
     parser.add_argument("--similarity-sweep", default="0,0.05,0.1,0.2")
     parser.add_argument("--debias-fwhm", type=float, default=None, help="the debiasing FWHM (default: the job's)")
