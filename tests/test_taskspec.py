@@ -110,6 +110,26 @@ def test_inpainting_blob_holes_lie_in_the_healthy_head_and_fill_the_twin_with_it
             assert mask[11, 11, 11] and torch.equal(target[b, 0], images[b, k[b]])
 
 
+def test_the_region_an_inpainting_example_weighs_is_its_hole():
+    gen = torch.Generator().manual_seed(1)
+    healthy = torch.full((4, 4, 24, 24, 24), -1.0)
+    healthy[:, :, 4:20, 4:20, 4:20] = torch.rand(4, 4, 16, 16, 16, generator=gen)
+    images = healthy + 0.3
+    seg = torch.zeros(4, 1, 24, 24, 24, dtype=torch.long)
+    seg[:, :, 10:13, 10:13, 10:13] = 2
+    k = torch.tensor([0, 1, 2, 3])
+    for blobs in (0.0, 1.0):
+        _, cond = TASKS["inpainting"].example(images, k, {"healthy": healthy, "seg": seg},
+                                              DataConfig(inpainting_blobs=blobs), gen)
+        region = TASKS["inpainting"].region(cond)
+        assert region.shape == (4, 1, 24, 24, 24) and region.dtype == torch.bool
+        assert 27 <= region.sum(dim=(1, 2, 3, 4)).min() and region.float().mean() < 0.2
+        assert (cond["conditions"][:, :1][region] == -1).all()        # what the module cannot see, it makes
+        if blobs == 0:
+            assert region[seg > 0].all()
+    assert TASKS["inpainting"].has_region and not TASKS["synthesis"].has_region
+
+
 def test_random_blobs_are_one_connected_bumpy_ball_inside_the_head():
     from scipy import ndimage
 

@@ -40,6 +40,7 @@ class TaskSpec:
     mean_of = "first"             # tasks.generate's rule for the posterior mean
     needs_healthy = False
     crop_around_lesion = False
+    has_region = False            # `region` marks what the module makes (train.region_weight)
 
     def conditions(self, contrasts) -> tuple[str, ...]:
         raise NotImplementedError
@@ -53,6 +54,11 @@ class TaskSpec:
 
     def metadata(self, data) -> dict:
         return {}
+
+    def region(self, cond: dict) -> torch.Tensor | None:
+        """(B, 1, ...) bool: the voxels a training example asks the module to make rather than keep, from its
+        conditions (what train.region_weight weighs), for a task that `has_region`."""
+        raise NotImplementedError
 
 
 class Synthesis(TaskSpec):
@@ -116,6 +122,7 @@ class Inpainting(TaskSpec):
     cases' own tumours are few places and shapes. The data consistency keeps the voxels outside the mask."""
 
     name, priors, output = "inpainting", ("template_fill", "fill", "none"), "inpainted"
+    has_region = True
     # the posterior mean of the draws as the sampler leaves them, not of the first step's x0: the first step sees the
     # masked image only through the module, while each draw's last x0 has had the known voxels projected in once
     mean_of = "draws"
@@ -143,6 +150,9 @@ class Inpainting(TaskSpec):
         flag = torch.full_like(mask, 1.0 if insert else 0.0)
         return {"conditions": torch.cat([masked_input(image, mask), mask, flag], dim=1),
                 "projection": KnownVoxels(image.to(device), mask.to(device)), "mean_of": self.mean_of}
+
+    def region(self, cond: dict) -> torch.Tensor:
+        return cond["conditions"][:, 1:2] > 0.5            # the mask channel
 
 
 class LesionInsertion(TaskSpec):

@@ -117,6 +117,8 @@ def test_autoencoder_run(tmp_path, phantom_dir, model, kind, latent):
     ("train.sampler_steps=10 train.timestep_weights=[1,1]", "train.timestep_weights: expected 10 non-negative"),
     ("train.sampler_steps=2 train.timestep_weights=[1,-1]", "train.timestep_weights: expected 2 non-negative"),
     ("train.lesion_weight=0.5", "train.lesion_weight: must be at least 1"),
+    ("train.region_weight=0.5", "train.region_weight: must be at least 1"),
+    ("train.region_weight=4", "train.region_weight: only a module whose task makes a region"),
 ])
 def test_bad_configs_fail_in_one_line_before_training(tmp_path, phantom_dir, override, message):
     config = _config(tmp_path, phantom_dir.parent)
@@ -433,6 +435,20 @@ def test_a_lesion_weight_reaches_the_loss_of_a_module_run(tmp_path, phantom_dir,
     assert len(losses[0]) == len(losses[1]) == 2
     assert all(abs(a - b) > 1e-6 * max(a, b) for a, b in zip(*losses))
     assert json.loads((weighted / "run-config.json").read_text())["train"]["lesion_weight"] == 8.0
+
+
+def test_a_region_weight_reaches_the_loss_of_an_inpainting_run(tmp_path, phantom_dir, trained_backbone):
+    # whole volumes, so every batch holds its hole: the same steps, seeds and batches, only the hole's share differs
+    def run(name, **weights):
+        config = _config(tmp_path, phantom_dir.parent, name=name, kind="module", module="vcm", task="inpainting",
+                         backbone=str(trained_backbone), model={}, data={"crop": [512, 512, 512]},
+                         train={"steps": 2, "checkpoint_every": 2, **weights})
+        return train(load_config(config), progress=False)
+    plain, weighted = run("plain"), run("weighted", region_weight=8.0)
+    losses = [[r["loss"] for r in read_metrics(r)] for r in (plain, weighted)]
+    assert len(losses[0]) == len(losses[1]) == 2
+    assert all(abs(a - b) > 1e-6 * max(a, b) for a, b in zip(*losses))
+    assert json.loads((weighted / "run-config.json").read_text())["train"]["region_weight"] == 8.0
 
 
 def test_a_lesion_weight_without_labels_is_refused_in_one_line(tmp_path, phantom_dir, trained_backbone):

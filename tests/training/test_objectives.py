@@ -7,7 +7,7 @@ import torch
 from volgen.backbones.denoiser import Denoiser
 from volgen.codecs.haar import HaarCodec
 from volgen.sampling.schedules import make_schedule
-from volgen.training.objectives import diffusion_loss, lesion_weights, noised, weighted_mse
+from volgen.training.objectives import diffusion_loss, noised, region_weights, weighted_mse
 
 
 def _losses(codec):
@@ -63,7 +63,7 @@ def test_a_lesion_weight_counts_lesion_voxels_that_many_times():
     # two voxels, errors 1 and 3, the second in the lesion, weight 4: (1 * 1 + 4 * 9) / (1 + 4) = 37 / 5
     prediction = torch.tensor([1.0, 3.0]).view(1, 1, 2, 1, 1)
     seg = torch.tensor([0, 2]).view(1, 1, 2, 1, 1)
-    weight = lesion_weights(seg, (2, 1, 1), 4.0)
+    weight = region_weights(seg > 0, (2, 1, 1), 4.0)
     assert weight.flatten().tolist() == [1.0, 4.0]
     assert weighted_mse(prediction, torch.zeros_like(prediction), weight).item() == pytest.approx(37 / 5)
     # a uniform weight is the plain MSE, whatever its value
@@ -75,7 +75,7 @@ def test_lesion_weights_mark_every_coarse_voxel_that_holds_a_lesion_voxel():
     # the Haar codec halves each axis: a coarse voxel is a 2x2x2 block, weighted if any of its voxels is lesion
     seg = torch.zeros(1, 1, 4, 4, 4, dtype=torch.int16)
     seg[0, 0, 3, 0, 1] = 3
-    weight = lesion_weights(seg, (2, 2, 2), 5.0)
+    weight = region_weights(seg > 0, (2, 2, 2), 5.0)
     expected = torch.ones(1, 1, 2, 2, 2)
     expected[0, 0, 1, 0, 0] = 5.0
     assert torch.equal(weight, expected)
@@ -90,7 +90,7 @@ def test_the_weighted_loss_follows_the_lesion_error():
     network = lambda x_t, t: torch.tanh(x_t) * 0.5
     seg = torch.zeros(1, 1, 8, 8, 8)
     seg[..., :4, :, :] = 1                                      # half the volume is lesion
-    weight = lesion_weights(seg, z0.shape[2:], 3.0)
+    weight = region_weights(seg > 0, z0.shape[2:], 3.0)
     plain = diffusion_loss(denoiser, z0, network=network, generator=torch.Generator().manual_seed(0))
     weighted = diffusion_loss(denoiser, z0, network=network, generator=torch.Generator().manual_seed(0),
                               weight=weight)

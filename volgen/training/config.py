@@ -71,6 +71,9 @@ class TrainLoopConfig:
     # is 1-3% of a brain, so at 1 nearly all of the loss is healthy tissue (tried on t1c's faint enhancing tumour at
     # 10: the tumour gained, the brain lost, the enhancing level did not move; see issue 38's session-34 note)
     lesion_weight: float = 1.0
+    # module: the loss on the voxels the task makes rather than keeps (inpainting: the hole, a few percent of the
+    # volume; every voxel outside it is given and copied) counts this many times the others'
+    region_weight: float = 1.0
 
 
 @dataclass
@@ -261,6 +264,11 @@ def check(config: TrainConfig) -> None:
                          f"timestep) with a positive sum, got {weights}")
     if config.train.lesion_weight < 1:
         raise ValueError(f"train.lesion_weight: must be at least 1 (1: no weighting), got {config.train.lesion_weight}")
+    if config.train.region_weight < 1:
+        raise ValueError(f"train.region_weight: must be at least 1 (1: no weighting), got {config.train.region_weight}")
+    if config.train.region_weight != 1 and not (config.kind == "module" and task(config.task).has_region):
+        raise ValueError("train.region_weight: only a module whose task makes a region of its input (inpainting's "
+                         "hole) has one to weigh")
     for key in ("steps", "batch_size", "checkpoint_every", "log_every"):
         if getattr(config.train, key) < 1:
             raise ValueError(f"train.{key}: must be at least 1")

@@ -33,7 +33,7 @@ from volgen.training.ema import EMA
 from volgen.training.schedule import learning_rate
 from volgen.taskspec import task
 from volgen.training.examples import make_example
-from volgen.training.objectives import diffusion_loss, lesion_weights
+from volgen.training.objectives import diffusion_loss, region_weights
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -46,11 +46,21 @@ class TrainingStep(torch.nn.Module):
         self.kind, self.model, self.kl_weight = config.kind, model, config.train.kl_weight
         self.sampler_steps, self.timestep_weights = config.train.sampler_steps, config.train.timestep_weights
         self.image_loss = config.train.loss_space == "image"
-        self.lesion_weight = config.train.lesion_weight
+        self.lesion_weight, self.region_weight = config.train.lesion_weight, config.train.region_weight
+        self.spec = task(config.task) if config.kind == "module" else None
+
+    def weights(self, shape, cond: dict, seg: torch.Tensor | None) -> torch.Tensor | None:
+        """Each compared voxel's share of the loss (grid `shape`): lesion voxels (`seg`, passed when
+        train.lesion_weight is set) and the voxels the task makes (train.region_weight) count more."""
+        weight = None if seg is None else region_weights(seg > 0, shape, self.lesion_weight)
+        if self.region_weight != 1:
+            made = region_weights(self.spec.region(cond), shape, self.region_weight)
+            weight = made if weight is None else weight * made
+        return weight
 
     def forward(self, target: torch.Tensor, cond: dict, gen: torch.Generator,
                 seg: torch.Tensor | None = None) -> torch.Tensor:
-        """The batch's loss; with `seg` (passed when train.lesion_weight is set) lesion voxels weigh more."""
+        """The batch's loss, weighted by `weights`."""
         if self.kind == "autoencoder":
             return self.model.training_loss(target, gen, self.kl_weight)
         backbone = self.model if self.kind == "backbone" else self.model.backbone
@@ -58,8 +68,7 @@ class TrainingStep(torch.nn.Module):
             z0 = backbone.codec.encode(target)
         network = None if self.kind == "backbone" else self.model
         decode = backbone.codec.decode if self.image_loss else None
-        weight = None if seg is None else lesion_weights(seg, (target if self.image_loss else z0).shape[2:],
-                                                         self.lesion_weight)
+        weight = self.weights((target if self.image_loss else z0).shape[2:], cond, seg)
         return diffusion_loss(backbone.denoiser, z0, cond=cond, generator=gen, network=network,
                               sampler_steps=self.sampler_steps, timestep_weights=self.timestep_weights,
                               decode=decode, image=target, weight=weight)

@@ -57,8 +57,8 @@ def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.T
     return (weight * (prediction - target) ** 2).mean() / weight.mean()
 
 
-def lesion_weights(seg: torch.Tensor, shape, lesion_weight: float) -> torch.Tensor:
-    """(B, 1, *shape): lesion_weight where a voxel of the (coarser) grid `shape` holds any lesion voxel of `seg`
-    (B, 1, D, H, W), 1 elsewhere."""
-    lesion = F.adaptive_max_pool3d((seg > 0).float(), tuple(shape))
-    return 1.0 + (lesion_weight - 1.0) * lesion
+def region_weights(region: torch.Tensor, shape, weight: float) -> torch.Tensor:
+    """(B, 1, *shape): `weight` where a voxel of the (coarser) grid `shape` holds any voxel of the boolean `region`
+    (B, 1, D, H, W), 1 elsewhere (a lesion: seg > 0; an inpainting hole: its mask)."""
+    inside = F.adaptive_max_pool3d(region.float(), tuple(shape))
+    return 1.0 + (weight - 1.0) * inside
