@@ -40,9 +40,11 @@ from volgen.phantom.case import write_twin_case
 ARMS = ("plain", "volgen", "into")
 
 
-def make_cases(train_root: Path, folder: Path, count: int, model: str, into: list[str] | None = None) -> Path:
+def make_cases(train_root: Path, folder: Path, count: int, model: str, into: list[str] | None = None,
+               mass_effect: float = 0.0) -> Path:
     """`count` volgen-made labelled cases in `folder` (kept: made once, reused): tumours inserted into the training
-    phantoms' healthy twins, or with `into` (case names) into those labelled cases beside their own tumour."""
+    phantoms' healthy twins, or with `into` (case names) into those labelled cases beside their own tumour. With
+    `mass_effect` each pushes the tissue around it aside by a size drawn uniformly in [0, mass_effect] mm."""
     folder.mkdir(parents=True, exist_ok=True)
     sources = [c for c in find_cases(train_root) if into is None or c.name in into]
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,8 +59,9 @@ def make_cases(train_root: Path, folder: Path, count: int, model: str, into: lis
             labels = Path(tmp) / f"labels-{i:03d}.nii.gz"
             lesion_mask(case, out=labels, seed=1000 + i)
             shutil.rmtree(out, ignore_errors=True)
+            push = float(np.random.default_rng([i, 17]).uniform(0, mass_effect)) if mass_effect else 0.0
             run_lesion_insertion(case, labels, out=out, model=model, estimate="sample", samples=1, seed=i,
-                                 progress=False)
+                                 progress=False, mass_effect_mm=push)
             print(f"made {out.name} ({'a second tumour in' if into else 'healthy twin of'} {source.name})", flush=True)
     return folder
 
@@ -112,6 +115,9 @@ def main() -> None:
     parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
     parser.add_argument("--arms", default="plain,into,volgen", help="plain, volgen (tumours in healthy brains), into "
                                                                "(a second tumour in the run's own labelled cases)")
+    parser.add_argument("--mass-effect", type=float, default=0.0,
+                        help="made tumours push the tissue aside by up to this many mm (drawn per case; runs and "
+                             "made folders end in -massMM)")
     parser.add_argument("--made-share", type=float, default=0.5,
                         help="share of the crops from made cases (runs with another share end in -shareS)")
     parser.add_argument("--made-crops", choices=("any", "tumour"), default="any",
@@ -124,15 +130,19 @@ def main() -> None:
     args = parser.parse_args()
     arms = args.arms.split(",")
     args.runs = args.runs or Path(f"runs/few-labels-{args.steps}-grain")
-    made = make_cases(args.train, args.runs / "made", args.made, args.model) if "volgen" in arms else None
+    pushed = f"-mass{args.mass_effect:g}" if args.mass_effect else ""
+    made = make_cases(args.train, args.runs / f"made{pushed}", args.made, args.model, mass_effect=args.mass_effect) \
+        if "volgen" in arms else None
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
     results = {"steps": args.steps, "made_cases": args.made, "made_share": args.made_share,
+               "mass_effect_mm": args.mass_effect,
                "made_crops": args.made_crops, "model": args.model,
                "heldout": str(args.heldout), "cases": len(heldout), "runs": {}}
     # runs with made cases name what differs from the defaults; the made cases are shared (made-000.. are the same)
     suffix = "-tumourcrops" if args.made_crops == "tumour" else ""
     suffix += f"-made{args.made}" if args.made != parser.get_default("made") else ""
     suffix += f"-share{args.made_share:g}" if args.made_share != parser.get_default("made_share") else ""
+    suffix += pushed
     for n in (int(v) for v in args.n.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
             for arm in arms:
@@ -140,8 +150,8 @@ def main() -> None:
                 extra = {"plain": None, "volgen": made}.get(arm)
                 if arm == "into":           # made once per N and seed, whichever crops they give
                     names = [c["name"] for c in seg.subset(seg.prepared(args.train), n, seed)]
-                    extra = make_cases(args.train, args.runs / f"n{n}-seed{seed}-into" / "made", args.made,
-                                       args.model, into=names)
+                    extra = make_cases(args.train, args.runs / f"n{n}-seed{seed}-into" / f"made{pushed}",
+                                       args.made, args.model, into=names, mass_effect=args.mass_effect)
                 train_run(run, args, n, seed, extra)
                 results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm,
                                              **heldout_dice(run, heldout, args.heldout.name)}

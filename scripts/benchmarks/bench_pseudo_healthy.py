@@ -80,10 +80,11 @@ def masks(case, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, bool]]:
 
 
 def fill(volume: Volume, mask: np.ndarray, contrast: str, estimate: str, seed: int, model=None,
-         samples: int | None = None) -> np.ndarray:
+         samples: int | None = None, steps: int | None = None) -> np.ndarray:
     mask_volume = Volume(mask.astype(np.uint8), volume.affine)
     result = inpaint(volume, mask_volume, mode="healthy", contrast=contrast,
-                     sampling=Sampling(model=model, estimate=estimate, seed=seed, samples=samples, progress=False))
+                     sampling=Sampling(model=model, estimate=estimate, seed=seed, samples=samples, steps=steps,
+                                       progress=False))
     return result.outputs["inpainted"].array.astype(np.float64)
 
 
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--model", help="the inpainting module (default: the shipped one); a run's export to "
                                         "compare stages on validation seeds (300)")
     parser.add_argument("--samples", type=int, default=None, help="draws the mean averages (default: the job's)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the job's)")
     parser.add_argument("--no-sample", action="store_true", help="the posterior mean only (quicker)")
     parser.add_argument("--out", default="bench_out/pseudo-healthy.json", type=Path)
     args = parser.parse_args()
@@ -112,8 +114,9 @@ def main() -> None:
                 image = case.images[args.contrast] if on_tumour else case.healthy[args.contrast]
                 volume = Volume(image, case.affine, name=f"{case.name}-{args.contrast}")
                 harmonic = harmonic_fill(image, mask)
-                mean = fill(volume, mask, args.contrast, "mean", index, args.model, args.samples)
-                sample = mean if args.no_sample else fill(volume, mask, args.contrast, "sample", index, args.model)
+                mean = fill(volume, mask, args.contrast, "mean", index, args.model, args.samples, args.steps)
+                sample = mean if args.no_sample else fill(volume, mask, args.contrast, "sample", index, args.model,
+                                                                 steps=args.steps)
                 blurred = ndimage.gaussian_filter(truth, ORACLE_SIGMA_MM / np.linalg.norm(case.affine[:3, 0]))
                 score = {arm: psnr(x, truth, mask, data_range=peak) for arm, x in
                          (("harmonic", harmonic), ("mean", mean), ("sample", sample), ("blurred_truth", blurred))}
