@@ -55,7 +55,7 @@ class TaskSpec:
     def metadata(self, data) -> dict:
         return {}
 
-    def region(self, cond: dict) -> torch.Tensor | None:
+    def region(self, cond: dict) -> torch.Tensor:
         """(B, 1, ...) bool: the voxels a training example asks the module to make rather than keep, from its
         conditions (what train.region_weight weighs), for a task that `has_region`."""
         raise NotImplementedError

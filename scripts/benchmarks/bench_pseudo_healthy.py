@@ -114,9 +114,9 @@ def main() -> None:
                 image = case.images[args.contrast] if on_tumour else case.healthy[args.contrast]
                 volume = Volume(image, case.affine, name=f"{case.name}-{args.contrast}")
                 harmonic = harmonic_fill(image, mask)
-                mean = fill(volume, mask, args.contrast, "mean", index, args.model, args.samples, args.steps)
-                sample = mean if args.no_sample else fill(volume, mask, args.contrast, "sample", index, args.model,
-                                                                 steps=args.steps)
+                drawn = dict(model=args.model, steps=args.steps)
+                mean = fill(volume, mask, args.contrast, "mean", index, samples=args.samples, **drawn)
+                sample = mean if args.no_sample else fill(volume, mask, args.contrast, "sample", index, **drawn)
                 blurred = ndimage.gaussian_filter(truth, ORACLE_SIGMA_MM / np.linalg.norm(case.affine[:3, 0]))
                 score = {arm: psnr(x, truth, mask, data_range=peak) for arm, x in
                          (("harmonic", harmonic), ("mean", mean), ("sample", sample), ("blurred_truth", blurred))}
