@@ -85,6 +85,11 @@ def test_training_examples_are_laid_out_as_the_jobs_give_the_conditions():
     job = TASKS["synthesis"].inputs(volumes={"t2f": images[0, 3], "t1n": images[0, 0]},
                                     contrasts=("t1n", "t1c", "t2w", "t2f"), shape=(8, 8, 8))
     assert job["present"].tolist() == [[1.0, 0.0, 0.0, 1.0]] and torch.equal(job["conditions"][0, 3], images[0, 3])
+    # its mean is refined by the present conditions alone: a linear combination of them comes back as it was
+    linear = (0.7 * images[0, 3] - 0.4 * images[0, 0] + 0.1)[None, None]
+    assert [g.shape for g in job["refine"].guides] == [(8, 8, 8)] * 2
+    torch.testing.assert_close(job["refine"](linear), linear, atol=0.02, rtol=0)
+    assert not torch.allclose(job["refine"](pick(images, k)[:1]), pick(images, k)[:1], atol=0.02)
 
 
 def test_inpainting_blob_holes_lie_in_the_healthy_head_and_fill_the_twin_with_itself():

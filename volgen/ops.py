@@ -6,6 +6,8 @@ nothing of volgen's.
   closures, so a codec can fuse them with its transform (Haar: one pass).
 - `dilate` grows a binary mask; `smooth_inside` smooths within a mask without pulling the background in.
 - `compartments` and `label_zones`: a BraTS label map's three compartments, and the region inserting it may change.
+- `local_linear_fit` and `guided_filter`: an image fitted window by window as a linear combination of guides (the
+  synthesis estimate's edges put where its conditions have them; the 1 mm detail transfer); `GuidedFit` applies it.
 """
 from __future__ import annotations
 
@@ -173,3 +175,53 @@ def smooth_alike(image: np.ndarray, guide: np.ndarray, mask: np.ndarray, fwhm_mm
         part = np.where(below == k, 1 - share, share)
         out[near] += (part * num / np.maximum(den, 1e-12))[near]
     return np.where(mask, out, 0.0)
+
+
+def _window_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    return ndimage.uniform_filter(x, 2 * radius + 1, mode="nearest")
+
+
+def window_fit(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float):
+    """(coefficients per guide, offset) of each (2 radius + 1)^3 window centred on a voxel: image ~ sum_i a_i
+    guide_i + b by least squares, with a ridge eps on the guides' covariance."""
+    guides = [g.astype(np.float64) for g in guides]
+    image = image.astype(np.float64)
+    n = len(guides)
+    means = [_window_mean(g, radius) for g in guides]
+    image_mean = _window_mean(image, radius)
+    cov = np.empty(image.shape + (n, n))
+    cross = np.empty(image.shape + (n,))
+    for i in range(n):
+        cross[..., i] = _window_mean(guides[i] * image, radius) - means[i] * image_mean
+        for j in range(i, n):
+            cov[..., i, j] = cov[..., j, i] = _window_mean(guides[i] * guides[j], radius) - means[i] * means[j]
+        cov[..., i, i] += eps
+    a = np.linalg.solve(cov, cross[..., None])[..., 0]
+    return [a[..., i] for i in range(n)], image_mean - sum(a[..., i] * means[i] for i in range(n))
+
+
+def local_linear_fit(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float):
+    """The window fits averaged over the windows that hold each voxel (the guided filter's coefficients)."""
+    coefficients, offset = window_fit(guides, image, radius, eps)
+    return [_window_mean(a, radius) for a in coefficients], _window_mean(offset, radius)
+
+
+def guided_filter(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """`image` as its local linear fit to the guides, on their grid (He et al. 2013's guided filter, several guides):
+    smooth where the guides are, with edges where they have them."""
+    coefficients, offset = local_linear_fit(guides, image, radius, eps)
+    return offset + sum(a * g for a, g in zip(coefficients, guides))
+
+
+class GuidedFit:
+    """image (B, C, ...) -> each channel's `guided_filter` by the guides (G, ...) on the same grid, as a tensor of
+    the image's dtype and device. A class like the projections, so that it travels with a job's inputs."""
+
+    def __init__(self, guides: torch.Tensor, radius: int, eps: float):
+        self.guides = [g.detach().float().cpu().numpy() for g in guides]
+        self.radius, self.eps = radius, eps
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        flat = image.detach().float().cpu().numpy().reshape(-1, *image.shape[2:])
+        fitted = np.stack([guided_filter(self.guides, x, self.radius, self.eps) for x in flat])
+        return torch.from_numpy(fitted.astype(np.float32)).view(image.shape).to(image)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from volgen.ops import (KnownVoxels, ThickSlices, compartments, dilate, label_zones, random_blobs, repeat_slices,
-                        thick_slices)
+from volgen.ops import (GuidedFit, KnownVoxels, ThickSlices, compartments, dilate, label_zones, random_blobs,
+                        repeat_slices, thick_slices)
 
 # a masked voxel reads as background on the model's [-1, 1] scale, not as a value the module could take literally
 MASKED = -1.0
@@ -63,9 +63,16 @@ class TaskSpec:
 
 class Synthesis(TaskSpec):
     """Missing contrasts from the present ones: the target hidden, each other contrast hidden with
-    `data.contrast_dropout` (one always stays); the module sees which are present."""
+    `data.contrast_dropout` (one always stays); the module sees which are present.
+
+    The job's posterior mean is then fitted, in each 3^3 window, as a linear combination of the present conditions
+    (`GuidedFit`): a conditional mean blurs the edges between compartments (enhancing rim, oedema, necrosis) that the
+    conditions show sharply. Chosen on validation phantoms (seed 300, 12 cases, session 37) among radius 1-2 and
+    ridge 1e-4 to 2e-3: radius 1, ridge 5e-4 had the best brain PSNR, t1c +0.31 dB and t2f +0.29 dB over the plain
+    mean (t1n +0.15, t2w -0.02 on 6 cases), and the bench segmenter's ET Dice on the t1c 0.883 -> 0.896."""
 
     name, priors = "synthesis", ("regression", "table", "none")
+    refine_radius, refine_eps = 1, 5e-4
 
     def conditions(self, contrasts) -> tuple[str, ...]:
         return tuple(contrasts)
@@ -87,7 +94,8 @@ class Synthesis(TaskSpec):
         for contrast, volume in volumes.items():
             conditions[0, contrasts.index(contrast)] = volume
             present[0, contrasts.index(contrast)] = 1.0
-        return {"conditions": conditions, "present": present}
+        return {"conditions": conditions, "present": present,
+                "refine": GuidedFit(conditions[0, present[0] > 0], self.refine_radius, self.refine_eps)}
 
 
 class SuperResolution(TaskSpec):

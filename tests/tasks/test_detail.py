@@ -8,7 +8,8 @@ from tests.helpers import write_brats_case
 from volgen import hub
 from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.modules import VCM, VCMConfig
-from volgen.tasks.detail import local_linear_fit, transfer_detail, window_fit
+from volgen.ops import GuidedFit, guided_filter, local_linear_fit, window_fit
+from volgen.tasks.detail import transfer_detail
 from volgen.tasks.synthesis import synthesize
 
 
@@ -26,6 +27,19 @@ def test_the_local_fit_recovers_a_linear_combination_and_matches_a_windows_least
     design = np.stack([guides[0][window].ravel(), guides[1][window].ravel(), np.ones(27)], 1)
     want = np.linalg.lstsq(design, noisy[window].ravel(), rcond=None)[0]
     np.testing.assert_allclose([c0[5, 6, 7], c1[5, 6, 7], c[5, 6, 7]], want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_guided_fit_filters_each_channel_by_the_guides_and_keeps_what_they_explain():
+    rng = np.random.default_rng(1)
+    guides = rng.normal(size=(2, 10, 10, 10))
+    image = torch.from_numpy(rng.normal(size=(1, 2, 10, 10, 10))).to(torch.float64)
+    image[0, 1] = torch.from_numpy(0.5 * guides[0] + guides[1] - 0.2)
+    fitted = GuidedFit(torch.from_numpy(guides), radius=1, eps=1e-6)(image)
+    assert fitted.shape == image.shape and fitted.dtype == torch.float64
+    np.testing.assert_allclose(fitted[0, 0].numpy(), guided_filter(list(guides), image[0, 0].numpy(), 1, 1e-6),
+                               atol=1e-5)
+    np.testing.assert_allclose(fitted[0, 1].numpy(), image[0, 1].numpy(), atol=1e-4)
+    assert not np.allclose(fitted[0, 0].numpy(), image[0, 0].numpy(), atol=0.1)
 
 
 def _tiny_synthesis_module(tmp_path, tiny_models):
@@ -61,6 +75,26 @@ def test_a_case_on_the_model_grid_or_with_thick_slices_is_resampled_as_before(tm
         assert default.info["detail_transfer"] is False
         np.testing.assert_array_equal(default.outputs["t1c"].array,
                                       synthesize(cases, detail=False, **settings).outputs["t1c"].array)
+
+
+def test_the_model_grid_mean_is_fitted_to_the_conditions_except_before_a_detail_transfer(tmp_path, tiny_models,
+                                                                                          monkeypatch):
+    """The mean is refined by the present conditions on the model grid (TaskSpec Synthesis); on a 1 mm case the
+    detail transfer does that fit at 1 mm instead, so the model grid's is skipped."""
+    from volgen import ops
+    guides = []
+    original = ops.GuidedFit.__call__
+
+    def counted(self, image):
+        guides.append(len(self.guides))
+        return original(self, image)
+    monkeypatch.setattr(ops.GuidedFit, "__call__", counted)
+    model = _tiny_synthesis_module(tmp_path, tiny_models)
+    for name, spacing in (("coarse", 2.0), ("fine", 1.0)):
+        folder = write_brats_case(tmp_path, name, shape=(24, 26, 20), affine=np.diag([spacing] * 3 + [1.0]))
+        cases = {c: folder / f"{name}-{c}.nii.gz" for c in ("t1n", "t2f")}
+        synthesize(cases, target="t1c", model=model, steps=2, progress=False)
+        assert guides == [2]                             # the coarse case's two conditions; not again at 1 mm
 
 
 def test_the_prior_guides_every_target_but_t1c(tmp_path, tiny_models, monkeypatch):

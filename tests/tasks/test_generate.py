@@ -87,6 +87,24 @@ def test_one_sample_is_the_first_draw_and_has_no_spread():
     assert torch.allclose(one.image, many.image, atol=1e-5)
 
 
+def test_a_task_refine_maps_the_posterior_mean_and_leaves_a_sample_and_the_draws_as_drawn():
+    backbone = _backbone()
+    seen = []
+
+    def refine(image):
+        seen.append(image.clone())
+        return image * 2 + 1
+
+    plain = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=3, samples=2, seed=5)
+    refined = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=3, samples=2, seed=5, refine=refine)
+    assert len(seen) == 1 and torch.equal(seen[0], plain.image)
+    assert torch.equal(refined.image, plain.image * 2 + 1)
+    assert torch.equal(refined.draws, plain.draws) and torch.equal(refined.spread, plain.spread)
+    sample = generate(backbone, (1, 16, 16, 16), contrast="t2f", steps=3, samples=2, seed=5, estimate="sample",
+                      refine=refine)
+    assert len(seen) == 1 and torch.equal(sample.image, plain.draws[:1])
+
+
 def test_bf16_autocast_stays_close_to_fp32_and_precision_is_checked():
     from volgen.tasks.generate import resolve_precision
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from volgen.io.preprocess import Preprocessed
 from volgen.io.volume import Volume
+from volgen.ops import local_linear_fit
 
 GUIDE_RADIUS = 2          # model-grid voxels (a 5^3 window: 10 mm at 2 mm)
 GUIDE_EPS = 2e-3
@@ -40,35 +40,6 @@ def _prior(model, volumes: dict[str, torch.Tensor], target: str, spec_inputs) ->
     labels = model.backbone.class_labels(target)
     with torch.no_grad():
         return model.prior(inputs["conditions"], inputs["present"], labels)[0, 0].float()
-
-
-def _window_mean(x: np.ndarray, radius: int) -> np.ndarray:
-    return ndimage.uniform_filter(x, 2 * radius + 1, mode="nearest")
-
-
-def window_fit(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float):
-    """(coefficients per guide, offset) of each (2 radius + 1)^3 window centred on a voxel: image ~ sum_i a_i
-    guide_i + b by least squares, with a ridge eps on the guides' covariance."""
-    guides = [g.astype(np.float64) for g in guides]
-    image = image.astype(np.float64)
-    n = len(guides)
-    means = [_window_mean(g, radius) for g in guides]
-    image_mean = _window_mean(image, radius)
-    cov = np.empty(image.shape + (n, n))
-    cross = np.empty(image.shape + (n,))
-    for i in range(n):
-        cross[..., i] = _window_mean(guides[i] * image, radius) - means[i] * image_mean
-        for j in range(i, n):
-            cov[..., i, j] = cov[..., j, i] = _window_mean(guides[i] * guides[j], radius) - means[i] * means[j]
-        cov[..., i, i] += eps
-    a = np.linalg.solve(cov, cross[..., None])[..., 0]
-    return [a[..., i] for i in range(n)], image_mean - sum(a[..., i] * means[i] for i in range(n))
-
-
-def local_linear_fit(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float):
-    """The window fits averaged over the windows that hold each voxel (the guided filter's coefficients)."""
-    coefficients, offset = window_fit(guides, image, radius, eps)
-    return [_window_mean(a, radius) for a in coefficients], _window_mean(offset, radius)
 
 
 def transfer_detail(model, prepared: dict[str, Preprocessed], volumes: dict[str, Volume], target: str,

@@ -70,7 +70,7 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
              present: torch.Tensor | None = None, projection=None, steps=25, sampler: str | None = None,
              seed: int = 0, guidance: float = 1.0, samples: int = 1, estimate: str = "mean",
              mean_of: str = "first", precision: str = "fp32", progress: bool = False, group: int = 1,
-             prior_options: dict | None = None) -> Estimate:
+             prior_options: dict | None = None, refine=None) -> Estimate:
     """K = `samples` draws as one batch, in the model's intensity range ([-1, 1] for volgen's backbones), and the
     estimate made from them (see the module docstring; `mean_of="final"` averages the finished samples instead).
     `guidance` is a module's conditioning scale for this call (1: as trained). `precision` "bf16" runs the networks
@@ -80,6 +80,8 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     item per image); the estimate then holds G images (G, C, D, H, W) and `draws` K * G. `steps` is a number (that
     many steps' timesteps, leading spacing) or the descending timesteps themselves. `prior_options` are a module
     prior's settings for this call (the super-resolution job's factor and axis; lesion insertion's level draws).
+    `refine` (a task's, from its `inputs`) maps the posterior mean to the one returned (synthesis: fitted to what its
+    conditions show, `TaskSpec` Synthesis); a sample and the draws are left as drawn.
     Everything per call travels with the call: nothing is set on `model`, which the jobs' model cache shares between
     calls."""
     if estimate not in ESTIMATES:
@@ -134,6 +136,8 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     else:
         first_mean = first[0].view(samples, group, *first[0].shape[1:]).mean(0)
         image = _decode(backbone.codec, first_mean, projection)
+    if refine is not None and estimate == "mean":
+        image = refine(image)
     return Estimate(image, spread, estimate, draws)
 
 
