@@ -214,8 +214,9 @@ def guided_filter(guides: list[np.ndarray], image: np.ndarray, radius: int, eps:
 
 
 class GuidedFit:
-    """image (B, C, ...) -> each channel's `guided_filter` by the guides (G, ...) on the same grid, as a tensor of
-    the image's dtype and device. A class like the projections, so that it travels with a job's inputs."""
+    """image (B, C, ...) -> each channel's `guided_filter` by the guides (G tensors, or one (G, ...) tensor) on the
+    same grid, as a tensor of the image's dtype and device. A class like the projections, so that it travels with a
+    job's inputs."""
 
     def __init__(self, guides: torch.Tensor, radius: int, eps: float):
         self.guides = [g.detach().float().cpu().numpy() for g in guides]

@@ -94,8 +94,11 @@ class Synthesis(TaskSpec):
         for contrast, volume in volumes.items():
             conditions[0, contrasts.index(contrast)] = volume
             present[0, contrasts.index(contrast)] = 1.0
+        # views of the present conditions, not a copy: the detail transfer asks for these inputs on a 1 mm grid and
+        # never uses the refine
+        guides = [conditions[0, i] for i in range(len(contrasts)) if present[0, i] > 0]
         return {"conditions": conditions, "present": present,
-                "refine": GuidedFit(conditions[0, present[0] > 0], self.refine_radius, self.refine_eps)}
+                "refine": GuidedFit(guides, self.refine_radius, self.refine_eps)}
 
 
 class SuperResolution(TaskSpec):
