@@ -145,6 +145,26 @@ def test_made_cases_can_give_only_the_tumour_centred_crops():
     assert bool((x == 1).all())
 
 
+def test_the_mixed_arm_takes_the_first_half_of_each_kind_of_made_case(tmp_path):
+    """bench_few_labels' mixed arm: one folder of links, the first count / 2 into cases then as many healthy ones,
+    read back by find_cases in that order; a second call leaves the links as they are."""
+    from tests.helpers import load_script
+    from volgen.io.contrasts import find_cases
+
+    bench = load_script("bench_few_labels")
+    halves = []
+    for kind in ("into", "healthy"):
+        for i in range(3):
+            case = tmp_path / kind / f"made-{i:03d}"
+            case.mkdir(parents=True)
+            (case / f"{kind}-{i}-t1n.nii.gz").write_bytes(b"")
+        halves.append(tmp_path / kind)
+    for _ in range(2):
+        folder = bench.mixed_cases(tmp_path / "mixed", halves, 4)
+    linked = [case.paths["t1n"].name for case in find_cases(folder)]
+    assert linked == ["into-0-t1n.nii.gz", "into-1-t1n.nii.gz", "healthy-0-t1n.nii.gz", "healthy-1-t1n.nii.gz"]
+
+
 def test_sharpness_by_hand():
     """A ramp twice as steep has twice the gradient (per mm, whatever the spacing); a ramp has no high-pass part
     away from the edges, so its high-pass PSNR against a flat image is infinite there; noise added is found."""

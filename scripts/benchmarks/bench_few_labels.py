@@ -10,6 +10,9 @@ left-right flips):
   case's seg. The lesion module is volgen's shipped one: trained on phantoms, none of them held out here.
 - into (with `--arms ...,into`): the same, but the made cases are the run's own N labelled cases with a second
   tumour inserted beside theirs (the labels: both tumours), for a user with no unlabelled scans.
+- mixed (with `--arms ...,mixed`): half of the made cases of each kind (the first --made / 2 into cases, then as
+  many healthy ones): into cases alone cost the whole tumour at N = 16, healthy brains with a tumour show the
+  segmenter more tissue to leave alone.
 `--made K` and `--made-share S` change how many made cases there are and the share of crops they give (24 and a
 half by default). With `--made-crops tumour` the made cases give only tumour-centred crops (half of them), and every
 brain-centred crop, the healthy tissue the segmenter must leave alone, comes from the real cases.
@@ -37,7 +40,8 @@ from volgen.io.contrasts import find_cases
 from volgen.metrics import dice
 from volgen.phantom.case import write_twin_case
 
-ARMS = ("plain", "volgen", "into")
+ARMS = ("plain", "volgen", "into", "mixed")
+GAIN_KEYS = {"volgen": "gain", "into": "gain_into", "mixed": "gain_mixed"}
 
 
 def make_cases(train_root: Path, folder: Path, count: int, model: str, into: list[str] | None = None,
@@ -63,6 +67,18 @@ def make_cases(train_root: Path, folder: Path, count: int, model: str, into: lis
             run_lesion_insertion(case, labels, out=out, model=model, estimate="sample", samples=1, seed=i,
                                  progress=False, mass_effect_mm=push)
             print(f"made {out.name} ({'a second tumour in' if into else 'healthy twin of'} {source.name})", flush=True)
+    return folder
+
+
+def mixed_cases(folder: Path, halves: list[Path], count: int) -> Path:
+    """`folder` of links: the first count / 2 cases of each of `halves` (made-000.. in that order), so a run reads
+    the mixture through one --extra folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = [case for half in halves for case in sorted(half.glob("made-*"))[:count // len(halves)]]
+    for i, source in enumerate(sources):
+        link = folder / f"made-{i:03d}"
+        if not link.exists():
+            link.symlink_to(source.resolve(), target_is_directory=True)
     return folder
 
 
@@ -114,7 +130,8 @@ def main() -> None:
                                                              "-madeK)")
     parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
     parser.add_argument("--arms", default="plain,into,volgen", help="plain, volgen (tumours in healthy brains), into "
-                                                               "(a second tumour in the run's own labelled cases)")
+                                                               "(a second tumour in the run's own labelled cases), "
+                                                               "mixed (half of each)")
     parser.add_argument("--mass-effect", type=float, default=0.0,
                         help="made tumours push the tissue aside by up to this many mm (drawn per case; runs and "
                              "made folders end in -massMM)")
@@ -132,7 +149,7 @@ def main() -> None:
     args.runs = args.runs or Path(f"runs/few-labels-{args.steps}-grain")
     pushed = f"-mass{args.mass_effect:g}" if args.mass_effect else ""
     made = make_cases(args.train, args.runs / f"made{pushed}", args.made, args.model, mass_effect=args.mass_effect) \
-        if "volgen" in arms else None
+        if "volgen" in arms or "mixed" in arms else None
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
     results = {"steps": args.steps, "made_cases": args.made, "made_share": args.made_share,
                "mass_effect_mm": args.mass_effect,
@@ -148,10 +165,12 @@ def main() -> None:
             for arm in arms:
                 run = args.runs / f"n{n}-seed{seed}-{arm}{suffix if arm != 'plain' else ''}"
                 extra = {"plain": None, "volgen": made}.get(arm)
-                if arm == "into":           # made once per N and seed, whichever crops they give
+                if arm in ("into", "mixed"):    # made once per N and seed, whichever crops they give
                     names = [c["name"] for c in seg.subset(seg.prepared(args.train), n, seed)]
                     extra = make_cases(args.train, args.runs / f"n{n}-seed{seed}-into" / f"made{pushed}",
                                        args.made, args.model, into=names, mass_effect=args.mass_effect)
+                if arm == "mixed":
+                    extra = mixed_cases(run.with_name(run.name + "-made"), [extra, made], args.made)
                 train_run(run, args, n, seed, extra)
                 results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm,
                                              **heldout_dice(run, heldout, args.heldout.name)}
@@ -172,10 +191,9 @@ def summary(runs: dict) -> dict:
             values = {k: [r[k] for r in runs.values() if r["n"] == n and r["arm"] == arm] for k in
                       (*seg.REGIONS, "mean")}
             row[arm] = {k: [float(np.mean(v)), float(np.std(v))] for k, v in values.items() if v}
-        if row["plain"] and row["volgen"]:
-            row["gain"] = row["volgen"]["mean"][0] - row["plain"]["mean"][0]
-        if row["plain"] and row["into"]:
-            row["gain_into"] = row["into"]["mean"][0] - row["plain"]["mean"][0]
+        for arm, key in GAIN_KEYS.items():
+            if row["plain"] and row[arm]:
+                row[key] = row[arm]["mean"][0] - row["plain"]["mean"][0]
         out[str(n)] = row
     return out
 
@@ -188,13 +206,12 @@ def print_table(results: dict) -> None:
             if row.get(arm):
                 print(f"{n:>3} {arm:7} " + " ".join(f"{row[arm][k][0]:6.3f}+-{row[arm][k][1]:.3f}"
                                                     for k in (*seg.REGIONS, "mean")))
-        if "gain" in row:
-            sd = max(row["plain"]["mean"][1], row["volgen"]["mean"][1])
-            print(f"    volgen - plain (mean Dice): {row['gain']:+.3f} (seeds' sd {sd:.3f})")
-        if "gain_into" in row:
-            print(f"    into - plain (mean Dice): {row['gain_into']:+.3f}")
+        for arm, key in GAIN_KEYS.items():
+            if key in row:
+                sd = max(row["plain"]["mean"][1], row[arm]["mean"][1])
+                print(f"    {arm} - plain (mean Dice): {row[key]:+.3f} (seeds' sd {sd:.3f})")
     eight, sixteen = results["summary"].get("8", {}), results["summary"].get("16", {})
-    for arm, key in (("volgen", "gain"), ("into", "gain_into")):
+    for arm, key in GAIN_KEYS.items():
         if key in eight:
             sd = max(eight["plain"]["mean"][1], eight[arm]["mean"][1])
             met = eight[key] >= 0.05 and eight[key] > sd
