@@ -218,7 +218,7 @@ class GuidedFit:
     same grid, as a tensor of the image's dtype and device. A class like the projections, so that it travels with a
     job's inputs."""
 
-    def __init__(self, guides: torch.Tensor, radius: int, eps: float):
+    def __init__(self, guides: list[torch.Tensor] | torch.Tensor, radius: int, eps: float):
         self.guides = [g.detach().float().cpu().numpy() for g in guides]
         self.radius, self.eps = radius, eps
 
