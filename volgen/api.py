@@ -128,12 +128,12 @@ def insert_lesion(case, labels, *, out=None, overwrite=False, **settings) -> dic
     return run_lesion_insertion(case, labels, out=out, overwrite=overwrite, **settings).outputs
 
 
-def lesion_mask(case, *, out=None, seed: int = 0, overwrite=False) -> Volume:
+def lesion_mask(case, *, out=None, seed: int = 0, radius_mm: float | None = None, overwrite=False) -> Volume:
     """A plausible BraTS label map for a case that has none (volgen/tasks/lesion_mask.py), on its grid (int16);
-    with `out=` (a NIfTI path) also written there."""
+    with `out=` (a NIfTI path) also written there; `radius_mm` fixes the tumour's size, the seed draws the rest."""
     if out is not None:
         check_outputs([Path(out)], overwrite=overwrite)
-    reference, labels, info = draw_labels(case, seed=seed)
+    reference, labels, info = draw_labels(case, seed=seed, radius_mm=radius_mm)
     volume = reference.with_array(labels, name=f"{info['case']}-seg", meta={"tumour": info})
     if out is not None:
         with atomic_paths([Path(out)], overwrite=overwrite) as (tmp,):

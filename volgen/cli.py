@@ -363,6 +363,8 @@ def _add_lesion_mask(sub) -> None:
     p.add_argument("case", type=Path, help="a case folder (BraTS layout)")
     p.add_argument("-o", "--out", required=True, type=Path, help="output label map (.nii.gz)")
     p.add_argument("--seed", type=int, default=0, help="which tumour (default 0)")
+    p.add_argument("--radius-mm", type=float, help="the enhancing tumour's radius, 8 to 22 mm as in the module's "
+                                                   "training (default: drawn by the seed)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=_run_lesion_mask)
 
@@ -370,7 +372,7 @@ def _add_lesion_mask(sub) -> None:
 def _run_lesion_mask(args) -> int:
     from volgen.api import lesion_mask
 
-    volume = lesion_mask(args.case, out=args.out, seed=args.seed, overwrite=args.overwrite)
+    volume = lesion_mask(args.case, out=args.out, seed=args.seed, radius_mm=args.radius_mm, overwrite=args.overwrite)
     tumour = volume.meta["tumour"]
     volumes = ", ".join(f"{k} {v:.1f}" for k, v in tumour["volumes_ml"].items())
     print(f"wrote {args.out}: tumour of radius {tumour['radius_mm']:.0f} mm at voxel {tumour['centre_voxel']} "

@@ -5,7 +5,7 @@ import pytest
 from tests.helpers import smooth_volume
 from tests.io.test_nifti import _affine
 from volgen.io import GridMap, GridSpec, IntensityScale, Volume, preprocess
-from volgen.io.preprocess import MEDIAN_LEVEL
+from volgen.io.preprocess import MEDIAN_LEVEL, background_level
 
 
 def _volume(orientation, dtype=np.float32, shape=(20, 24, 16)):
@@ -134,3 +134,19 @@ def test_a_brighter_lesion_moves_the_percentile_scale_but_not_the_median_one():
 def test_median_levels_must_lie_inside_the_range():
     with pytest.raises(ValueError, match="median_level"):
         IntensityScale.fit(_head_with_lesion(700.0), median_level=1.2)
+
+
+def test_a_few_voxels_under_the_background_do_not_become_it():
+    """One voxel below a skull-stripped scan's 0 (noise added to a dark region, interpolation ringing) once made every
+    voxel count as head, put the head's median on the background and flattened the whole contrast."""
+    clean = _head_with_lesion(700.0)
+    stray = clean.copy()
+    stray[0, 0, 0], stray[1, 5, 7] = -2.0, -0.5
+    assert background_level(stray) == 0.0
+    spec = GridSpec(spacing=None, multiple=8)
+    for contrast in ("t2f", None):
+        expected = preprocess(Volume(clean, np.eye(4)), spec, contrast=contrast).array
+        assert np.array_equal(preprocess(Volume(stray, np.eye(4)), spec, contrast=contrast).array, expected)
+    # a noisy background shares no value: its minimum stays the background, as before
+    noisy = clean + np.random.default_rng(3).uniform(0, 5, clean.shape).astype(np.float32)
+    assert background_level(noisy) == noisy.min()

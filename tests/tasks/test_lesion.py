@@ -159,6 +159,22 @@ def test_lesion_mask_draws_a_tumour_in_the_brain_per_seed(phantom_twin, phantom_
     assert "exists" in capsys.readouterr().err
 
 
+def test_lesion_mask_radius_sets_the_tumours_size(phantom_twin, tmp_path, capsys):
+    """--radius-mm fixes the enhancing tumour's radius (the seed draws the rest); outside the module's trained
+    8-22 mm it is refused in one line naming the option, and nothing is written."""
+    sizes = {}
+    for radius in (9, 20):
+        out = tmp_path / f"r{radius}.nii.gz"
+        assert main(["lesion-mask", str(phantom_twin), "-o", str(out), "--seed", "4", "--radius-mm", str(radius)]) == 0
+        assert f"radius {radius} mm" in capsys.readouterr().out
+        sizes[radius] = int((np.asarray(nib.load(out).dataobj) == 3).sum())
+    assert sizes[20] > 4 * sizes[9] > 0                         # volume ~ r^3: (20/9)^3 = 11
+    assert main(["lesion-mask", str(phantom_twin), "-o", str(tmp_path / "big.nii.gz"), "--radius-mm", "30"]) == 1
+    err = capsys.readouterr().err
+    assert "--radius-mm 30" in err and "8 to 22 mm" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "big.nii.gz").exists()
+
+
 def test_insertion_on_a_1mm_grid_keeps_its_geometry_and_dtype(tmp_path, tiny_models):
     """A BraTS-like 1 mm LPS case: the module samples on its 2 mm grid, the result comes back on the case's grid."""
     import volgen

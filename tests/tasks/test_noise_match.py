@@ -27,3 +27,16 @@ def test_a_flat_region_gets_the_scans_noise_sd_and_a_rough_one_none():
     assert noise_level(noisy, core) == pytest.approx(0.1, rel=0.1)
     _, none = with_matched_noise(scan, region, scan * 0.5, ~region, np.random.default_rng(1))
     assert none == 0.0                                             # rougher than the scan already: nothing added
+
+
+def test_noise_never_takes_a_voxel_below_the_scans_minimum():
+    """A dark inserted region (FLAIR's CSF sits at the background) gets noise, but nothing darker than the scan has:
+    one such voxel would become the case's new background."""
+    scan, region = _scan(0.1)
+    scan = np.maximum(scan, 0.0)                                   # a magnitude image: background 0
+    dark = scan.copy()
+    dark[region] = 0.0
+    noisy, sd = with_matched_noise(dark, region, scan, ~region, np.random.default_rng(2))
+    assert sd > 0.05 and noisy.min() == 0.0
+    assert 0.3 < np.mean(noisy[region] == 0.0) < 0.7               # half of the noise went below 0 and was held there
+    assert np.array_equal(noisy[~region], dark[~region].astype(np.float32))

@@ -148,6 +148,21 @@ def _window(array: np.ndarray, offset, shape, fill) -> np.ndarray:
     return out
 
 
+def background_level(array: np.ndarray) -> float:
+    """A scan's background value: its minimum where at least 1% of the voxels hold it (a skull-stripped or
+    zero-filled scan), else the lowest value that 1% of the voxels share, else the minimum (a noisy background has no
+    such value). A few voxels under the background (interpolation ringing, noise added to a dark region) would
+    otherwise become it: every voxel of the scan then counts as head and the head's median lands on the background."""
+    a = np.asarray(array)
+    low = a.min()
+    if np.count_nonzero(a == low) >= 0.01 * a.size:
+        return float(low)
+    sample = a.ravel()[::8]
+    values, counts = np.unique(sample, return_counts=True)
+    shared = values[counts >= 0.01 * sample.size]
+    return float(shared[0]) if shared.size else float(low)
+
+
 # Where each MRI contrast's head median sits on [0, 1]. A lesion cannot move a median much, while it sets the 99.9th
 # percentile of a t1c (the enhancing rim), whose scale would then follow the contrast agent's dose, which no other
 # contrast shows. The levels are the 48 training phantoms' mean under the old 0.1-99.9th percentile scale, so the
@@ -170,7 +185,7 @@ class IntensityScale:
     def fit(cls, array: np.ndarray, percentiles=(0.1, 99.9), out_range=(0.0, 1.0), mask=None,
             median_level: float | None = None) -> "IntensityScale":
         values = np.asarray(array, dtype=np.float64)
-        background = float(values.min())
+        background = background_level(values)
         values = values[mask] if mask is not None else values[values > background]
         if values.size == 0:
             values = np.asarray(array, dtype=np.float64).ravel()
@@ -247,12 +262,12 @@ def preprocess(volume: Volume, spec: GridSpec = GridSpec(), *, grid: GridMap | N
     if volume.array.ndim != 3:
         raise InputError(volume.meta.get("path", volume.name), f"expected a 3D volume, got shape {volume.shape}")
     if grid is None:
-        grid = GridMap.plan(volume.shape, volume.affine, spec, foreground=volume.array > volume.array.min())
+        grid = GridMap.plan(volume.shape, volume.affine, spec, foreground=volume.array > background_level(volume.array))
     elif not grid.matches(volume):
         raise InputError(volume.meta.get("path", volume.name), "grid differs from the case's reference volume")
     if label:
         return Preprocessed(grid.forward(volume.array, order=0, fill=0), grid, None, volume)
-    background = float(volume.array.min())
+    background = background_level(volume.array)
     model = grid.forward(volume.array.astype(np.float32), order=1, fill=background)
     scale = (IntensityScale.fit(model, percentiles, out_range, median_level=MEDIAN_LEVEL.get(contrast))
              if out_range is not None else None)

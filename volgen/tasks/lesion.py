@@ -20,7 +20,7 @@ from scipy import ndimage
 from volgen.error_model import uncertainty_map
 from volgen.errors import InputError
 from volgen.io.contrasts import Case, find_case
-from volgen.io.preprocess import GridSpec, cast_like, preprocess
+from volgen.io.preprocess import GridSpec, background_level, cast_like, preprocess
 from volgen.io.resample import grid_difference, same_grid
 from volgen.modules.label_prior import LabelTablePrior
 from volgen.ops import compartments, label_zones
@@ -87,7 +87,7 @@ def crop_window(region: np.ndarray, multiple: int) -> tuple[slice, ...]:
 
 def foreground(volumes: dict) -> np.ndarray:
     """The brain of a skull-stripped case: voxels above the background in any contrast, holes filled."""
-    return ndimage.binary_fill_holes(np.any([v.array > v.array.min() for v in volumes.values()], axis=0))
+    return ndimage.binary_fill_holes(np.any([v.array > background_level(v.array) for v in volumes.values()], axis=0))
 
 
 def pushed_case(volumes: dict, own_labels, labels: np.ndarray, brain: np.ndarray | None, push_mm: float,

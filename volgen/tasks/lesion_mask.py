@@ -41,9 +41,17 @@ def tissue_classes(image: np.ndarray, brain: np.ndarray, white_brightest: bool) 
     return grey, white
 
 
-def draw_labels(case, *, seed: int = 0, spec: TumourSpec = TumourSpec()) -> tuple[object, np.ndarray, dict]:
+def draw_labels(case, *, seed: int = 0, radius_mm: float | None = None,
+                spec: TumourSpec = TumourSpec()) -> tuple[object, np.ndarray, dict]:
     """(the reference Volume, labels (int16, its grid), the tumour's description) for a case (folder, Case or
-    {contrast: path or Volume})."""
+    {contrast: path or Volume}); `radius_mm` fixes the enhancing tumour's radius (within the trained range), which
+    the seed otherwise draws."""
+    if radius_mm is not None:
+        low, high = spec.radius_mm
+        if not low <= radius_mm <= high:
+            raise InputError(None, f"--radius-mm {radius_mm:g}: the lesion module was trained on tumours of radius "
+                                   f"{low:g} to {high:g} mm")
+        spec = replace(spec, radius_mm=(radius_mm, radius_mm))
     name, volumes, own = read_case_and_labels(case)
     contrast, reference = next(iter(volumes.items()))
     image = reference.array.astype(np.float32)
