@@ -39,7 +39,6 @@ from volgen.api import lesion_mask, run_lesion_insertion
 from volgen.io.contrasts import find_cases
 from volgen.metrics import dice
 from volgen.phantom.case import write_twin_case
-from volgen.phantom.tumour import TumourSpec
 
 ARMS = ("plain", "volgen", "into", "mixed")
 GAIN_KEYS = {"volgen": "gain", "into": "gain_into", "mixed": "gain_mixed"}
@@ -51,7 +50,6 @@ def make_cases(train_root: Path, folder: Path, count: int, model: str, into: lis
     phantoms' healthy twins, or with `into` (case names) into those labelled cases beside their own tumour. With
     `mass_effect` each pushes the tissue around it aside by a size drawn uniformly in [0, mass_effect] mm."""
     folder.mkdir(parents=True, exist_ok=True)
-    radii = spread_radii(count)
     sources = [c for c in find_cases(train_root) if into is None or c.name in into]
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(count):
@@ -63,22 +61,13 @@ def make_cases(train_root: Path, folder: Path, count: int, model: str, into: lis
             if into is None:
                 case = write_twin_case(case, Path(tmp) / f"twin-{i:03d}")
             labels = Path(tmp) / f"labels-{i:03d}.nii.gz"
-            lesion_mask(case, out=labels, seed=1000 + i, radius_mm=radii[i])
+            lesion_mask(case, out=labels, seed=1000 + i)
             shutil.rmtree(out, ignore_errors=True)
             push = float(np.random.default_rng([i, 17]).uniform(0, mass_effect)) if mass_effect else 0.0
             run_lesion_insertion(case, labels, out=out, model=model, estimate="sample", samples=1, seed=i,
                                  progress=False, mass_effect_mm=push)
             print(f"made {out.name} ({'a second tumour in' if into else 'healthy twin of'} {source.name})", flush=True)
     return folder
-
-
-def spread_radii(count: int) -> list[float]:
-    """Tumour radii for `count` made cases, one from each of `count` equal slices of the generator's range, in a
-    fixed random order: the 24 seeds drawn before (1000..1023) gave a mean radius of 12.6 mm against the range's 15,
-    so the made tumours were half the training tumours' volume by chance."""
-    low, high = TumourSpec().radius_mm
-    order = np.random.default_rng(17).permutation(count)
-    return [float(low + (high - low) * (k + 0.5) / count) for k in order]
 
 
 def mixed_cases(folder: Path, halves: list[Path], count: int) -> Path:
@@ -152,12 +141,12 @@ def main() -> None:
                         help="which crops may come from made cases: any, or only the tumour-centred half (runs "
                              "with made cases then end in -tumourcrops)")
     parser.add_argument("--runs", type=Path, help="where runs and made cases are kept (default "
-                                                  "runs/few-labels-STEPS-sized: made cases are cached, so the "
-                                                  "evenly spread tumour sizes of session 40 needed a new folder)")
+                                                  "runs/few-labels-STEPS-grain: made cases are cached, so the "
+                                                  "lesion job's noise grain, session 30, needed a new folder)")
     parser.add_argument("--out", default="bench_out/few-labels.json", type=Path)
     args = parser.parse_args()
     arms = args.arms.split(",")
-    args.runs = args.runs or Path(f"runs/few-labels-{args.steps}-sized")
+    args.runs = args.runs or Path(f"runs/few-labels-{args.steps}-grain")
     pushed = f"-mass{args.mass_effect:g}" if args.mass_effect else ""
     made = make_cases(args.train, args.runs / f"made{pushed}", args.made, args.model, mass_effect=args.mass_effect) \
         if "volgen" in arms or "mixed" in arms else None
