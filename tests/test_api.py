@@ -20,6 +20,21 @@ def test_synthesize_takes_volumes_and_paths_alike(tmp_path, tiny_models):
     assert np.array_equal(from_folder["t1c"].affine, volumes["t1n"].affine)
 
 
+def test_a_few_voxels_under_a_conditions_background_change_nothing(tmp_path, tiny_models):
+    """Interpolation ringing leaves a few negative voxels in a user's skull-stripped scan: the synthesis must read the
+    scan as it reads the clean one (once, the minimum was the background, and the whole contrast came out flat)."""
+    case = write_brats_case(tmp_path, "case-n", contrasts=("t1n", "t2w", "t2f"))
+    volumes = {c: read_volume(case / f"case-n-{c}.nii.gz") for c in ("t1n", "t2w", "t2f")}
+    clean = volgen.synthesize(volumes, model=str(tiny_models["synthesis"]), steps=2)["t1c"].array
+    flair = volumes["t2f"].array.astype(np.float32)
+    assert np.mean(flair == flair.min()) > 0.01                 # a background the stray voxels go under
+    background = np.argwhere(flair == flair.min())
+    flair[tuple(background[0])], flair[tuple(background[-1])] = -3.0, -0.5
+    volumes["t2f"] = volumes["t2f"].with_array(flair)
+    stray = volgen.synthesize(volumes, model=str(tiny_models["synthesis"]), steps=2)["t1c"].array
+    assert np.array_equal(stray, clean)
+
+
 def test_super_resolve_and_inpaint_return_volumes_and_write_with_out(tmp_path, tiny_models):
     thick = Volume(smooth_volume((32, 32, 6)), np.diag([2.0, 2.0, 8.0, 1.0]), name="thick")
     thin = volgen.super_resolve(thick, factor=4, model=str(tiny_models["super_resolution"]), steps=2)

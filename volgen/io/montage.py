@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from volgen.io.atomic import atomic_path
-from volgen.io.preprocess import GridMap, GridSpec
+from volgen.io.preprocess import GridMap, GridSpec, background_level
 from volgen.io.volume import Volume
 
 # BraTS label colours: 1 necrotic core, 2 oedema, 3 enhancing.
@@ -43,7 +43,7 @@ def _grey(sl: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def _window(ras: np.ndarray) -> tuple[float, float]:
-    fg = ras[ras > ras.min()]
+    fg = ras[ras > background_level(ras)]
     return tuple(np.percentile(fg, (0.5, 99.5))) if fg.size else (float(ras.min()), float(ras.min()) + 1.0)
 
 
@@ -65,7 +65,7 @@ def save_montage(volumes: dict[str, Volume], path, *, labels: Volume | None = No
     first_name, first = next(iter(arrays.items()))
     label_ras = to_ras(labels) if labels is not None else None
     if centre is None:
-        focus = label_ras > 0 if label_ras is not None and np.any(label_ras > 0) else first > first.min()
+        focus = label_ras > 0 if label_ras is not None and np.any(label_ras > 0) else first > background_level(first)
         centre = tuple(int(v) for v in np.round(np.argwhere(focus).mean(0))) if np.any(focus) else \
             tuple(n // 2 for n in first.shape)
     spacing = next(iter(volumes.values())).spacing

@@ -15,7 +15,7 @@ import torch
 
 from volgen.errors import InputError
 from volgen.io.contrasts import MRI_CONTRASTS, Case, canonical_contrast, case_from_paths, find_case
-from volgen.io.preprocess import GridSpec, preprocess
+from volgen.io.preprocess import GridSpec, background_level, preprocess
 from volgen.io.resample import align_grids
 from volgen.io.volume import Volume
 from volgen.tasks.detail import transfer_detail
@@ -113,7 +113,7 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
         inputs = SPEC.inputs(volumes={c: torch.from_numpy(pre.array) for c, pre in prepared.items()},
                              contrasts=module_contrasts, shape=first.grid.model_shape)
         # the head: voxels above the background in any condition; the synthesised volume is 0 outside it
-        head = np.any([v.array > v.array.min() for v in volumes.values()], axis=0)
+        head = np.any([v.array > background_level(v.array) for v in volumes.values()], axis=0)
     if detail is None:
         detail = finer_than_model(reference, spec.spacing[0])
     if detail:
