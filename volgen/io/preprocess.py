@@ -261,13 +261,13 @@ def preprocess(volume: Volume, spec: GridSpec = GridSpec(), *, grid: GridMap | N
     or no contrast given) by its percentiles."""
     if volume.array.ndim != 3:
         raise InputError(volume.meta.get("path", volume.name), f"expected a 3D volume, got shape {volume.shape}")
+    background = background_level(volume.array)
     if grid is None:
-        grid = GridMap.plan(volume.shape, volume.affine, spec, foreground=volume.array > background_level(volume.array))
+        grid = GridMap.plan(volume.shape, volume.affine, spec, foreground=volume.array > background)
     elif not grid.matches(volume):
         raise InputError(volume.meta.get("path", volume.name), "grid differs from the case's reference volume")
     if label:
         return Preprocessed(grid.forward(volume.array, order=0, fill=0), grid, None, volume)
-    background = background_level(volume.array)
     model = grid.forward(volume.array.astype(np.float32), order=1, fill=background)
     scale = (IntensityScale.fit(model, percentiles, out_range, median_level=MEDIAN_LEVEL.get(contrast))
              if out_range is not None else None)
