@@ -102,9 +102,10 @@ bench-downstream: phantoms/train/.done phantoms/heldout/.done
 	$(PY) scripts/benchmarks/bench_downstream.py --segmenter runs/segmenter --heldout phantoms/heldout
 
 # Labelled tumour insertion (volgen inpaint CASE --mask LABELS --mode lesion) on the held-out phantoms' healthy twins,
-# against the twin and the label table: bench_out/lesion-insertion.json and .png.
-bench-lesion: phantoms/heldout/.done
-	$(PY) scripts/benchmarks/bench_lesion.py --cases phantoms/heldout
+# against the twin and the label table (and 20 training phantoms' real tumours: the W1's floor):
+# bench_out/lesion-insertion.json and .png.
+bench-lesion: phantoms/heldout/.done phantoms/train/.done
+	$(PY) scripts/benchmarks/bench_lesion.py --cases phantoms/heldout --ideal phantoms/train
 
 # Few labels: segmenters on N = 4, 8, 16 labelled phantoms, plain, with a second tumour inserted into each labelled
 # case ("into") and with tumours inserted into healthy twins ("volgen"), 3 seeds, 1000 steps each

@@ -165,6 +165,33 @@ def test_the_mixed_arm_takes_the_first_half_of_each_kind_of_made_case(tmp_path):
     assert linked == ["into-0-t1n.nii.gz", "into-1-t1n.nii.gz", "healthy-0-t1n.nii.gz", "healthy-1-t1n.nii.gz"]
 
 
+def test_the_lesion_benchs_ideal_row_pools_real_tumours_in_the_benchs_own_unit(phantom_dir, tmp_path):
+    """The ideal sampler's pool of a case is that case's real tumour intensities over its twin's 99.5th percentile
+    in the head, checked by hand with nibabel; drawn from the bench's own cases it scores a W1 of 0; its sets of
+    cases cover them all, the last ending at the last case."""
+    import nibabel as nib
+
+    from tests.helpers import load_script
+
+    bench = load_script("bench_lesion")
+    (pool,) = bench.real_tumour_pools(phantom_dir.parent, tmp_path)
+    read = lambda kind: np.asarray(nib.load(phantom_dir / f"{phantom_dir.name}-{kind}.nii.gz").dataobj)  # noqa: E731
+    seg = read("seg")
+    assert set(pool) == {f"{c}_{p}_w1" for c in ("t1n", "t1c", "t2w", "t2f") for p, label in bench.PARTS.items()
+                         if np.count_nonzero(seg == label) >= 10}
+    assert "t2f_enhancing_w1" in pool
+    healthy = read("t2f-healthy").astype(np.float32)
+    unit = np.percentile(healthy[healthy > healthy.min()], 99.5)
+    expected = read("t2f").astype(np.float32)[seg == 3] / unit
+    np.testing.assert_allclose(np.concatenate(pool["t2f_enhancing_w1"]), expected, rtol=1e-6)
+    real = {k: np.concatenate(v) for k, v in pool.items()}
+    (ratios,) = bench.ideal_ratios([pool], 20, real, {k: 1.0 for k in real})
+    assert ratios == {k: 0.0 for k in real}
+    assert bench.windows(48, 20) == [slice(0, 20), slice(20, 40), slice(28, 48)]
+    assert bench.windows(40, 20) == [slice(0, 20), slice(20, 40)]
+    assert bench.windows(12, 20) == [slice(0, 12)]
+
+
 def test_sharpness_by_hand():
     """A ramp twice as steep has twice the gradient (per mm, whatever the spacing); a ramp has no high-pass part
     away from the edges, so its high-pass PSNR against a flat image is infinite there; noise added is found."""
