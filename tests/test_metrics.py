@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
 
 from tests.helpers import bench_harness
@@ -221,3 +222,23 @@ def test_a_stopped_segmenter_run_resumes_from_its_checkpoint(phantom_dir, tmp_pa
     seg.train(seg.arguments(argv + ["--steps", "3"]))
     assert len(drawn) == 1
     assert (tmp_path / "run" / "checkpoints" / "step-000003.safetensors").is_file()
+
+
+def test_a_segmenter_trained_without_a_contrast_never_sees_it(phantom_dir, tmp_path, monkeypatch):
+    """--without t1c: every crop's t1c channel is all zeros (as normalise leaves an absent contrast), the others are
+    the case's own, and the run records what it was trained without."""
+    import json
+
+    from tests.helpers import load_script
+
+    seg = load_script("segmenter")
+    crops = []
+    crop_batch = seg.crop_batch
+    monkeypatch.setattr(seg, "crop_batch", lambda *a, **k: crops.append(crop_batch(*a, **k)) or crops[-1])
+    run = tmp_path / "run"
+    seg.train(seg.arguments(["--train", str(phantom_dir.parent), "--run", str(run), "--steps", "2", "--batch", "1",
+                             "--no-bf16", "--without", "t1c"]))
+    images = torch.cat([x for x, _ in crops])
+    assert images[:, 1].abs().max() == 0
+    assert all(images[:, c].abs().max() > 0.5 for c in (0, 2, 3))
+    assert json.loads((run / "segmenter.json").read_text())["without"] == "t1c"

@@ -8,13 +8,17 @@ with the missing contrast being:
   5-step sampler);
 - the per-voxel linear regression from the other three (fitted on the training phantoms);
 - the per-voxel conditional-mean table (the shipped module's own prior, alone);
-- absent (all zeros after normalisation).
+- absent (all zeros after normalisation);
+- with `--without-runs t1c=RUN,...`: absent, segmented by a segmenter trained without that contrast (segmenter.py
+  --without, same steps): what the other three contrasts carry of each region, which a synthesis from them can pass
+  on to the full segmenter but not add to.
 It reports Dice per region (mean and sd over the cases), BraSyn's SSIM of each synthesised contrast against the real
 one (whole volume on [0, 1]), writes bench_out/downstream.json, prints the table, and draws one case with each arm's
 segmentation over the image the segmenter saw for the missing contrast (bench_out/downstream-<contrast>.png).
 
     python scripts/benchmarks/segmenter.py --train phantoms/train --run runs/segmenter --steps 3000
     python scripts/benchmarks/bench_downstream.py --segmenter runs/segmenter --heldout phantoms/heldout
+    [--without-runs t1c=runs/segmenter-without-t1c,t2f=runs/segmenter-without-t2f]
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from volgen.tasks.models import load_model
 from volgen.taskspec import TASKS
 
 ARMS = ("real", "volgen mean", "volgen sample", "regression", "table", "absent")
+TRAINED_WITHOUT = "trained without"
 SAMPLE_STEPS = 5
 
 
@@ -118,9 +123,12 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(CONTRASTS))
     parser.add_argument("--model", help="the synthesis module (name or folder; default: the shipped one)")
     parser.add_argument("--out", default="bench_out/downstream.json")
+    parser.add_argument("--without-runs", default="", help="CONTRAST=RUN,...: segmenters trained without a contrast "
+                                                           "(segmenter.py --without), scored with it absent")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     net = seg.load(args.segmenter)
+    trained_without = {c: Path(r) for c, r in (item.split("=", 1) for item in args.without_runs.split(",") if item)}
     model = load_model("synthesis", args.model, device=DEVICE)
     train = seg.prepared(args.train, max_cases=16)
     regressions = {t: LinearRegression([i for i, c in enumerate(CONTRASTS) if c != t], CONTRASTS.index(t)).fit(
@@ -130,11 +138,14 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"segmenter": json.loads((Path(args.segmenter) / "segmenter.json").read_text()), "cases": len(cases),
                "model": args.model or "shipped",
-               "heldout": args.heldout, "dice": {}, "ssim": {}}
+               "heldout": args.heldout, "dice": {}, "ssim": {},
+               "trained_without": {c: json.loads((r / "segmenter.json").read_text()) for c, r in
+                                   trained_without.items()}}
     began = time.perf_counter()
     for target in args.targets.split(","):
         k = CONTRASTS.index(target)
-        dices = {arm: [] for arm in ARMS}
+        dices = {arm: [] for arm in ARMS + ((TRAINED_WITHOUT,) if target in trained_without else ())}
+        without_net = seg.load(trained_without[target]) if target in trained_without else None
         ssims = {arm: [] for arm in ARMS if arm not in ("real", "absent")}
         for index, item in enumerate(cases):
             case = item["case"]
@@ -154,6 +165,10 @@ def main() -> None:
                                            data_range=1.0))
                 shown[arm] = images[k] if image is not None else torch.full_like(images[k], -1.0)
                 segmentations[arm] = regions
+            if without_net is not None:
+                present = [c != target for c in CONTRASTS]
+                regions = segment(without_net, case.images, case.brain, present)
+                dices[TRAINED_WITHOUT].append([dice(regions[r], truth[r]) for r in range(len(seg.REGIONS))])
             if index == 0:
                 montage(out.with_name(f"downstream-{target}.png"), case, target, shown, segmentations)
             print(f"{target} {case.name}: " + ", ".join(f"{a} {np.mean(d[-1]):.3f}" for a, d in dices.items()),
@@ -169,12 +184,16 @@ def main() -> None:
 
 def print_table(results: dict) -> None:
     print(f"\nDice (mean over {results['cases']} held-out phantoms) with the missing contrast replaced by each arm")
-    print(f"{'missing':8} {'arm':14} " + " ".join(f"{r:>6}" for r in seg.REGIONS) + "   SSIM")
+    print(f"{'missing':8} {'arm':15} " + " ".join(f"{r:>6}" for r in seg.REGIONS) + "   SSIM")
     for target, arms in results["dice"].items():
         for arm, regions in arms.items():
             s = results["ssim"][target].get(arm)
-            print(f"{target:8} {arm:14} " + " ".join(f"{regions[r][0]:6.3f}" for r in seg.REGIONS) +
+            print(f"{target:8} {arm:15} " + " ".join(f"{regions[r][0]:6.3f}" for r in seg.REGIONS) +
                   (f"  {s:.3f}" if s is not None else ""))
+        for arm in ("volgen mean", TRAINED_WITHOUT):
+            if arm in arms:
+                print(f"{target:8} {arm + ' / real':22} " + " ".join(
+                    f"{r} {arms[arm][r][0] / max(arms['real'][r][0], 1e-9):.3f}x" for r in seg.REGIONS))
 
 
 if __name__ == "__main__":

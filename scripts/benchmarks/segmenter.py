@@ -11,7 +11,8 @@ chained across sessions:
 Few labels (scripts/benchmarks/bench_few_labels.py): `--subset N --subset-seed S` trains on N of the cases, and
 `--extra FOLDER` mixes made cases into the batches (`--extra-fraction` of the crops). Missing-contrast robustness
 (scripts/benchmarks/bench_robustness.py): `--pool FILE` gives a share `--drop` of the crops one contrast synthesised by
-volgen from the other three.
+volgen from the other three. `--without CONTRAST` trains with that contrast absent (all zeros) in every crop: what the
+other three carry of the tumour, the downstream bench's row beside the syntheses of that contrast.
 """
 from __future__ import annotations
 
@@ -117,6 +118,13 @@ def head(images: torch.Tensor) -> torch.Tensor:
     return (images != background.view(-1, *[1] * (images.dim() - 1))).any(0)
 
 
+def without(images: torch.Tensor, contrast: str) -> torch.Tensor:
+    """`images` (C, ...) normalised, with `contrast` absent: all zeros, as `normalise` leaves a contrast not present."""
+    out = images.clone()
+    out[MRI_CONTRASTS.index(contrast)] = 0.0
+    return out
+
+
 def subset(cases: list, n: int | None, seed: int) -> list:
     """`n` of the cases drawn without replacement by `seed` (all of them when n is None)."""
     if not n:
@@ -141,6 +149,8 @@ def train(args) -> None:
             optimizer.load_state_dict(torch.load(found[-1].with_suffix(".opt"), weights_only=True))
         start = int(found[-1].stem.split("-")[1])
     cases = subset(prepared(args.train), args.subset, args.subset_seed)
+    if args.without:
+        cases = [{**c, "image": without(c["image"], args.without)} for c in cases]
     if args.pool:
         pool = torch.load(args.pool, weights_only=True)             # {case name: (contrasts, samples, D, H, W)}
         cases = [{**c, "pool": pool[c["name"]]} if c["name"] in pool else c for c in cases]
@@ -182,7 +192,8 @@ def train(args) -> None:
                                                     "extra_fraction": args.extra_fraction if extra else 0.0,
                                                     "extra_crops": args.extra_crops if extra else None,
                                                     "pool": str(args.pool) if args.pool else None,
-                                                    "drop": args.drop if args.pool else 0.0},
+                                                    "drop": args.drop if args.pool else 0.0,
+                                                    "without": args.without},
                                                    indent=1))
 
 
@@ -198,6 +209,7 @@ def arguments(argv=None) -> argparse.Namespace:
                         help="which crops may come from --extra: any, or only the tumour-centred half")
     parser.add_argument("--pool", type=Path, help="synthesised stand-ins per case and contrast (bench_robustness.py)")
     parser.add_argument("--drop", type=float, default=0.5, help="share of crops with one contrast from --pool")
+    parser.add_argument("--without", choices=MRI_CONTRASTS, help="train with this contrast absent in every crop")
     parser.add_argument("--run", default="runs/segmenter")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=2)
