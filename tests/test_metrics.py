@@ -166,6 +166,23 @@ def test_the_mixed_arm_takes_the_first_half_of_each_kind_of_made_case(tmp_path):
     assert linked == ["into-0-t1n.nii.gz", "into-1-t1n.nii.gz", "healthy-0-t1n.nii.gz", "healthy-1-t1n.nii.gz"]
 
 
+def test_the_ideal_few_label_arm_links_real_cases_the_run_does_not_train_on(tmp_path):
+    """bench_few_labels' ideal arm: links to the first `count` labelled training cases not among the run's own,
+    in order; a case without a seg is passed over."""
+    from tests.helpers import load_script
+    from volgen.io.contrasts import find_cases
+
+    bench = load_script("bench_few_labels")
+    for i in range(6):
+        case = tmp_path / "train" / f"case-{i}"
+        case.mkdir(parents=True)
+        for kind in ("t1n", "seg") if i != 3 else ("t1n",):
+            (case / f"case-{i}-{kind}.nii.gz").write_bytes(b"")
+    for _ in range(2):
+        folder = bench.ideal_cases(tmp_path / "train", tmp_path / "ideal", ["case-0", "case-2"], 3)
+    assert [case.paths["seg"].parent.resolve().name for case in find_cases(folder)] == ["case-1", "case-4", "case-5"]
+
+
 def test_the_lesion_benchs_ideal_row_pools_real_tumours_in_the_benchs_own_unit(phantom_dir, tmp_path):
     """The ideal sampler's pool of a case is that case's real tumour intensities over its twin's 99.5th percentile
     in the head, checked by hand with nibabel; drawn from the bench's own cases it scores a W1 of 0; its sets of

@@ -13,6 +13,8 @@ left-right flips):
 - mixed (with `--arms ...,mixed`): half of the made cases of each kind (the first --made / 2 into cases, then as
   many healthy ones): into cases alone cost the whole tumour at N = 16, healthy brains with a tumour show the
   segmenter more tissue to leave alone.
+- ideal (with `--arms ...,ideal`): in place of made cases, --made other real labelled training phantoms (those not
+  among the run's N, in order): perfect made cases, the most any made case could give under this protocol.
 `--made K` and `--made-share S` change how many made cases there are and the share of crops they give (24 and a
 half by default). With `--made-crops tumour` the made cases give only tumour-centred crops (half of them), and every
 brain-centred crop, the healthy tissue the segmenter must leave alone, comes from the real cases.
@@ -40,8 +42,8 @@ from volgen.io.contrasts import find_cases
 from volgen.metrics import dice
 from volgen.phantom.case import write_twin_case
 
-ARMS = ("plain", "volgen", "into", "mixed")
-GAIN_KEYS = {"volgen": "gain", "into": "gain_into", "mixed": "gain_mixed"}
+ARMS = ("plain", "volgen", "into", "mixed", "ideal")
+GAIN_KEYS = {"volgen": "gain", "into": "gain_into", "mixed": "gain_mixed", "ideal": "gain_ideal"}
 
 
 def make_cases(train_root: Path, folder: Path, count: int, model: str, into: list[str] | None = None,
@@ -79,6 +81,18 @@ def mixed_cases(folder: Path, halves: list[Path], count: int) -> Path:
         link = folder / f"made-{i:03d}"
         if not link.exists():
             link.symlink_to(source.resolve(), target_is_directory=True)
+    return folder
+
+
+def ideal_cases(train_root: Path, folder: Path, taken: list[str], count: int) -> Path:
+    """`folder` of links to `count` labelled training phantoms not in `taken` (in order): real cases where the made
+    ones would be."""
+    folder.mkdir(parents=True, exist_ok=True)
+    others = [c for c in find_cases(train_root) if c.name not in taken and "seg" in c.paths][:count]
+    for i, case in enumerate(others):
+        link = folder / f"made-{i:03d}"
+        if not link.exists():
+            link.symlink_to(case.paths["seg"].parent.resolve(), target_is_directory=True)
     return folder
 
 
@@ -131,7 +145,7 @@ def main() -> None:
     parser.add_argument("--model", default="volgen-vcm-lesion-2mm", help="the lesion module")
     parser.add_argument("--arms", default="plain,into,volgen", help="plain, volgen (tumours in healthy brains), into "
                                                                "(a second tumour in the run's own labelled cases), "
-                                                               "mixed (half of each)")
+                                                               "mixed (half of each), ideal (other real cases)")
     parser.add_argument("--mass-effect", type=float, default=0.0,
                         help="made tumours push the tissue aside by up to this many mm (drawn per case; runs and "
                              "made folders end in -massMM)")
@@ -171,6 +185,9 @@ def main() -> None:
                                        args.made, args.model, into=names, mass_effect=args.mass_effect)
                 if arm == "mixed":
                     extra = mixed_cases(run.with_name(run.name + "-made"), [extra, made], args.made)
+                if arm == "ideal":
+                    names = [c["name"] for c in seg.subset(seg.prepared(args.train), n, seed)]
+                    extra = ideal_cases(args.train, run.with_name(run.name + "-cases"), names, args.made)
                 train_run(run, args, n, seed, extra)
                 results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm,
                                              **heldout_dice(run, heldout, args.heldout.name)}
