@@ -7,7 +7,8 @@ TORCH  := torch==2.13.0
 # Re-install when the package metadata or the pins change.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean corpus baselines calibrate bench-downstream bench-downstream-without bench-lesion bench-few-labels bench-robustness bench-pseudo-healthy gpu-check
+.PHONY: demo test bench install clean corpus baselines
+.PHONY: calibrate bench-downstream bench-downstream-without bench-lesion bench-few-labels bench-robustness bench-pseudo-healthy gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
