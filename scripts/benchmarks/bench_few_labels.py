@@ -174,19 +174,20 @@ def main() -> None:
     suffix += f"-made{args.made}" if args.made != parser.get_default("made") else ""
     suffix += f"-share{args.made_share:g}" if args.made_share != parser.get_default("made_share") else ""
     suffix += pushed
+    # the training cases' names in the segmenter's order, read once: the arms built from a run's own N draw them
+    train_names = [c["name"] for c in seg.prepared(args.train)] if {"into", "mixed", "ideal"} & set(arms) else []
     for n in (int(v) for v in args.n.split(",")):
         for seed in (int(v) for v in args.seeds.split(",")):
+            names = seg.subset(train_names, n, seed)
             for arm in arms:
                 run = args.runs / f"n{n}-seed{seed}-{arm}{suffix if arm != 'plain' else ''}"
                 extra = {"plain": None, "volgen": made}.get(arm)
                 if arm in ("into", "mixed"):    # made once per N and seed, whichever crops they give
-                    names = [c["name"] for c in seg.subset(seg.prepared(args.train), n, seed)]
                     extra = make_cases(args.train, args.runs / f"n{n}-seed{seed}-into" / f"made{pushed}",
                                        args.made, args.model, into=names, mass_effect=args.mass_effect)
                 if arm == "mixed":
                     extra = mixed_cases(run.with_name(run.name + "-made"), [extra, made], args.made)
                 if arm == "ideal":
-                    names = [c["name"] for c in seg.subset(seg.prepared(args.train), n, seed)]
                     extra = ideal_cases(args.train, run.with_name(run.name + "-cases"), names, args.made)
                 train_run(run, args, n, seed, extra)
                 results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm,
