@@ -17,6 +17,15 @@ step has to meet anyway; the components carry how the training brains' shapes an
 template follows this case's anatomy into the mask instead of the population's blur. The basis is K x 4 contrasts
 at 4 mm, saved as its non-zero voxels alone.
 
+With `registered` the template is sharp and the case's own: the training twins registered to one another
+(`groupwise_template`, at the model grid's resolution) give an atlas per contrast, and for each case the atlas is
+registered to the known voxels (volgen/modules/registration.py; the mask counts for nothing), mapped to the case's
+intensities by a quadratic fitted on a shell around the mask, and met to the case by the same harmonic fill of the
+difference. The case's gyri and ventricle walls then run into the mask wherever a smooth warp of the training anatomy
+can follow them. It replaces the principal components (their shape variation is what the warp fits). On the
+phantoms every brain is a smooth warp of one atlas, which is exactly what this prior can follow: expect less of it on
+real brains, whose folds differ beyond a smooth warp.
+
 In lesion mode (the conditions' third channel set) the fill also gets the training tumours' mean profile by depth
 in the mask (volgen/modules/lesion_profile.py), so that the module corrects a lesion rather than healthy tissue.
 """
@@ -27,20 +36,23 @@ import torch.nn.functional as F
 
 from volgen.modules.lesion_profile import LesionProfile
 from volgen.modules.prior import BACKGROUND, FillPrior, HalfPrecisionBuffers, bounding_box, item_groups
+from volgen.modules.registration import apply_warp, groupwise_template, register
 
 TEMPLATE_STRIDE = 2          # the template is stored at half the model grid's resolution
+MAP_SHELL = 4                # voxels around the mask on which the registered atlas's intensity map is fitted
 
 
 class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
-    half_buffers = ("basis",)        # float16: the basis is the largest buffer of a shipped module
+    half_buffers = ("basis", "atlas")    # float16: the largest buffers of a shipped module
 
     def __init__(self, n_contrasts: int, components: int = 0, shell: int = 2, ridge: float = 1e-3,
-                 tolerance: float = 1e-5, max_iterations: int = 2000):
+                 tolerance: float = 1e-5, max_iterations: int = 2000, registered: bool = False):
         super().__init__(tolerance, max_iterations)
-        self.components, self.shell, self.ridge = components, shell, ridge
+        self.components, self.shell, self.ridge, self.registered = components, shell, ridge, registered
         self.register_buffer("template", torch.zeros(n_contrasts, 0, 0, 0))
-        # saved only when used, so the mean-template models saved before it existed load as they were
+        # saved only when used, so the models saved before they existed load as they were
         self.register_buffer("basis", torch.zeros(n_contrasts, components, 0, 0, 0), persistent=components > 0)
+        self.register_buffer("atlas", torch.zeros(n_contrasts, 0, 0, 0), persistent=registered)
         self.register_buffer("done", torch.tensor(False))
         self.lesion = LesionProfile(n_contrasts)
 
@@ -65,6 +77,8 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
                              for v in volumes])                                   # (N, C, d, h, w)
         template = small.mean(0)
         self.template = template.to(self.done.device, torch.float32)
+        if self.registered:
+            self.fit_atlas(volumes)
         if self.components:
             if self.components > len(volumes) - 1:
                 raise ValueError(f"the template prior's {self.components} components need at least "
@@ -77,6 +91,22 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
                 basis.append(scaled.reshape(self.components, *template.shape[1:]))
             self.basis = torch.stack(basis).to(self.done.device, torch.float32)
         self.done.fill_(True)
+
+    @torch.no_grad()
+    def fit_atlas(self, volumes) -> None:
+        """The registered prior's atlas: the healthy volumes (C, D, H, W) registered to one another, centred on the
+        first one's grid (use_atlas)."""
+        shape = volumes[0].shape[1:]
+        self.use_atlas(groupwise_template([_centred(v.float(), shape) for v in volumes]))
+
+    def use_atlas(self, atlas: torch.Tensor) -> None:
+        """Register `atlas` (C, D, H, W) to each case from now on, instead of the mean template and its principal
+        components (which are then neither used nor saved)."""
+        self.atlas = atlas.to(self.done.device, torch.float32)
+        self.registered, self.components = True, 0
+        self.basis = self.basis.new_zeros(len(atlas), 0, 0, 0, 0)
+        self._non_persistent_buffers_set.discard("atlas")
+        self._non_persistent_buffers_set.add("basis")
 
     def template_for(self, labels: torch.Tensor | None, shape, like: torch.Tensor) -> torch.Tensor:
         """(B, 1, *shape): each item's contrast template on the full grid, centred in `shape`."""
@@ -110,13 +140,35 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             out[items] = torch.einsum("bk,bk...->b...", coefficients.to(image.dtype), basis)[:, None]
         return out
 
+    def registered_atlas(self, image: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """(B, 1, *shape): each item's contrast atlas registered to its known voxels and mapped to its intensities
+        by a quadratic fitted on the known voxels within MAP_SHELL voxels of its mask."""
+        contrasts = _contrasts(labels, len(image)).to(self.atlas.device)
+        known = mask < 0.5
+        shell = (F.max_pool3d(mask.float(), 2 * MAP_SHELL + 1, 1, MAP_SHELL) > 0.5) & known
+        out = torch.empty_like(image)
+        for i in range(len(image)):
+            # a sampling call tiles one case over its draws: register it once
+            same = next((j for j in range(i) if contrasts[j] == contrasts[i] and torch.equal(image[j], image[i])
+                         and torch.equal(mask[j], mask[i])), None)
+            if same is not None:
+                out[i] = out[same]
+                continue
+            atlas = _centred(self.atlas[contrasts[i]][None].to(image.device, torch.float32), image.shape[2:])
+            warped = apply_warp(atlas[None], register(atlas, image[i].float(), known[i, 0].float()))[0, 0]
+            out[i, 0] = _quadratic_map(warped, image[i, 0].float(), shell[i, 0]).to(image.dtype)
+        return out
+
     def forward(self, conditions: torch.Tensor, present=None, target=None) -> torch.Tensor:
         if not self.fitted:
             raise RuntimeError("the template prior has not been fitted (VCM.prepare fits it on training cases)")
         image, rest = conditions[:, :1], conditions[:, 1:]
-        template = self.template_for(target, image.shape[2:], image)
-        if self.components:
-            template = template + self.case_offset(image, rest[:, :1], template, target)
+        if self.registered:
+            template = self.registered_atlas(image, rest[:, :1], target)
+        else:
+            template = self.template_for(target, image.shape[2:], image)
+            if self.components:
+                template = template + self.case_offset(image, rest[:, :1], template, target)
         filled = template + super().forward(torch.cat([image - template, rest], dim=1))
         if rest.shape[1] > 1:                                           # lesion mode where the flag is set
             insert = rest[:, 1:2].flatten(1).amax(1) > 0.5
@@ -135,6 +187,12 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             del destination[prefix + "basis"]
             destination[prefix + "basis_support"] = support.to(torch.uint8)
             destination[prefix + "basis_values"] = basis[..., support]                 # (C, K, voxels)
+        atlas = destination.pop(prefix + "atlas", None)
+        if atlas is not None:                   # background outside every head: the head's voxels, a bit mask
+            support = atlas.detach().ne(BACKGROUND).any(0)
+            destination[prefix + "atlas_shape"] = torch.tensor(support.shape, dtype=torch.int64)
+            destination[prefix + "atlas_support"] = _pack_bits(support.flatten())
+            destination[prefix + "atlas_values"] = atlas[:, support]                   # (C, voxels)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if prefix + "basis_values" in state_dict:                  # the sparse form: back to the dense basis
@@ -143,13 +201,43 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             dense = values.new_zeros(*values.shape[:2], *support.shape)
             dense[..., support] = values
             state_dict[prefix + "basis"] = dense
+        if prefix + "atlas_values" in state_dict:
+            shape = state_dict.pop(prefix + "atlas_shape").tolist()
+            support = _unpack_bits(state_dict.pop(prefix + "atlas_support"), shape)
+            values = state_dict.pop(prefix + "atlas_values")
+            dense = values.new_full((len(values), *shape), BACKGROUND)
+            dense[:, support] = values
+            state_dict[prefix + "atlas"] = dense
         # the template's size is known only once fitted: take the saved one's shape before loading it
-        for name in ("template", "basis"):
+        for name in ("template", "basis", "atlas"):
             saved = state_dict.get(prefix + name)
             if saved is not None:
                 mine = getattr(self, name)
                 setattr(self, name, torch.zeros_like(saved, device=mine.device, dtype=mine.dtype))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+_BITS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def _pack_bits(flags: torch.Tensor) -> torch.Tensor:
+    """A flat bool tensor as uint8 bytes, eight flags each (numpy.packbits' order)."""
+    padded = torch.cat([flags.cpu(), flags.new_zeros((-len(flags)) % 8).cpu()]).view(-1, 8)
+    return (padded.to(torch.uint8) * _BITS).sum(1).to(torch.uint8)
+
+
+def _unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
+    count = int(torch.tensor(shape).prod())
+    return ((packed[:, None] & _BITS) > 0).flatten()[:count].view(*shape)
+
+
+def _quadratic_map(x: torch.Tensor, y: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """x mapped by the quadratic that best fits y from x on the voxels `where` (x itself with too few of them)."""
+    if int(where.sum()) < 10:
+        return x
+    features = torch.stack([torch.ones_like(x[where]), x[where], x[where] ** 2], 1).double()
+    coefficients = torch.linalg.lstsq(features, y[where].double()[:, None]).solution[:, 0].to(x.dtype)
+    return coefficients[0] + coefficients[1] * x + coefficients[2] * x ** 2
 
 
 def _contrasts(labels: torch.Tensor | None, batch: int) -> torch.Tensor:

@@ -53,7 +53,8 @@ PRIORS = {
     "table": lambda config, n, classes: TablePrior(n, _labelled("table", classes)),
     "interpolation": lambda config, n, classes: InterpolationPrior(config.prior_factor, config.prior_axis),
     "fill": lambda config, n, classes: FillPrior(),
-    "template_fill": lambda config, n, classes: TemplateFillPrior(max(classes or 0, 1), config.prior_components),
+    "template_fill": lambda config, n, classes: TemplateFillPrior(max(classes or 0, 1), config.prior_components,
+                                                                  registered=config.prior_registered),
     "label_table": lambda config, n, classes: LabelTablePrior(_labelled("label_table", classes)),
 }
 
@@ -82,6 +83,8 @@ class VCMConfig(DictConfig):
     prior_factor: int = 4                            # interpolation: thick-slice factor and model-grid axis
     prior_axis: int = 2
     prior_components: int = 0                        # template_fill: principal components fitted per case (0: mean)
+    prior_registered: bool = False                   # template_fill: a sharp atlas registered to each case instead
+                                                     # of the components (volgen/modules/registration.py)
     gate_buckets: int = 1                            # the gate's bias: one per bin of timesteps
 
     def __post_init__(self):
@@ -92,6 +95,8 @@ class VCMConfig(DictConfig):
             raise ValueError(f"condition_path: '{self.condition_path}' is not encoder or codec")
         if self.prior not in PRIORS:
             raise ValueError(f"prior: '{self.prior}' is not one of {', '.join(PRIORS)}")
+        if self.prior_registered and self.prior_components:
+            raise ValueError("prior_registered replaces prior_components: set prior_components to 0")
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> torch.nn.Module:
@@ -214,10 +219,18 @@ class VCM(Conditioner):
         labels = backbone_cond.get("class_labels")
         if features is None:
             features = self.constant_features(conditions.to(x_t.dtype), present, labels, prior_options)
-        prior = features[-1] if self.prior is not None else None
-        h = self.unet(torch.cat([x_t, prediction, *features], dim=1), t, class_labels=labels)
-        out = prediction * (1 + scale * self.gamma(h)) + scale * self.beta(h)
-        if self.prior is not None:
-            gate = self.gate(h) + GATE_GAIN * self.gate_bias[self._bucket(t)][..., None, None, None]
-            out = out + scale * gate * (prior - prediction)
+        out, gate, difference = self.gated_parts(x_t, t, prediction, features, scale, labels)
+        if gate is not None:
+            gate = gate + GATE_GAIN * self.gate_bias[self._bucket(t)][..., None, None, None]
+            out = out + scale * gate * difference
         return out
+
+    def gated_parts(self, x_t, t, prediction, features, scale: float, labels):
+        """The output split as out = base + scale * (gate + GATE_GAIN * bias) * difference: (base, the gate's
+        per-voxel part, prior - prediction); the last two None without a prior. forward adds the bias row of the
+        timestep; volgen/training/gate_refit.py fits the rows."""
+        h = self.unet(torch.cat([x_t, prediction, *features], dim=1), t, class_labels=labels)
+        base = prediction * (1 + scale * self.gamma(h)) + scale * self.beta(h)
+        if self.prior is None:
+            return base, None, None
+        return base, self.gate(h), features[-1] - prediction
