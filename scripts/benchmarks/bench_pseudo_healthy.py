@@ -9,8 +9,10 @@ For each fresh phantom (seeds --seeds, --cases each, generated in memory: no mod
 the image is the case's --contrast with its tumour (tumour masks) or its healthy twin (blobs), the truth is the
 healthy twin. Arms: the harmonic fill (the discrete Laplace equation solved exactly on the source grid), volgen's
 posterior mean (the job's default, `volgen inpaint --mode healthy`) and one sample (`--estimate sample`), both
-through the job on the case's own grid. Scored by PSNR inside the mask (peak: the truth's 99.9th percentile in the
-brain); a margin is volgen's PSNR minus the harmonic fill's on the same case and mask.
+through the job on the case's own grid, and the module's prior alone (what the diffusion module corrects: the
+registered atlas met to the case by a harmonic fill of the difference), on the same model grid. Scored by PSNR
+inside the mask (peak: the truth's 99.9th percentile in the brain); a margin is an arm's PSNR minus the harmonic
+fill's on the same case and mask.
 
 Beside them, for scale, a fill no method can have: the truth itself blurred by a Gaussian of ORACLE_SIGMA_MM (a fill
 that knew the hole's anatomy to that resolution; "blurred truth"). Where the harmonic fill already scores what the
@@ -18,7 +20,7 @@ blurred truth does (small holes), beating it by much needs detail that the hole'
 
 It prints per mask kind and per hole size (under 4,000 voxels, over 10,000) the mean margin, the worst case and the
 share of cases under +1 dB; writes bench_out/pseudo-healthy.json and a montage per mask kind of the first case
-(bench_out/pseudo-healthy-<kind>.png: input, truth, harmonic fill, mean, sample).
+(bench_out/pseudo-healthy-<kind>.png: input, truth, harmonic fill, the module's prior, mean, sample).
 
     python scripts/benchmarks/bench_pseudo_healthy.py [--seeds 800,900,1000] [--cases 5] [--contrast t2f]
 """
@@ -37,8 +39,9 @@ from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
 from volgen.metrics import psnr
 from volgen.phantom import PhantomSpec, generate_case
-from volgen.tasks.inpainting import inpaint
+from volgen.tasks.inpainting import inpaint, prior_fill
 from volgen.tasks.job import Sampling
+from volgen.tasks.models import load_model
 
 KINDS = ("tumour", "tumour+1", "tumour+2", "blob-small", "blob-large")
 BLOB_SIZES = {"blob-small": (2000, 3800), "blob-large": (10500, 16000)}
@@ -102,6 +105,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench_out/pseudo-healthy.json", type=Path)
     args = parser.parse_args()
     spec = PhantomSpec(pet=None)
+    module = load_model("inpainting", args.model, device="cpu")
     rows = []
     began = time.perf_counter()
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -117,20 +121,23 @@ def main() -> None:
                 drawn = dict(model=args.model, steps=args.steps)
                 mean = fill(volume, mask, args.contrast, "mean", index, samples=args.samples, **drawn)
                 sample = mean if args.no_sample else fill(volume, mask, args.contrast, "sample", index, **drawn)
+                prior = prior_fill(volume, mask, module, args.contrast).astype(np.float64)
                 blurred = ndimage.gaussian_filter(truth, ORACLE_SIGMA_MM / np.linalg.norm(case.affine[:3, 0]))
                 score = {arm: psnr(x, truth, mask, data_range=peak) for arm, x in
-                         (("harmonic", harmonic), ("mean", mean), ("sample", sample), ("blurred_truth", blurred))}
+                         (("harmonic", harmonic), ("mean", mean), ("sample", sample), ("prior", prior),
+                                                          ("blurred_truth", blurred))}
                 rows.append({"case": case.name, "seed": seed, "kind": kind, "voxels": int(mask.sum()), **score,
                              "margin_mean": score["mean"] - score["harmonic"],
                              "margin_sample": score["sample"] - score["harmonic"],
+                             "margin_prior": score["prior"] - score["harmonic"],
                              "margin_blurred_truth": score["blurred_truth"] - score["harmonic"]})
+                margins = ", ".join(f"{arm} {score[arm]:.2f} ({rows[-1]['margin_' + arm]:+.2f})"
+                                    for arm in ("mean", "sample", "prior"))
                 print(f"{case.name} {kind:10} {int(mask.sum()):6d} voxels: harmonic {score['harmonic']:.2f}, "
-                      f"mean {score['mean']:.2f} ({rows[-1]['margin_mean']:+.2f}), sample {score['sample']:.2f} "
-                      f"({rows[-1]['margin_sample']:+.2f}), blurred truth {score['blurred_truth']:.2f} dB",
-                      flush=True)
+                      f"{margins}, blurred truth {score['blurred_truth']:.2f} dB", flush=True)
                 if seed == int(args.seeds.split(",")[0]) and index == 0:
                     shown = {"input": image, "truth (healthy twin)": truth, "harmonic fill": harmonic,
-                             "volgen mean": mean, "volgen sample": sample}
+                             "module's prior": prior, "volgen mean": mean, "volgen sample": sample}
                     save_montage({k: Volume(v.astype(np.float32), case.affine) for k, v in shown.items()},
                                  args.out.with_name(f"pseudo-healthy-{kind}.png"),
                                  labels=Volume(mask.astype(np.int16), case.affine), overwrite=True,
@@ -154,7 +161,7 @@ def summarise(rows: list[dict]) -> dict:
         if not group:
             continue
         out[name] = {"cases": len(group)}
-        for arm in ("mean", "sample", "blurred_truth"):
+        for arm in ("mean", "sample", "prior", "blurred_truth"):
             margins = np.array([r[f"margin_{arm}"] for r in group])
             out[name][arm] = {"margin": float(margins.mean()), "worst": float(margins.min()),
                               "under_1dB": float((margins < 1.0).mean())}
@@ -164,10 +171,10 @@ def summarise(rows: list[dict]) -> dict:
 def print_table(summary: dict) -> None:
     print("\nMargin over the exact harmonic fill inside the mask (dB): mean, worst case, share of cases under +1 dB")
     print(f"{'mask':14} {'cases':>5}   {'mean: margin  worst  <1dB':>28}   {'sample: margin  worst  <1dB':>30}"
-          f"   blurred truth ({ORACLE_SIGMA_MM:g} mm): margin")
+          f"   {'prior: margin  worst  <1dB':>29}   blurred truth ({ORACLE_SIGMA_MM:g} mm): margin")
     for name, row in summary.items():
         cells = "   ".join(f"{row[a]['margin']:+8.2f} {row[a]['worst']:+6.2f} {row[a]['under_1dB']:5.0%}"
-                           for a in ("mean", "sample"))
+                           for a in ("mean", "sample", "prior"))
         print(f"{name:14} {row['cases']:5d}   {cells}   {row['blurred_truth']['margin']:+8.2f}")
     kinds = [k for k in summary if k in KINDS or k.startswith("holes")]
     met = all(summary[k]["mean"]["margin"] >= 2.0 for k in kinds)

@@ -38,12 +38,7 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
     with timer("load model"):
         model = sampling.load("inpainting")
     with timer("preprocess"):
-        spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone_of(model).image_multiple)
-        pre = preprocess(source, spec, contrast=contrast, out_range=(-1.0, 1.0))
-        # linear interpolation then > 0: a model voxel touched by the mask at all is re-synthesised
-        grid_mask = pre.grid.forward(inside.astype(np.float32), order=1, fill=0.0) > 1e-3
-        image = torch.from_numpy(pre.array)[None, None]
-        keep = torch.from_numpy(grid_mask.astype(np.float32))[None, None]
+        pre, image, keep = on_model_grid(source, inside, model, contrast)
     device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
@@ -63,3 +58,21 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
                                                      name=f"{name}-uncertainty", meta={})
     return JobResult(outputs={"inpainted": source.with_array(output, name=name, meta={})}, uncertainty=uncertainty,
                      inputs={"input": source}, info=info, labels=mask_volume.with_array(inside.astype(np.int16)))
+
+
+def on_model_grid(source, inside: np.ndarray, model, contrast: str):
+    """(the preprocessed image, it and the mask as (1, 1, ...) tensors): what the module sees of a volume and mask."""
+    spec = GridSpec(spacing=(model_spacing(model),) * 3, multiple=backbone_of(model).image_multiple)
+    pre = preprocess(source, spec, contrast=contrast, out_range=(-1.0, 1.0))
+    # linear interpolation then > 0: a model voxel touched by the mask at all is re-synthesised
+    grid_mask = pre.grid.forward(inside.astype(np.float32), order=1, fill=0.0) > 1e-3
+    return pre, torch.from_numpy(pre.array)[None, None], torch.from_numpy(grid_mask.astype(np.float32))[None, None]
+
+
+@torch.no_grad()
+def prior_fill(volume, mask: np.ndarray, model, contrast: str) -> np.ndarray:
+    """The module's prior on its own, healthy mode, on the volume's grid: what the module corrects (benchmarks)."""
+    pre, image, keep = on_model_grid(volume, mask, model, contrast)
+    conditions = SPEC.inputs(image=image, mask=keep, insert=False)["conditions"]
+    filled = model.prior(conditions, None, backbone_of(model).class_labels(contrast))[0, 0].numpy()
+    return np.where(mask, pre.restore(filled).array, volume.array)
