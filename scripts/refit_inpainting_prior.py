@@ -2,7 +2,7 @@
 
 The atlas is the training cases' healthy twins registered to one another (TemplateFillPrior.fit_atlas); the gate's
 bias table is then refitted in closed form on the same cases (volgen/training/gate_refit.py), so that the module
-trusts the sharper prior as far as the training cases say. The network's weights, the template, basis and lesion
+trusts the sharper prior as far as the training cases say. The network's weights, the mean template and the lesion
 profile stay as trained; the principal components, which the registration replaces, are dropped.
 
     python scripts/refit_inpainting_prior.py --model volgen-vcm-inpainting-2mm --cases phantoms/train --out DIR

@@ -123,9 +123,8 @@ def main() -> None:
                 sample = mean if args.no_sample else fill(volume, mask, args.contrast, "sample", index, **drawn)
                 prior = prior_fill(volume, mask, module, args.contrast).astype(np.float64)
                 blurred = ndimage.gaussian_filter(truth, ORACLE_SIGMA_MM / np.linalg.norm(case.affine[:3, 0]))
-                score = {arm: psnr(x, truth, mask, data_range=peak) for arm, x in
-                         (("harmonic", harmonic), ("mean", mean), ("sample", sample), ("prior", prior),
-                                                          ("blurred_truth", blurred))}
+                arms = {"harmonic": harmonic, "mean": mean, "sample": sample, "prior": prior, "blurred_truth": blurred}
+                score = {arm: psnr(x, truth, mask, data_range=peak) for arm, x in arms.items()}
                 rows.append({"case": case.name, "seed": seed, "kind": kind, "voxels": int(mask.sum()), **score,
                              "margin_mean": score["mean"] - score["harmonic"],
                              "margin_sample": score["sample"] - score["harmonic"],

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from volgen.modules.vcm import GATE_GAIN
-from volgen.training.examples import make_example
 from volgen.taskspec import task
+from volgen.training.examples import make_example
 from volgen.training.objectives import prediction_target
 
 
