@@ -142,10 +142,12 @@ class Inpainting(TaskSpec):
     def conditions(self, contrasts) -> tuple[str, ...]:
         return ("masked", "mask", "insert_lesion")
 
+    max_margin = 2          # training holes: the tumour dilated by 0 to max_margin voxels
+
     def example(self, images, k, batch, data, gen):
         lesion_img, healthy = pick(images, k), pick(batch["healthy"], k)
         b = images.shape[0]
-        radius = int(torch.randint(0, 3, (1,), generator=gen))
+        radius = int(torch.randint(0, self.max_margin + 1, (1,), generator=gen))
         mask = dilate((batch["seg"] > 0).float(), radius)
         insert = (torch.rand(b, generator=gen) < 0.5).float().view(b, 1, 1, 1, 1)
         source = insert * healthy + (1 - insert) * lesion_img
@@ -154,7 +156,13 @@ class Inpainting(TaskSpec):
             blob = ((torch.rand(b, generator=gen) < data.inpainting_blobs).view(b, 1, 1, 1, 1) & (insert == 0))
             mask = torch.where(blob, random_blobs(healthy > -0.99, gen), mask)
             source = torch.where(blob, healthy, source)
-        return target, {"conditions": torch.cat([masked_input(source, mask), mask, insert.expand_as(mask)], dim=1)}
+        else:
+            blob = torch.zeros(b, 1, 1, 1, 1, dtype=torch.bool)
+        cond = {"conditions": torch.cat([masked_input(source, mask), mask, insert.expand_as(mask)], dim=1)}
+        if "atlas" in batch:      # the registered prior's atlas, registered once per case (training/atlas_cache.py)
+            # a blob hole is not the one the cache was registered without: NaN has the prior register it
+            cond["prior_options"] = {"warped": torch.where(blob, float("nan"), pick(batch["atlas"], k).float())}
+        return target, cond
 
     def inputs(self, *, image: torch.Tensor, mask: torch.Tensor, insert: bool, device=None) -> dict:
         """From the image and the mask (1, 1, ...) on the model grid; `insert` grows a lesion instead of a fill."""

@@ -140,9 +140,11 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             out[items] = torch.einsum("bk,bk...->b...", coefficients.to(image.dtype), basis)[:, None]
         return out
 
-    def registered_atlas(self, image: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def registered_atlas(self, image: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None,
+                         warped: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, *shape): each item's contrast atlas registered to its known voxels and mapped to its intensities
-        by a quadratic fitted on the known voxels within MAP_SHELL voxels of its mask."""
+        by a quadratic fitted on the known voxels within MAP_SHELL voxels of its mask. `warped` (B, 1, *shape), where
+        given and finite, is an item's atlas already registered (training's cache: volgen/training/atlas_cache.py)."""
         contrasts = _contrasts(labels, len(image)).to(self.atlas.device)
         known = mask < 0.5
         shell = (F.max_pool3d(mask.float(), 2 * MAP_SHELL + 1, 1, MAP_SHELL) > 0.5) & known
@@ -154,17 +156,27 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             if same is not None:
                 out[i] = out[same]
                 continue
-            atlas = _centred(self.atlas[contrasts[i]][None].to(image.device, torch.float32), image.shape[2:])
-            warped = apply_warp(atlas[None], register(atlas, image[i].float(), known[i, 0].float()))[0, 0]
-            out[i, 0] = _quadratic_map(warped, image[i, 0].float(), shell[i, 0]).to(image.dtype)
+            if warped is not None and bool(torch.isfinite(warped[i]).all()):
+                moved = warped[i, 0].float()
+            else:
+                moved = self.register_atlas(image[i].float(), known[i, 0].float(), int(contrasts[i]))
+            out[i, 0] = _quadratic_map(moved, image[i, 0].float(), shell[i, 0]).to(image.dtype)
         return out
 
-    def forward(self, conditions: torch.Tensor, present=None, target=None) -> torch.Tensor:
+    def register_atlas(self, image: torch.Tensor, weight: torch.Tensor, contrast: int) -> torch.Tensor:
+        """(D, H, W): the atlas of `contrast` registered to `image` (1, D, H, W), counting its voxels by `weight`
+        (D, H, W; 0 where unknown), before any intensity map."""
+        atlas = _centred(self.atlas[contrast][None].to(image.device, torch.float32), image.shape[1:])
+        return apply_warp(atlas[None], register(atlas, image.float(), weight.float()))[0, 0]
+
+    def forward(self, conditions: torch.Tensor, present=None, target=None,
+                warped: torch.Tensor | None = None) -> torch.Tensor:
+        """`warped`: the registered prior's atlases already registered to the items (registered_atlas)."""
         if not self.fitted:
             raise RuntimeError("the template prior has not been fitted (VCM.prepare fits it on training cases)")
         image, rest = conditions[:, :1], conditions[:, 1:]
         if self.registered:
-            template = self.registered_atlas(image, rest[:, :1], target)
+            template = self.registered_atlas(image, rest[:, :1], target, warped)
         else:
             template = self.template_for(target, image.shape[2:], image)
             if self.components:

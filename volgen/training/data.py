@@ -29,6 +29,7 @@ class CaseArrays:
     healthy: torch.Tensor | None = None
     seg: torch.Tensor | None = None
     brain: torch.Tensor | None = None      # the brain mask (bool), when the case has one
+    atlas: torch.Tensor | None = None      # the registered inpainting prior's atlas on this case (atlas_cache.py)
 
 
 def load_cases(data, multiple: int, with_healthy: bool = False) -> list[CaseArrays]:
@@ -133,10 +134,10 @@ def _crop_start(centre: int, size: int, crop: int, gen) -> int:
 
 def sample_batch(cases: list[CaseArrays], batch_size: int, crop, flip_axes, gen: torch.Generator,
                  around_lesion: bool = False) -> dict:
-    """A batch of random crops: {"images", "healthy"?, "seg"?} (B, C, *crop). Crops are centred on a random
+    """A batch of random crops: {"images", "healthy"?, "seg"?, "atlas"?} (B, C, *crop). Crops are centred on a random
     foreground voxel (on the lesion when `around_lesion`), so few are empty background. Each axis in `flip_axes`
     (model-grid axes 0-2) is mirrored with probability 1/2."""
-    out: dict[str, list] = {"images": [], "healthy": [], "seg": []}
+    out: dict[str, list] = {"images": [], "healthy": [], "seg": [], "atlas": []}
     for _ in range(batch_size):
         case = cases[_randint(len(cases), gen)]
         shape = case.images.shape[1:]
@@ -147,7 +148,8 @@ def sample_batch(cases: list[CaseArrays], batch_size: int, crop, flip_axes, gen:
         starts = [_crop_start(c, s, k, gen) for c, s, k in zip(centre, shape, size)]
         window = tuple(slice(a, a + k) for a, k in zip(starts, size))
         flips = [d for d in (1, 2, 3) if d - 1 in flip_axes and _randint(2, gen)]
-        for key, value in (("images", case.images), ("healthy", case.healthy), ("seg", case.seg)):
+        for key, value in (("images", case.images), ("healthy", case.healthy), ("seg", case.seg),
+                           ("atlas", case.atlas)):
             if value is None:
                 continue
             part = (value[(slice(None), *window)] if value.ndim == 4 else value[window][None])

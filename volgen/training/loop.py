@@ -26,6 +26,7 @@ from volgen.backbones import Backbone, BackboneConfig
 from volgen.codecs import Codec, build_codec
 from volgen.errors import InputError
 from volgen.modules import build_conditioner
+from volgen.training.atlas_cache import attach_registered_atlases
 from volgen.training.checkpointing import enable_gradient_checkpointing
 from volgen.training.config import RUN_CONFIG, TrainConfig
 from volgen.training.data import load_cases, sample_batch, step_generator
@@ -138,6 +139,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     kept_prior = getattr(getattr(model, "prior", None), "fitted", False) and not tc.refit_prior
     if checkpoint is None and hasattr(model, "prepare") and not kept_prior:
         model.prepare(cases)                            # data-dependent set-up (a module's regression prior)
+    prior = getattr(model, "prior", None)
+    if getattr(prior, "registered", False):             # registered once per case, not at every step
+        for turn in ("main", "others"):                 # the main process registers and saves, the others read
+            if (turn == "main") == accelerator.is_main_process:
+                attach_registered_atlases(prior, cases, run_dir, progress=progress)
+            accelerator.wait_for_everyone()
     step_module = TrainingStep(config, model)
     params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -165,7 +172,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                              around_lesion=bool(spec and spec.crop_around_lesion))
         target, cond = make_example(config.kind, config.task, batch, config.data, gen, labelled)
         target = target.to(accelerator.device)
-        cond = {k: v.to(accelerator.device) for k, v in cond.items()}
+        cond = _to_device(cond, accelerator.device)
         seg = batch["seg"].to(accelerator.device) if tc.lesion_weight != 1 else None
         with accelerator.autocast():
             loss = step_module(target, cond, gen, seg)
@@ -192,6 +199,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         _export(config, model, run_dir, time.perf_counter() - began, start)
     accelerator.wait_for_everyone()
     return run_dir
+
+
+def _to_device(cond: dict, device) -> dict:
+    """The network's keyword conditions on `device`, nested dicts (the prior's options) included."""
+    return {k: _to_device(v, device) if isinstance(v, dict) else v.to(device) for k, v in cond.items()}
 
 
 def _init_from(model, source: str, keep: tuple[str, ...] = ()) -> None:
