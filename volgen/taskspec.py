@@ -138,11 +138,10 @@ class Inpainting(TaskSpec):
     # masked image only through the module, while each draw's last x0 has had the known voxels projected in once
     mean_of = "draws"
     needs_healthy = crop_around_lesion = True
+    max_margin = 2          # training holes: the tumour dilated by 0 to max_margin voxels
 
     def conditions(self, contrasts) -> tuple[str, ...]:
         return ("masked", "mask", "insert_lesion")
-
-    max_margin = 2          # training holes: the tumour dilated by 0 to max_margin voxels
 
     def example(self, images, k, batch, data, gen):
         lesion_img, healthy = pick(images, k), pick(batch["healthy"], k)

@@ -99,9 +99,14 @@ def test_an_inpainting_run_with_the_registered_prior_registers_before_its_steps_
     model = {"condition_path": "codec", "prior": "template_fill", "prior_registered": True, "prior_components": 0,
              "mid_attention": False, "channels": [8, 16], "head_channels": 8, "num_head_channels": 8,
              "norm_num_groups": 8}
-    config = load_config(_config(tmp_path, phantom_dir.parent, kind="module", module="vcm", task="inpainting",
-                                 backbone=str(trained_backbone), model=model,
-                                 train={"steps": 2, "checkpoint_every": 2}))
-    train(config, progress=False)
+    def run(steps, **options):
+        train(load_config(_config(tmp_path, phantom_dir.parent, kind="module", module="vcm", task="inpainting",
+                                  backbone=str(trained_backbone), model=model,
+                                  train={"steps": steps, "checkpoint_every": 2})), progress=False, **options)
+
+    run(2)
     assert len(calls) == 4                                           # one case, four contrasts, before the steps
     assert (tmp_path / "run" / CACHE_FILE).is_file()
+    (tmp_path / "run" / CACHE_FILE).unlink()
+    run(4, resume=True)                 # the atlas comes with the checkpoint, then the case is registered again
+    assert len(calls) == 8 and (tmp_path / "run" / CACHE_FILE).is_file()

@@ -139,12 +139,6 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     kept_prior = getattr(getattr(model, "prior", None), "fitted", False) and not tc.refit_prior
     if checkpoint is None and hasattr(model, "prepare") and not kept_prior:
         model.prepare(cases)                            # data-dependent set-up (a module's regression prior)
-    prior = getattr(model, "prior", None)
-    if getattr(prior, "registered", False):             # registered once per case, not at every step
-        for turn in ("main", "others"):                 # the main process registers and saves, the others read
-            if (turn == "main") == accelerator.is_main_process:
-                attach_registered_atlases(prior, cases, run_dir, progress=progress)
-            accelerator.wait_for_everyone()
     step_module = TrainingStep(config, model)
     params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -155,6 +149,14 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         accelerator.load_state(str(checkpoint))
         ema.load_state_dict(load_file(str(checkpoint / "ema.safetensors")))
         start = json.loads((checkpoint / "state.json").read_text())["step"]
+    # The registered inpainting prior's atlas, registered to each case once rather than at every step; after a
+    # resume's load, which brings the atlas. The main process registers and saves, the others read.
+    prior = getattr(model, "prior", None)
+    if getattr(prior, "registered", False):
+        for turn in ("main", "others"):
+            if (turn == "main") == accelerator.is_main_process:
+                attach_registered_atlases(prior, cases, run_dir, progress=progress)
+            accelerator.wait_for_everyone()
     main = accelerator.is_main_process
     log = _MetricsLog(run_dir, start) if main else None
     if main:
