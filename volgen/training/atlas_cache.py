@@ -1,8 +1,8 @@
 """The registered inpainting prior's atlas, registered once per training case and contrast.
 
 The registered prior (volgen/modules/template_prior.py) registers its atlas to every item it fills: about 6 s per
-item on 2 CPU cores, as long as a whole training step of batch 2. The fit depends on the case, the contrast and the hole.
-Training's holes are a case's tumour dilated by 0 to `Inpainting.max_margin` voxels, so each case's atlas is
+item on 2 CPU cores, as long as a whole training step of batch 2. The fit depends on the case, the contrast and the
+hole. Training's holes are a case's tumour dilated by 0 to `Inpainting.max_margin` voxels, so each case's atlas is
 registered once per contrast to its healthy twin with the widest of those holes unseen, and every draw of the case
 reuses it (cropped and flipped with the case). The prior never sees a voxel the item's own hole hides: a narrower hole
 hides less, so in training the prior is at most a little worse than at sampling, never better. Random blob holes
