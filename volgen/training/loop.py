@@ -150,13 +150,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         ema.load_state_dict(load_file(str(checkpoint / "ema.safetensors")))
         start = json.loads((checkpoint / "state.json").read_text())["step"]
     # The registered inpainting prior's atlas, registered to each case once rather than at every step; after a
-    # resume's load, which brings the atlas. The main process registers and saves, the others read.
+    # resume's load, which brings the atlas. The main process registers and saves, then the others read.
     prior = getattr(model, "prior", None)
     if getattr(prior, "registered", False):
-        for turn in ("main", "others"):
-            if (turn == "main") == accelerator.is_main_process:
-                attach_registered_atlases(prior, cases, run_dir, progress=progress)
-            accelerator.wait_for_everyone()
+        with accelerator.main_process_first():
+            attach_registered_atlases(prior, cases, run_dir, progress=progress)
     main = accelerator.is_main_process
     log = _MetricsLog(run_dir, start) if main else None
     if main:
