@@ -8,6 +8,7 @@ nothing of volgen's.
 - `compartments` and `label_zones`: a BraTS label map's three compartments, and the region inserting it may change.
 - `local_linear_fit` and `guided_filter`: an image fitted window by window as a linear combination of guides (the
   synthesis estimate's edges put where its conditions have them; the 1 mm detail transfer); `GuidedFit` applies it.
+- `TowardPrior`: a posterior mean shrunk toward the module's prior (the pseudo-healthy fill's estimate).
 """
 from __future__ import annotations
 
@@ -226,3 +227,24 @@ class GuidedFit:
         flat = image.detach().float().cpu().numpy().reshape(-1, *image.shape[2:])
         fitted = np.stack([guided_filter(self.guides, x, self.radius, self.eps) for x in flat])
         return torch.from_numpy(fitted.astype(np.float32)).view(image.shape).to(image)
+
+
+class TowardPrior:
+    """(image, prior) -> `weight` x image + (1 - weight) x prior inside `region` (a mask broadcastable to the image),
+    the image elsewhere: a module's posterior mean shrunk toward the prior it corrects, where the two err in part
+    independently (a task's `refine`; `uses_prior` has the sampler hand the module's prior over on the model grid).
+    Outside the region the image is kept exactly (the prior comes through the codec, exact only to rounding).
+    Without a prior (a bare backbone) the image is returned."""
+
+    uses_prior = True
+
+    def __init__(self, weight: float, region: torch.Tensor):
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"the weight of the mean must be in [0, 1], got {weight}")
+        self.weight, self.region = weight, region > 0.5
+
+    def __call__(self, image: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        if prior is None:
+            return image
+        shrunk = torch.lerp(prior.to(image), image, self.weight)
+        return torch.where(self.region.to(image.device), shrunk, image)

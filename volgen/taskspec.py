@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from volgen.ops import (GuidedFit, KnownVoxels, ThickSlices, compartments, dilate, label_zones, random_blobs,
-                        repeat_slices, thick_slices)
+from volgen.ops import (GuidedFit, KnownVoxels, ThickSlices, TowardPrior, compartments, dilate, label_zones,
+                        random_blobs, repeat_slices, thick_slices)
 
 # a masked voxel reads as background on the model's [-1, 1] scale, not as a value the module could take literally
 MASKED = -1.0
@@ -137,6 +137,13 @@ class Inpainting(TaskSpec):
     # the posterior mean of the draws as the sampler leaves them, not of the first step's x0: the first step sees the
     # masked image only through the module, while each draw's last x0 has had the known voxels projected in once
     mean_of = "draws"
+    # A healthy fill's posterior mean is then shrunk toward the module's prior (`TowardPrior`): 0.3 x mean + 0.7 x
+    # prior. The module's mean errs brighter than its prior by about 1.5% of the peak on every hole, right on large
+    # holes (where the prior is too dark) and wrong on small ones. Chosen on validation phantoms (seed 300, 8 cases x
+    # 5 mask kinds, session 44) among 0 to 1 in steps of 0.1: margin over the exact harmonic fill +5.04 dB (mean
+    # alone +4.82, prior alone +4.99), holes under 4,000 voxels +4.40 (+3.89, +4.44), 1 hole in 12 of those under
+    # +1 dB (2 for either alone). A per-voxel shrinkage by the draws' spread (a Wiener gain) kept the mean's bias.
+    mean_weight = 0.3
     needs_healthy = crop_around_lesion = True
     max_margin = 2          # training holes: the tumour dilated by 0 to max_margin voxels
 
@@ -166,8 +173,11 @@ class Inpainting(TaskSpec):
     def inputs(self, *, image: torch.Tensor, mask: torch.Tensor, insert: bool, device=None) -> dict:
         """From the image and the mask (1, 1, ...) on the model grid; `insert` grows a lesion instead of a fill."""
         flag = torch.full_like(mask, 1.0 if insert else 0.0)
-        return {"conditions": torch.cat([masked_input(image, mask), mask, flag], dim=1),
-                "projection": KnownVoxels(image.to(device), mask.to(device)), "mean_of": self.mean_of}
+        given = {"conditions": torch.cat([masked_input(image, mask), mask, flag], dim=1),
+                 "projection": KnownVoxels(image.to(device), mask.to(device)), "mean_of": self.mean_of}
+        if not insert:                       # chosen on healthy fills only: a grown lesion keeps the module's mean
+            given["refine"] = TowardPrior(self.mean_weight, mask)
+        return given
 
     def region(self, cond: dict) -> torch.Tensor:
         return cond["conditions"][:, 1:2] > 0.5            # the mask channel

@@ -161,3 +161,35 @@ def test_a_call_computes_the_conditions_codes_once_and_leaves_nothing_on_the_mod
     assert len(calls) == 1 and module.scale == 1.0 and module.__dict__.keys() == state.keys()
     full = generate(module, (1, 16, 16, 16), contrast="t2f", conditions=first, steps=3)
     assert not torch.equal(weak.image, full.image)
+
+
+def test_a_pseudo_healthy_mean_is_shrunk_toward_the_modules_prior_and_a_grown_lesion_is_not():
+    from volgen.baselines import harmonic_fill
+    from volgen.modules import build_conditioner
+    from volgen.taskspec import TASKS
+
+    settings = {"conditions": ("masked", "mask", "insert_lesion"), "condition_path": "codec", "prior": "fill",
+                "mid_attention": False, "channels": (8, 16), "head_channels": 8, "num_head_channels": 8,
+                "norm_num_groups": 8}
+    module = build_conditioner("vcm", _backbone(), settings).eval()
+    gen = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 1, 16, 16, 16, generator=gen) * 2 - 1
+    mask = torch.zeros_like(image)
+    mask[..., 5:11, 4:10, 6:12] = 1
+    spec = TASKS["inpainting"]
+    healthy = spec.inputs(image=image, mask=mask, insert=False)
+    plain = {k: v for k, v in healthy.items() if k != "refine"}
+    refined = generate(module, (1, 16, 16, 16), contrast="t2f", steps=3, samples=2, seed=1, **healthy)
+    mean = generate(module, (1, 16, 16, 16), contrast="t2f", steps=3, samples=2, seed=1, **plain)
+    # the module's prior is the harmonic fill of the known voxels (scipy's direct solve as the reference)
+    prior = torch.as_tensor(harmonic_fill(image[0, 0].double().numpy(), mask[0, 0].numpy() > 0)).float()
+    expected = torch.where(mask > 0, spec.mean_weight * mean.image + (1 - spec.mean_weight) * prior, mean.image)
+    assert 0 < spec.mean_weight < 1 and not torch.allclose(mean.image, prior, atol=1e-2)
+    torch.testing.assert_close(refined.image, expected, atol=2e-4, rtol=0)
+    assert torch.equal(refined.image * (1 - mask), image * (1 - mask))       # known voxels exactly as given
+    assert torch.equal(refined.draws, mean.draws)
+    assert "refine" not in spec.inputs(image=image, mask=mask, insert=True)
+    toward = healthy["refine"]
+    assert torch.equal(toward(mean.image, None), mean.image)                 # a bare backbone has no prior
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        type(toward)(1.5, mask)

@@ -81,7 +81,8 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
     many steps' timesteps, leading spacing) or the descending timesteps themselves. `prior_options` are a module
     prior's settings for this call (the super-resolution job's factor and axis; lesion insertion's level draws).
     `refine` (a task's, from its `inputs`) maps the posterior mean to the one returned (synthesis: fitted to what its
-    conditions show, `TaskSpec` Synthesis); a sample and the draws are left as drawn.
+    conditions show, `TaskSpec` Synthesis; a pseudo-healthy fill: shrunk toward the module's prior, which a refine
+    with `uses_prior` gets as its second argument); a sample and the draws are left as drawn.
     Everything per call travels with the call: nothing is set on `model`, which the jobs' model cache shares between
     calls."""
     if estimate not in ESTIMATES:
@@ -137,8 +138,17 @@ def generate(model, image_shape, *, contrast: str | None = None, conditions: tor
         first_mean = first[0].view(samples, group, *first[0].shape[1:]).mean(0)
         image = _decode(backbone.codec, first_mean, projection)
     if refine is not None and estimate == "mean":
-        image = refine(image)
+        image = refine(image, _module_prior(model, backbone, cond, group)) if getattr(refine, "uses_prior", False) \
+            else refine(image)
     return Estimate(image, spread, estimate, draws)
+
+
+def _module_prior(model, backbone, cond: dict, group: int) -> torch.Tensor | None:
+    """(G, C, D, H, W): the module's prior of this call on the model grid, decoded from the constant features that
+    carry it (the last; the same for every sample); None for a bare backbone or a module without a prior."""
+    if model is backbone or getattr(model, "prior", None) is None or "features" not in cond:
+        return None
+    return backbone.codec.decode(cond["features"][-1][:group].float())
 
 
 def _decode(codec, z: torch.Tensor, projection) -> torch.Tensor:
