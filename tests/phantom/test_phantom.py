@@ -83,3 +83,23 @@ def test_written_case_layout_and_geometry(phantom_dir, phantom_case):
     assert pet.shape == (96, 112, 96, len(phantom_case.pet.schedule))
     assert nib.load(str(case.paths["seg"])).get_data_dtype() == np.uint8
     assert not list(phantom_dir.parent.glob(".*partial*"))
+
+
+def test_texture_is_a_bounded_smooth_gain_the_spec_can_switch_off(phantom_case):
+    """The texture knob changes the texture only: with noise and texture off, the noiseless case over the textureless
+    one is 1 + a tanh(f) in the brain, within [1 - a, 1 + a], the same field in every contrast."""
+    from dataclasses import replace
+
+    spec = PhantomSpec(pet=None)
+    noiseless = replace(spec, mri=replace(spec.mri, noise=(0.0, 0.0)))
+    flat = replace(spec, mri=replace(spec.mri, noise=(0.0, 0.0), texture=0.0))
+    textured, plain = generate_case(7, 0, noiseless), generate_case(7, 0, flat)
+    np.testing.assert_array_equal(plain.seg, phantom_case.seg)
+    contrasts = ("t1n", "t2w", "t2f")
+    brain = (phantom_case.brain > 0) & np.all([plain.images[c] > 1.0 for c in contrasts], axis=0)
+    ratios = [textured.images[c][brain] / plain.images[c][brain] for c in contrasts]
+    a = spec.mri.texture
+    assert a == 0.03 and all(r.min() >= 1 - a - 1e-4 and r.max() <= 1 + a + 1e-4 for r in ratios)
+    assert ratios[0].std() > a / 10                                      # a real texture, not a constant
+    np.testing.assert_allclose(ratios[1], ratios[0], rtol=1e-4)
+    np.testing.assert_allclose(ratios[2], ratios[0], rtol=1e-4)

@@ -40,6 +40,11 @@ from volgen.modules.registration import apply_warp, groupwise_template, register
 
 TEMPLATE_STRIDE = 2          # the template is stored at half the model grid's resolution
 MAP_SHELL = 4                # voxels around the mask on which the registered atlas's intensity map is fitted
+# The case's warp is far less smooth than the atlas-building one (registration.register's default 0.05): a
+# prior that follows the case's folds closely matters more than a warp that stays tame. Chosen on validation
+# phantoms (seed 300, 8 cases x 5 mask kinds, the prior alone, session 45) among 0.05, 0.01, 0.003 and 0.001:
+# margin over the exact harmonic fill +4.99, +5.73, +5.87, +5.51 dB; holes under 4,000 voxels +4.44 -> +5.24.
+CASE_WARP_SMOOTH = 0.003
 
 
 class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
@@ -167,7 +172,8 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
         """(D, H, W): the atlas of `contrast` registered to `image` (1, D, H, W), counting its voxels by `weight`
         (D, H, W; 0 where unknown), before any intensity map."""
         atlas = _centred(self.atlas[contrast][None].to(image.device, torch.float32), image.shape[1:])
-        return apply_warp(atlas[None], register(atlas, image.float(), weight.float()))[0, 0]
+        warp = register(atlas, image.float(), weight.float(), smooth=CASE_WARP_SMOOTH)
+        return apply_warp(atlas[None], warp)[0, 0]
 
     def forward(self, conditions: torch.Tensor, present=None, target=None,
                 warped: torch.Tensor | None = None) -> torch.Tensor:

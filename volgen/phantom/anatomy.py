@@ -16,10 +16,14 @@ def _bspline_matrix(n: int, knots: int) -> np.ndarray:
 def smooth_field(shape, rng: np.random.Generator, control_mm: float, spacing: float, channels: int = 1) -> np.ndarray:
     """(channels, *shape) unit-variance random fields, smooth on the scale of `control_mm`: white noise on a coarse
     lattice expanded by a separable cubic B-spline (three small matrix products, far cheaper than zoom)."""
-    knots = [int(np.ceil(n * spacing / control_mm)) + 3 for n in shape]
-    noise = rng.standard_normal((channels, *knots)).astype(np.float32)
-    bx, by, bz = (_bspline_matrix(n, k) for n, k in zip(shape, knots))
+    bx, by, bz = bspline_basis(shape, control_mm, spacing)
+    noise = rng.standard_normal((channels, bx.shape[1], by.shape[1], bz.shape[1])).astype(np.float32)
     return np.einsum("ai,bj,ck,nijk->nabc", bx, by, bz, noise, optimize=True)
+
+
+def bspline_basis(shape, control_mm: float, spacing: float) -> list[np.ndarray]:
+    """Per axis, the (n, knots) basis `smooth_field` expands its lattice by: field = B_x B_y B_z knots."""
+    return [_bspline_matrix(n, int(np.ceil(n * spacing / control_mm)) + 3) for n in shape]
 
 
 def random_warp(shape, spacing: float, rng: np.random.Generator, *, rotation_deg: float = 6.0, scale: float = 0.06,

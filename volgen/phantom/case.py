@@ -77,7 +77,8 @@ def generate_case(seed: int, index: int = 0, spec: PhantomSpec = PhantomSpec()) 
     gd = rng["contrast"].uniform(*spec.mri.gd_mM)
     enh = tissues["enhancing"]
     tissues["enhancing"] = type(enh)(enh.t1, enh.t2, enh.pd, gd)
-    texture = 1.0 + 0.03 * np.tanh(smooth_field(atlas.shape, rng["texture"], 8.0, atlas.spacing)[0])
+    texture_field = smooth_field(atlas.shape, rng["texture"], spec.mri.texture_mm, atlas.spacing)[0]
+    texture = 1.0 + spec.mri.texture * np.tanh(texture_field)
     images, twins, sigmas = {}, {}, {}
     for contrast in MRI_CONTRASTS:
         seq = spec.mri.sequences[contrast]

@@ -128,4 +128,6 @@ class MRISpec:
     gd_mM: tuple = (0.2, 0.5)            # enhancing tumour gadolinium concentration range
     bias: float = 0.2                    # bias field strength
     noise: tuple = (0.01, 0.03)          # Rician sigma as a fraction of the brain's 99th-percentile signal
+    texture: float = 0.03                # within-tissue texture: a gain of 1 + texture x tanh(a unit field)
+    texture_mm: float = 8.0              # ... smooth on this scale (anatomy.smooth_field's control lattice)
     scale: float = 1000.0                # intensity units per unit signal
