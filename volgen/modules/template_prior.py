@@ -177,7 +177,13 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
 
     def forward(self, conditions: torch.Tensor, present=None, target=None,
                 warped: torch.Tensor | None = None) -> torch.Tensor:
-        """`warped`: the registered prior's atlases already registered to the items (registered_atlas)."""
+        """`warped`: the registered prior's atlases already registered to the items (registered_atlas). Always in
+        float32: under a sampler's bf16 autocast the registration's grid and the fill's sums lose the precision they
+        need (the warp moves by a fifth of a voxel)."""
+        with torch.autocast(conditions.device.type, enabled=False):
+            return self._filled(conditions.float(), target, warped).to(conditions.dtype)
+
+    def _filled(self, conditions: torch.Tensor, target, warped) -> torch.Tensor:
         if not self.fitted:
             raise RuntimeError("the template prior has not been fitted (VCM.prepare fits it on training cases)")
         image, rest = conditions[:, :1], conditions[:, 1:]
