@@ -75,6 +75,11 @@ def test_the_registered_prior_fills_a_new_case_better_than_the_harmonic_fill():
     assert np.array_equal(filled[~hole], truth[~hole])               # known voxels exactly as they were
     harmonic = harmonic_fill(truth, hole)
     assert np.abs(filled - truth)[hole].mean() < 0.5 * np.abs(harmonic - truth)[hole].mean()
+    with torch.autocast("cpu", dtype=torch.bfloat16):               # as the CPU's default sampler runs it
+        in_bf16 = prior(conditions, None, torch.tensor([1]))[0, 0].numpy()
+        warp = register(torch.from_numpy(pattern)[None], torch.from_numpy(truth)[None], torch.ones(hole.shape))
+    assert np.array_equal(in_bf16, filled)                           # the prior is arithmetic: float32 throughout
+    assert warp.affine.dtype == warp.displacement.dtype == torch.float32
 
 
 def test_a_module_with_the_registered_prior_saves_its_atlas_and_the_switch(tmp_path):
