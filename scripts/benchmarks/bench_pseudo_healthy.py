@@ -151,7 +151,9 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def summarise(rows: list[dict]) -> dict:
+def summarise(rows: list[dict], arms=("mean", "sample", "prior", "blurred_truth")) -> dict:
+    """Per mask kind and hole size, each arm's margin: mean, worst and share under +1 dB (an arm some rows lack is
+    left out of that group)."""
     groups = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS}
     groups[f"holes < {SMALL}"] = [r for r in rows if r["voxels"] < SMALL]
     groups[f"holes > {LARGE}"] = [r for r in rows if r["voxels"] > LARGE]
@@ -160,7 +162,7 @@ def summarise(rows: list[dict]) -> dict:
         if not group:
             continue
         out[name] = {"cases": len(group)}
-        for arm in ("mean", "sample", "prior", "blurred_truth"):
+        for arm in (a for a in arms if all(f"margin_{a}" in r for r in group)):
             margins = np.array([r[f"margin_{arm}"] for r in group])
             out[name][arm] = {"margin": float(margins.mean()), "worst": float(margins.min()),
                               "under_1dB": float((margins < 1.0).mean())}

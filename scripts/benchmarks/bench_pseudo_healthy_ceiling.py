@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage, special
 from scipy.sparse.linalg import LinearOperator, cg
 
-from bench_pseudo_healthy import KINDS, LARGE, SMALL, masks
+from bench_pseudo_healthy import masks, summarise
 from volgen.baselines import harmonic_fill
 from volgen.metrics import psnr
 from volgen.phantom import PhantomSpec, generate_case
@@ -132,29 +132,12 @@ def main() -> None:
                 shown = ", ".join(f"{a} {row['margin_' + a]:+.2f}" for a in (*ARMS, "volgen") if "margin_" + a in row)
                 print(f"{case.name} {kind:10} {row['voxels']:6d} voxels: harmonic {score['harmonic']:.2f} dB; "
                       f"margins {shown}", flush=True)
-    summary = summarise(rows)
+    summary = summarise(rows, (*ARMS, "volgen"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"contrast": args.contrast, "seeds": args.seeds, "cases_per_seed": args.cases,
                                     "summary": summary, "rows": rows}, indent=1))
     print_table(summary)
     print(f"wrote {args.out}")
-
-
-def summarise(rows: list[dict]) -> dict:
-    groups = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS}
-    groups[f"holes < {SMALL}"] = [r for r in rows if r["voxels"] < SMALL]
-    groups[f"holes > {LARGE}"] = [r for r in rows if r["voxels"] > LARGE]
-    out = {}
-    for name, group in groups.items():
-        if not group:
-            continue
-        out[name] = {"cases": len(group)}
-        for arm in (*ARMS, "volgen"):
-            if all(f"margin_{arm}" in r for r in group):
-                margins = np.array([r[f"margin_{arm}"] for r in group])
-                out[name][arm] = {"margin": float(margins.mean()), "worst": float(margins.min()),
-                                  "under_1dB": float((margins < 1.0).mean())}
-    return out
 
 
 def print_table(summary: dict) -> None:
