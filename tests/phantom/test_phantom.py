@@ -103,3 +103,23 @@ def test_texture_is_a_bounded_smooth_gain_the_spec_can_switch_off(phantom_case):
     assert ratios[0].std() > a / 10                                      # a real texture, not a constant
     np.testing.assert_allclose(ratios[1], ratios[0], rtol=1e-4)
     np.testing.assert_allclose(ratios[2], ratios[0], rtol=1e-4)
+
+
+def test_a_noiseless_draw_is_the_same_case_without_its_rician_noise(phantom_case):
+    """The 1 mm bench scores the noiseless draw as the measure's ceiling: same labels and tissues, and the noisy
+    images differ from it by noise of the spec's size (sigma 1-3% of the brain's 99th percentile), centred where
+    the signal is high enough for Rician noise to be nearly Gaussian."""
+    from dataclasses import replace
+
+    spec = PhantomSpec(pet=None)
+    quiet = generate_case(7, 0, replace(spec, mri=replace(spec.mri, noise=(0.0, 0.0))))
+    np.testing.assert_array_equal(quiet.seg, phantom_case.seg)
+    for tissue, fraction in phantom_case.fractions.items():
+        np.testing.assert_array_equal(quiet.fractions[tissue], fraction)
+    for c in ("t1n", "t1c", "t2w", "t2f"):
+        clean, noisy = quiet.images[c], phantom_case.images[c]
+        top = np.percentile(clean[phantom_case.brain > 0], 99)
+        bright = (phantom_case.brain > 0) & (clean > 0.3 * top)
+        residual = (noisy - clean)[bright] / top
+        assert 0.008 < residual.std() < 0.035, (c, residual.std())
+        assert abs(residual.mean()) < 0.2 * residual.std(), (c, residual.mean())
