@@ -18,9 +18,9 @@ from volgen.io.contrasts import MRI_CONTRASTS, Case, canonical_contrast, case_fr
 from volgen.io.preprocess import GridSpec, background_level, preprocess
 from volgen.io.resample import align_grids
 from volgen.io.volume import Volume
-from volgen.tasks.detail import transfer_detail
+from volgen.tasks.detail import refine_fine, transfer_detail, unit_conditions
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, to_unit
-from volgen.tasks.models import backbone_of
+from volgen.tasks.models import backbone_of, detail_refiner_for
 from volgen.taskspec import TASKS
 
 SPEC = TASKS["synthesis"]           # its conditions (volgen/taskspec.py)
@@ -91,10 +91,13 @@ def finer_than_model(volume: Volume, model_spacing_mm: float) -> bool:
 
 
 def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, detail: bool | None = None,
-               **settings) -> JobResult:
+               refine: bool = True, **settings) -> JobResult:
     """Synthesise the missing contrast(s) of `case`. `settings` are `Sampling` fields (model, steps, seed, ...).
     `detail` gives a case on a grid finer than the model's its conditions' detail (volgen/tasks/detail.py) instead
-    of the model-grid estimate resampled; None (the default) does so on grids `finer_than_model` (a 1 mm case)."""
+    of the model-grid estimate resampled; None (the default) does so on grids `finer_than_model` (a 1 mm case).
+    With `detail`, `refine` lets the shipped detail refiner correct a posterior mean of the targets it was chosen
+    for (when it was trained on this module); False leaves the detail transfer's output (what the refiner learns
+    from)."""
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
@@ -120,14 +123,19 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
         # the detail transfer fits the estimate to the conditions itself, at their resolution; fitted on the model
         # grid first, the 1 mm t2f came out blurrier (validation, session 37: gradient ratio 0.83 -> 0.77)
         inputs.pop("refine")
+    refiner = detail_refiner_for(model) if detail and refine and sampling.estimate == "mean" else None
+    refined = []
     outputs, uncertainty = {}, {}
     for contrast in targets:
         with timer(f"sample {contrast}"):
             array, spread = sampling.run(model, first.grid.model_shape, contrast=contrast, **inputs)
         with timer("restore"):
             if detail:
-                fine = transfer_detail(model, prepared, volumes, contrast, array, SPEC.inputs)
-                restored = reference.with_array(to_unit(fine).astype(np.float32))
+                fine = to_unit(transfer_detail(model, prepared, volumes, contrast, array, SPEC.inputs))
+                if refiner is not None and contrast in refiner.targets:
+                    fine = refine_fine(refiner, fine, unit_conditions(volumes), contrast, head)
+                    refined.append(contrast)
+                restored = reference.with_array(fine.astype(np.float32))
             else:
                 restored = first.restore(to_unit(array), unscale=False, fill=0.0, dtype=np.float32)
             outputs[contrast] = restored.with_array(np.where(head, restored.array, 0.0).astype(np.float32),
@@ -138,6 +146,7 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
                                                             name=f"{name}-{contrast}-uncertainty", meta={})
     info = {"job": "synthesis", "case": name, "conditions": list(volumes), "targets": targets,
             **sampling.describe(model, contrasts=targets), "model_grid": list(first.grid.model_shape),
-            "detail_transfer": bool(detail), "intensity": "float32 in [0, 1], 0 outside the head",
+            "detail_transfer": bool(detail), "detail_refined": refined,
+            "intensity": "float32 in [0, 1], 0 outside the head",
             "seconds": timer.seconds}
     return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=volumes, info=info)
