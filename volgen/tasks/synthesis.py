@@ -19,6 +19,7 @@ from volgen.io.preprocess import GridSpec, background_level, preprocess
 from volgen.io.resample import align_grids
 from volgen.io.volume import Volume
 from volgen.tasks.detail import refine_fine, transfer_detail, unit_conditions
+from volgen.tasks.generate import resolve_precision
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, to_unit
 from volgen.tasks.models import backbone_of, detail_refiner_for
 from volgen.taskspec import TASKS
@@ -133,7 +134,8 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
             if detail:
                 fine = to_unit(transfer_detail(model, prepared, volumes, contrast, array, SPEC.inputs))
                 if refiner is not None and contrast in refiner.targets:
-                    fine = refine_fine(refiner, fine, unit_conditions(volumes), contrast, head)
+                    fine = refine_fine(refiner, fine, unit_conditions(volumes), contrast, head,
+                                       resolve_precision(sampling.precision, next(refiner.parameters()).device))
                     refined.append(contrast)
                 restored = reference.with_array(fine.astype(np.float32))
             else:
