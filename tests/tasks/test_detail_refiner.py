@@ -117,3 +117,15 @@ def test_the_job_refines_a_1mm_mean_of_the_targets_chosen_with_the_module_it_was
     registered_refiner(("t1c",), sha)
     sample = synthesize(cases, estimate="sample", **settings)
     assert sample.info["detail_refined"] == []                 # trained on posterior means: a sample is left as drawn
+
+
+def test_a_grid_the_refiner_did_not_learn_gets_the_fit_alone(tmp_path, tiny_models, registered_refiner):
+    """1.4 mm is finer than 0.75x the model's 2 mm (the detail transfer runs) but not the 1 mm grid the refiner
+    learned (2^3 voxels to a model cell), so it is left out; 0.9 mm is within its tolerance."""
+    module = _tiny_synthesis_module(tmp_path, tiny_models)
+    registered_refiner(("t1c",), hub.from_pretrained(module).hub_source["sha256"])
+    for spacing, refined in ((1.4, []), (0.9, ["t1c"])):
+        folder = write_brats_case(tmp_path, f"g{spacing}", shape=(30, 32, 28), affine=np.diag([spacing] * 3 + [1.0]))
+        cases = {c: folder / f"g{spacing}-{c}.nii.gz" for c in ("t1n", "t2w", "t2f")}
+        result = synthesize(cases, target="t1c", model=module, steps=2, progress=False)
+        assert result.info["detail_transfer"] is True and result.info["detail_refined"] == refined, spacing

@@ -91,14 +91,24 @@ def finer_than_model(volume: Volume, model_spacing_mm: float) -> bool:
     return all(s <= FINER_GRID * model_spacing_mm for s in volume.spacing)
 
 
+# The detail refiner learned a 1 mm grid's detail under a 2 mm module (2^3 voxels to a cell): it runs where every
+# axis is within this fraction of half the model's spacing (0.85-1.15 mm), and the fit alone serves other grids.
+REFINER_GRID_TOLERANCE = 0.15
+
+
+def refiner_fits(volume: Volume, model_spacing_mm: float) -> bool:
+    half = model_spacing_mm / 2
+    return all(abs(s - half) <= REFINER_GRID_TOLERANCE * half for s in volume.spacing)
+
+
 def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, detail: bool | None = None,
                refine: bool = True, **settings) -> JobResult:
     """Synthesise the missing contrast(s) of `case`. `settings` are `Sampling` fields (model, steps, seed, ...).
     `detail` gives a case on a grid finer than the model's its conditions' detail (volgen/tasks/detail.py) instead
     of the model-grid estimate resampled; None (the default) does so on grids `finer_than_model` (a 1 mm case).
     With `detail`, `refine` lets the shipped detail refiner correct a posterior mean of the targets it was chosen
-    for (when it was trained on this module); False leaves the detail transfer's output (what the refiner learns
-    from)."""
+    for (when it was trained on this module, on a grid `refiner_fits`); False leaves the detail transfer's output
+    (what the refiner learns from)."""
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
@@ -124,7 +134,8 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
         # the detail transfer fits the estimate to the conditions itself, at their resolution; fitted on the model
         # grid first, the 1 mm t2f came out blurrier (validation, session 37: gradient ratio 0.83 -> 0.77)
         inputs.pop("refine")
-    refiner = detail_refiner_for(model) if detail and refine and sampling.estimate == "mean" else None
+    wanted = detail and refine and sampling.estimate == "mean" and refiner_fits(reference, spec.spacing[0])
+    refiner = detail_refiner_for(model) if wanted else None
     refined = []
     outputs, uncertainty = {}, {}
     for contrast in targets:
