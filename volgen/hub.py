@@ -27,7 +27,6 @@ from volgen.io.atomic import atomic_folder
 from volgen.modules.base import Conditioner
 from volgen.modules.concat import ConcatConditioner
 from volgen.modules.controlnet import ControlNetConditioner
-from volgen.modules.detail_refiner import DetailRefiner
 from volgen.modules.vcm import VCM
 
 FORMAT, VERSION = "volgen-model", 1
@@ -37,8 +36,7 @@ REGISTRY_FILE = PRETRAINED_DIR / "registry.json"
 
 # model_type -> the class a saved model of that type is rebuilt with
 MODEL_TYPES = {cls.model_type: cls for cls in (Backbone, IdentityCodec, HaarCodec, KLAutoencoderCodec,
-                                               PatchAutoencoderCodec, VCM, ControlNetConditioner, ConcatConditioner,
-                                               DetailRefiner)}
+                                               PatchAutoencoderCodec, VCM, ControlNetConditioner, ConcatConditioner)}
 _USER_REGISTRY: dict[str, dict] = {}
 
 

@@ -1,8 +1,8 @@
 """Synthesis on 1 mm cases, where users' data is: volgen's 2 mm module through the job on fresh 1 mm phantoms, as the
 job runs by default (the detail transfer, volgen/tasks/detail.py: the module's 2 mm estimate fitted locally on its
-guides and the fit applied to the 1 mm guides, then the learned detail refiner for the targets it was chosen for),
-with the refiner turned off (`synthesize(..., refine=False)`), and with both off (`detail=False`: the 2 mm estimate
-resampled), against the per-voxel linear regression fitted at 1 mm.
+guides, the fit applied to the 1 mm guides, the head's median put at the contrast's level) and with it turned off
+(`synthesize(..., detail=False)`: the 2 mm estimate resampled), against the per-voxel linear regression fitted at
+1 mm.
 
 Cases: --cases fresh phantoms per seed of --seeds at 1 mm (generated in memory; no model has seen them). The
 regression is fitted on --train-cases 1 mm versions of training seeds (seed 100). Every image is put on the [0, 1]
@@ -51,8 +51,7 @@ def unit(case, scaled_like=None) -> np.ndarray:
     return np.stack(out)
 
 
-ARMS = ("regression (1 mm)", "volgen, 2 mm resampled", "volgen, detail transfer only", "volgen job (detail transfer)",
-        "noiseless truth")
+ARMS = ("regression (1 mm)", "volgen, 2 mm resampled", "volgen job (detail transfer)", "noiseless truth")
 
 
 def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) -> list[dict]:
@@ -78,15 +77,10 @@ def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) 
                                        detail=False).outputs[target].array
                 resampled_seconds = time.perf_counter() - began
                 began = time.perf_counter()
-                transferred = synthesize(volumes, target=target, seed=index, progress=False,
-                                         refine=False).outputs[target].array
-                transfer_seconds = time.perf_counter() - began
-                began = time.perf_counter()
                 job = synthesize(volumes, target=target, seed=index, progress=False).outputs[target].array
                 job_seconds = time.perf_counter() - began
                 truth = images[k]
-                arms = zip(ARMS, (regression, resampled, transferred, job, noiseless[k]),
-                           (0.0, resampled_seconds, transfer_seconds, job_seconds, 0.0))
+                arms = zip(ARMS, (regression, resampled, job, noiseless[k]), (0.0, resampled_seconds, job_seconds, 0.0))
                 for arm, image, seconds in arms:
                     row = {"case": case.name, "target": target, "arm": arm,
                            "psnr": psnr(image, truth, brain, data_range=1.0), **sharpness(image, truth, brain),

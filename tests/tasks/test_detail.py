@@ -9,7 +9,8 @@ from volgen import hub
 from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.modules import VCM, VCMConfig
 from volgen.ops import GuidedFit, guided_filter, local_linear_fit, window_fit
-from volgen.tasks.detail import transfer_detail
+from volgen.io.preprocess import MEDIAN_LEVEL, background_level
+from volgen.tasks.detail import at_median_level, transfer_detail
 from volgen.tasks.synthesis import synthesize
 
 
@@ -64,6 +65,23 @@ def test_a_1mm_case_gets_the_detail_by_default_on_its_own_grid(tmp_path, tiny_mo
     assert fine.shape == plain.shape == (40, 44, 36) and fine.array.dtype == np.float32
     np.testing.assert_array_equal(fine.affine, plain.affine)
     assert 0.0 <= fine.array.min() and fine.array.max() <= 1.0
+    head = np.any([v.array > background_level(v.array) for v in default.inputs.values()], axis=0)
+    assert abs(np.median(fine.array[head & (fine.array > 0)]) - MEDIAN_LEVEL["t1c"]) < 1e-3
+
+
+def test_a_fine_estimate_is_rescaled_to_put_its_heads_median_at_the_contrasts_level():
+    rng = np.random.default_rng(0)
+    estimate = np.zeros((20, 20, 20), np.float32)
+    head = np.zeros(estimate.shape, bool)
+    head[4:16, 4:16, 4:16] = True
+    estimate[head] = rng.uniform(0.3, 0.9, head.sum())
+    estimate[2, 2, 2] = 0.95                           # outside the head: rescaled, not counted
+    out = at_median_level(estimate, head, "t2f")
+    assert abs(np.median(out[head]) - MEDIAN_LEVEL["t2f"]) < 1e-3
+    ratio = out[head] / estimate[head]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)         # one scale for every voxel: nothing else moves
+    assert ratio[0] > 1 and out[2, 2, 2] == 1.0                    # scaled past 1: clipped to the range
+    assert out.dtype == np.float32 and out[0, 0, 0] == 0
 
 
 def test_a_case_on_the_model_grid_or_with_thick_slices_is_resampled_as_before(tmp_path, tiny_models):
@@ -137,7 +155,10 @@ def test_an_estimate_that_follows_a_condition_comes_back_with_that_conditions_1m
     result = synthesize(cases, detail=True, **settings)
     plain = synthesize(cases, detail=False, **settings).outputs["t1c"].array
     fine = result.outputs["t1c"].array
-    want = to_unit(0.6 * scales["t1n"].forward(result.inputs["t1n"].array) + 0.1)
+    # on the job's scale: every output of the detail transfer has its head's median at the contrast's level
+    head_mask = np.any([v.array > background_level(v.array) for v in result.inputs.values()], axis=0)
+    want = at_median_level(to_unit(0.6 * scales["t1n"].forward(result.inputs["t1n"].array) + 0.1), head_mask, "t1c")
+    plain = at_median_level(plain, head_mask, "t1c")
     inner = (slice(6, -6),) * 3
     head = (fine > 0)[inner]
     error_fine = np.abs(fine - want)[inner][head].mean()

@@ -24,8 +24,6 @@ DEFAULT_MODELS = {
     ("patlak", "wavelet"): "volgen-pet-prior-2mm",          # a backbone on static PET images (the Ki and V prior)
 }
 BACKBONE_KINDS = ("wavelet", "latent")
-# the light refiner of a synthesis on a grid twice as fine as the model's, trained on one synthesis module's estimates
-DETAIL_REFINER = "volgen-detail-refiner-1mm"
 _CACHE: dict[tuple[str, str], torch.nn.Module] = {}
 
 
@@ -89,20 +87,6 @@ def load_model(job: str, model: str | None = None, *, backbone: str = "wavelet",
         loaded.eval()
         _CACHE[key] = loaded
     return _CACHE[key]
-
-
-def detail_refiner_for(model):
-    """The shipped detail refiner on `model`'s device if it was trained on `model`'s estimates (its metadata names
-    the synthesis module's sha256), else None: a refiner learned on one module's errors does not fit another's."""
-    if DETAIL_REFINER not in hub.registry():
-        return None
-    device = next(backbone_of(model).parameters()).device
-    key = (DETAIL_REFINER, str(device))
-    if key not in _CACHE:
-        _CACHE[key] = hub.from_pretrained(DETAIL_REFINER, device=device, expected_type="detail_refiner")
-    refiner = _CACHE[key]
-    trained_on = refiner.hub_metadata.get("synthesis_module_sha256")
-    return refiner if trained_on == (getattr(model, "hub_source", None) or {}).get("sha256") else None
 
 
 def backbone_of(model) -> Backbone:

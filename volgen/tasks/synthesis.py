@@ -18,10 +18,9 @@ from volgen.io.contrasts import MRI_CONTRASTS, Case, canonical_contrast, case_fr
 from volgen.io.preprocess import GridSpec, background_level, preprocess
 from volgen.io.resample import align_grids
 from volgen.io.volume import Volume
-from volgen.tasks.detail import refine_fine, transfer_detail, unit_conditions
-from volgen.tasks.generate import resolve_precision
+from volgen.tasks.detail import at_median_level, transfer_detail
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, to_unit
-from volgen.tasks.models import backbone_of, detail_refiner_for
+from volgen.tasks.models import backbone_of
 from volgen.taskspec import TASKS
 
 SPEC = TASKS["synthesis"]           # its conditions (volgen/taskspec.py)
@@ -91,24 +90,12 @@ def finer_than_model(volume: Volume, model_spacing_mm: float) -> bool:
     return all(s <= FINER_GRID * model_spacing_mm for s in volume.spacing)
 
 
-# The detail refiner learned a 1 mm grid's detail under a 2 mm module (2^3 voxels to a cell): it runs where every
-# axis is within this fraction of half the model's spacing (0.85-1.15 mm), and the fit alone serves other grids.
-REFINER_GRID_TOLERANCE = 0.15
-
-
-def refiner_fits(volume: Volume, model_spacing_mm: float) -> bool:
-    half = model_spacing_mm / 2
-    return all(abs(s - half) <= REFINER_GRID_TOLERANCE * half for s in volume.spacing)
-
-
 def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, detail: bool | None = None,
-               refine: bool = True, **settings) -> JobResult:
+               **settings) -> JobResult:
     """Synthesise the missing contrast(s) of `case`. `settings` are `Sampling` fields (model, steps, seed, ...).
-    `detail` gives a case on a grid finer than the model's its conditions' detail (volgen/tasks/detail.py) instead
-    of the model-grid estimate resampled; None (the default) does so on grids `finer_than_model` (a 1 mm case).
-    With `detail`, `refine` lets the shipped detail refiner correct a posterior mean of the targets it was chosen
-    for (when it was trained on this module, on a grid `refiner_fits`); False leaves the detail transfer's output
-    (what the refiner learns from)."""
+    `detail` gives a case on a grid finer than the model's its conditions' detail (volgen/tasks/detail.py), its
+    head's median at the contrast's level, instead of the model-grid estimate resampled; None (the default) does so
+    on grids `finer_than_model` (a 1 mm case)."""
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
@@ -134,9 +121,6 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
         # the detail transfer fits the estimate to the conditions itself, at their resolution; fitted on the model
         # grid first, the 1 mm t2f came out blurrier (validation, session 37: gradient ratio 0.83 -> 0.77)
         inputs.pop("refine")
-    wanted = detail and refine and sampling.estimate == "mean" and refiner_fits(reference, spec.spacing[0])
-    refiner = detail_refiner_for(model) if wanted else None
-    refined = []
     outputs, uncertainty = {}, {}
     for contrast in targets:
         with timer(f"sample {contrast}"):
@@ -144,11 +128,7 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
         with timer("restore"):
             if detail:
                 fine = to_unit(transfer_detail(model, prepared, volumes, contrast, array, SPEC.inputs))
-                if refiner is not None and contrast in refiner.targets:
-                    fine = refine_fine(refiner, fine, unit_conditions(volumes), contrast, head,
-                                       resolve_precision(sampling.precision, next(refiner.parameters()).device))
-                    refined.append(contrast)
-                restored = reference.with_array(fine.astype(np.float32))
+                restored = reference.with_array(at_median_level(fine, head, contrast))
             else:
                 restored = first.restore(to_unit(array), unscale=False, fill=0.0, dtype=np.float32)
             outputs[contrast] = restored.with_array(np.where(head, restored.array, 0.0).astype(np.float32),
@@ -159,7 +139,6 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
                                                             name=f"{name}-{contrast}-uncertainty", meta={})
     info = {"job": "synthesis", "case": name, "conditions": list(volumes), "targets": targets,
             **sampling.describe(model, contrasts=targets), "model_grid": list(first.grid.model_shape),
-            "detail_transfer": bool(detail), "detail_refined": refined,
-            "intensity": "float32 in [0, 1], 0 outside the head",
+            "detail_transfer": bool(detail), "intensity": "float32 in [0, 1], 0 outside the head",
             "seconds": timer.seconds}
     return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=volumes, info=info)
