@@ -7,9 +7,9 @@ import torch
 from tests.helpers import write_brats_case
 from volgen import hub
 from volgen.io.contrasts import MRI_CONTRASTS
+from volgen.io.preprocess import MEDIAN_LEVEL, background_level
 from volgen.modules import VCM, VCMConfig
 from volgen.ops import GuidedFit, guided_filter, local_linear_fit, window_fit
-from volgen.io.preprocess import MEDIAN_LEVEL, background_level
 from volgen.tasks.detail import at_median_level, transfer_detail
 from volgen.tasks.synthesis import synthesize
 
