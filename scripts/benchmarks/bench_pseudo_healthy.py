@@ -6,6 +6,8 @@ For each fresh phantom (seeds --seeds, --cases each, generated in memory: no mod
 - tumour+1, tumour+2: the labels grown by 1 and 2 voxels (a user's safety margin);
 - blob-small, blob-large: a smooth random blob inside the brain of the healthy twin, 2,000-3,800 and
   10,500-16,000 voxels (the hole sizes of small and large lesions);
+(sizes in 2 mm voxels: with --spacing 1 the blobs and the size groups keep their volume in mm^3, the dilations
+stay 1 and 2 voxels, as a user would grow a mask on their own grid);
 the image is the case's --contrast with its tumour (tumour masks) or its healthy twin (blobs), the truth is the
 healthy twin. Arms: the harmonic fill (the discrete Laplace equation solved exactly on the source grid), volgen's
 posterior mean (the job's default, `volgen inpaint --mode healthy`) and one sample (`--estimate sample`), both
@@ -14,19 +16,22 @@ registered atlas met to the case by a harmonic fill of the difference), on the s
 inside the mask (peak: the truth's 99.9th percentile in the brain); a margin is an arm's PSNR minus the harmonic
 fill's on the same case and mask.
 
-Beside them, for scale, a fill no method can have: the truth itself blurred by a Gaussian of ORACLE_SIGMA_MM (a fill
-that knew the hole's anatomy to that resolution; "blurred truth"). Where the harmonic fill already scores what the
-blurred truth does (small holes), beating it by much needs detail that the hole's boundary does not determine.
+Beside them, for scale, fills no method can have: the truth itself blurred by a Gaussian of ORACLE_SIGMA_MM (a fill
+that knew the hole's anatomy to that resolution; "blurred truth"), and the healthy twin drawn without its Rician
+noise ("noiseless truth": what a perfect estimate of the signal scores against the noisy truth). Where the harmonic
+fill already scores what these do (small holes, and at 1 mm, where each voxel's noise is larger), beating it by much
+needs detail that the hole's boundary does not determine, or is out of any estimate's reach.
 
 It prints per mask kind and per hole size (under 4,000 voxels, over 10,000) the mean margin, the worst case and the
 share of cases under +1 dB; writes bench_out/pseudo-healthy.json and a montage per mask kind of the first case
 (bench_out/pseudo-healthy-<kind>.png: input, truth, harmonic fill, the module's prior, mean, sample).
 
-    python scripts/benchmarks/bench_pseudo_healthy.py [--seeds 800,900,1000] [--cases 5] [--contrast t2f]
+    python scripts/benchmarks/bench_pseudo_healthy.py [--seeds 800,900,1000] [--cases 5] [--contrast t2f] [--spacing 1]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -44,18 +49,19 @@ from volgen.tasks.job import Sampling
 from volgen.tasks.models import load_model
 
 KINDS = ("tumour", "tumour+1", "tumour+2", "blob-small", "blob-large")
-BLOB_SIZES = {"blob-small": (2000, 3800), "blob-large": (10500, 16000)}
-SMALL, LARGE = 4000, 10000
+BLOB_SIZES = {"blob-small": (2000, 3800), "blob-large": (10500, 16000)}     # 2 mm voxels
+SMALL, LARGE = 4000, 10000                                                   # 2 mm voxels
 ORACLE_SIGMA_MM = 3.0
 
 
-def blob(brain: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """A smooth random blob of a voxel count drawn in `size`, inside `brain`, around a random brain voxel."""
-    want = int(rng.integers(*size))
-    voxels = np.argwhere(ndimage.binary_erosion(brain, iterations=6))
+def blob(brain: np.ndarray, size: tuple[int, int], rng: np.random.Generator, per_2mm: int = 1) -> np.ndarray:
+    """A smooth random blob of a voxel count drawn in `size` (2 mm voxels; `per_2mm` voxels of the grid per 2 mm),
+    inside `brain`, around a random brain voxel."""
+    want = int(rng.integers(*size)) * per_2mm ** 3
+    voxels = np.argwhere(ndimage.binary_erosion(brain, iterations=6 * per_2mm))
     centre = voxels[rng.integers(len(voxels))]
-    distance = np.sqrt(((np.indices(brain.shape) - centre.reshape(3, 1, 1, 1)) ** 2).sum(0))
-    wobble = ndimage.gaussian_filter(rng.standard_normal(brain.shape), 3.0)
+    distance = np.sqrt(((np.indices(brain.shape) - centre.reshape(3, 1, 1, 1)) ** 2).sum(0)) / per_2mm
+    wobble = ndimage.gaussian_filter(rng.standard_normal(brain.shape), 3.0 * per_2mm)
     field = distance * (1 + 0.12 * wobble / wobble.std())                # a ball with a bumpy edge
 
     def piece(radius):                                                     # the part connected to the centre
@@ -72,14 +78,14 @@ def blob(brain: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> 
     return piece(high)
 
 
-def masks(case, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, bool]]:
+def masks(case, rng: np.random.Generator, per_2mm: int = 1) -> dict[str, tuple[np.ndarray, bool]]:
     """{kind: (mask, on the tumour case)}."""
     tumour = case.seg > 0
     brain = case.brain > 0
     return {"tumour": (tumour, True),
             "tumour+1": (ndimage.binary_dilation(tumour, iterations=1) & brain, True),
             "tumour+2": (ndimage.binary_dilation(tumour, iterations=2) & brain, True),
-            **{kind: (blob(brain, size, rng), False) for kind, size in BLOB_SIZES.items()}}
+            **{kind: (blob(brain, size, rng, per_2mm), False) for kind, size in BLOB_SIZES.items()}}
 
 
 def fill(volume: Volume, mask: np.ndarray, contrast: str, estimate: str, seed: int, model=None,
@@ -102,9 +108,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="draws the mean averages (default: the job's)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the job's)")
     parser.add_argument("--no-sample", action="store_true", help="the posterior mean only (quicker)")
+    parser.add_argument("--spacing", type=int, choices=(1, 2), default=2, help="the phantoms' voxel size in mm")
     parser.add_argument("--out", default="bench_out/pseudo-healthy.json", type=Path)
     args = parser.parse_args()
-    spec = PhantomSpec(pet=None)
+    spec = PhantomSpec(pet=None, spacing=args.spacing)
+    noiseless_spec = dataclasses.replace(spec, mri=dataclasses.replace(spec.mri, noise=(0.0, 0.0)))
+    per_2mm = 2 // args.spacing
     module = load_model("inpainting", args.model, device="cpu")
     rows = []
     began = time.perf_counter()
@@ -113,8 +122,9 @@ def main() -> None:
             case = generate_case(seed, index, spec)
             rng = np.random.default_rng([seed, index, 7])
             truth = case.healthy[args.contrast].astype(np.float64)
+            noiseless = generate_case(seed, index, noiseless_spec).healthy[args.contrast].astype(np.float64)
             peak = float(np.percentile(truth[case.brain > 0], 99.9))
-            for kind, (mask, on_tumour) in masks(case, rng).items():
+            for kind, (mask, on_tumour) in masks(case, rng, per_2mm).items():
                 image = case.images[args.contrast] if on_tumour else case.healthy[args.contrast]
                 volume = Volume(image, case.affine, name=f"{case.name}-{args.contrast}")
                 harmonic = harmonic_fill(image, mask)
@@ -123,17 +133,21 @@ def main() -> None:
                 sample = mean if args.no_sample else fill(volume, mask, args.contrast, "sample", index, **drawn)
                 prior = prior_fill(volume, mask, module, args.contrast).astype(np.float64)
                 blurred = ndimage.gaussian_filter(truth, ORACLE_SIGMA_MM / np.linalg.norm(case.affine[:3, 0]))
-                arms = {"harmonic": harmonic, "mean": mean, "sample": sample, "prior": prior, "blurred_truth": blurred}
+                arms = {"harmonic": harmonic, "mean": mean, "sample": sample, "prior": prior, "blurred_truth": blurred,
+                        "noiseless_truth": noiseless}
                 score = {arm: psnr(x, truth, mask, data_range=peak) for arm, x in arms.items()}
-                rows.append({"case": case.name, "seed": seed, "kind": kind, "voxels": int(mask.sum()), **score,
+                rows.append({"case": case.name, "seed": seed, "kind": kind, "voxels": int(mask.sum()),
+                             "voxels_2mm": int(mask.sum()) // per_2mm ** 3, **score,
                              "margin_mean": score["mean"] - score["harmonic"],
                              "margin_sample": score["sample"] - score["harmonic"],
                              "margin_prior": score["prior"] - score["harmonic"],
-                             "margin_blurred_truth": score["blurred_truth"] - score["harmonic"]})
+                             "margin_blurred_truth": score["blurred_truth"] - score["harmonic"],
+                             "margin_noiseless_truth": score["noiseless_truth"] - score["harmonic"]})
                 margins = ", ".join(f"{arm} {score[arm]:.2f} ({rows[-1]['margin_' + arm]:+.2f})"
                                     for arm in ("mean", "sample", "prior"))
                 print(f"{case.name} {kind:10} {int(mask.sum()):6d} voxels: harmonic {score['harmonic']:.2f}, "
-                      f"{margins}, blurred truth {score['blurred_truth']:.2f} dB", flush=True)
+                      f"{margins}, blurred truth {score['blurred_truth']:.2f}, noiseless truth {score['noiseless_truth']:.2f} dB",
+                      flush=True)
                 if seed == int(args.seeds.split(",")[0]) and index == 0:
                     shown = {"input": image, "truth (healthy twin)": truth, "harmonic fill": harmonic,
                              "module's prior": prior, "volgen mean": mean, "volgen sample": sample}
@@ -143,7 +157,8 @@ def main() -> None:
                                  title=f"{case.name} {args.contrast}, mask {kind}")
     summary = summarise(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"contrast": args.contrast, "seeds": args.seeds, "cases_per_seed": args.cases,
+    args.out.write_text(json.dumps({"contrast": args.contrast, "spacing_mm": args.spacing, "seeds": args.seeds,
+                                    "cases_per_seed": args.cases,
                                     "samples": args.samples,
                                     "seconds": round(time.perf_counter() - began, 1), "summary": summary,
                                     "rows": rows}, indent=1))
@@ -151,12 +166,12 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def summarise(rows: list[dict], arms=("mean", "sample", "prior", "blurred_truth")) -> dict:
+def summarise(rows: list[dict], arms=("mean", "sample", "prior", "blurred_truth", "noiseless_truth")) -> dict:
     """Per mask kind and hole size, each arm's margin: mean, worst and share under +1 dB (an arm some rows lack is
     left out of that group)."""
     groups = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS}
-    groups[f"holes < {SMALL}"] = [r for r in rows if r["voxels"] < SMALL]
-    groups[f"holes > {LARGE}"] = [r for r in rows if r["voxels"] > LARGE]
+    groups[f"holes < {SMALL}"] = [r for r in rows if r.get("voxels_2mm", r["voxels"]) < SMALL]
+    groups[f"holes > {LARGE}"] = [r for r in rows if r.get("voxels_2mm", r["voxels"]) > LARGE]
     out = {}
     for name, group in groups.items():
         if not group:
@@ -172,11 +187,12 @@ def summarise(rows: list[dict], arms=("mean", "sample", "prior", "blurred_truth"
 def print_table(summary: dict) -> None:
     print("\nMargin over the exact harmonic fill inside the mask (dB): mean, worst case, share of cases under +1 dB")
     print(f"{'mask':14} {'cases':>5}   {'mean: margin  worst  <1dB':>28}   {'sample: margin  worst  <1dB':>30}"
-          f"   {'prior: margin  worst  <1dB':>29}   blurred truth ({ORACLE_SIGMA_MM:g} mm): margin")
+          f"   {'prior: margin  worst  <1dB':>29}   blurred truth ({ORACLE_SIGMA_MM:g} mm)   noiseless truth: margin")
     for name, row in summary.items():
         cells = "   ".join(f"{row[a]['margin']:+8.2f} {row[a]['worst']:+6.2f} {row[a]['under_1dB']:5.0%}"
                            for a in ("mean", "sample", "prior"))
-        print(f"{name:14} {row['cases']:5d}   {cells}   {row['blurred_truth']['margin']:+8.2f}")
+        noiseless = f"{row['noiseless_truth']['margin']:+8.2f}" if "noiseless_truth" in row else ""
+        print(f"{name:14} {row['cases']:5d}   {cells}   {row['blurred_truth']['margin']:+8.2f}   {noiseless}")
     kinds = [k for k in summary if k in KINDS or k.startswith("holes")]
     met = all(summary[k]["mean"]["margin"] >= 2.0 for k in kinds)
     share = max(summary[k]["mean"]["under_1dB"] for k in kinds)
