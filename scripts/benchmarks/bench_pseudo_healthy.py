@@ -39,10 +39,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+import torch
+
 from volgen.baselines import harmonic_fill
 from volgen.io.montage import save_montage
 from volgen.io.volume import Volume
 from volgen.metrics import psnr
+from volgen.modules.prior import harmonic_fill as harmonic_fill_cg
 from volgen.phantom import PhantomSpec, generate_case
 from volgen.tasks.inpainting import inpaint, prior_fill
 from volgen.tasks.job import Sampling
@@ -88,6 +91,19 @@ def masks(case, rng: np.random.Generator, per_2mm: int = 1) -> dict[str, tuple[n
             **{kind: (blob(brain, size, rng, per_2mm), False) for kind, size in BLOB_SIZES.items()}}
 
 
+def exact_harmonic(image: np.ndarray, mask: np.ndarray, spacing: int) -> np.ndarray:
+    """The harmonic fill: solved directly at 2 mm; at 1 mm, where the direct solve of a 300,000-voxel mask takes many
+    minutes, by conjugate gradients to a relative residual of 1e-10 on the mask's bounding box (the same system)."""
+    if spacing == 2:
+        return harmonic_fill(image, mask)
+    found = np.argwhere(mask)
+    box = tuple(slice(max(lo - 1, 0), hi + 2) for lo, hi in zip(found.min(0), found.max(0)))
+    out = np.asarray(image, dtype=np.float64).copy()
+    as_tensor = [torch.from_numpy(np.ascontiguousarray(x))[None, None] for x in (out[box], mask[box])]
+    out[box] = harmonic_fill_cg(*as_tensor, tolerance=1e-10, max_iterations=100_000)[0, 0].numpy()
+    return out
+
+
 def fill(volume: Volume, mask: np.ndarray, contrast: str, estimate: str, seed: int, model=None,
          samples: int | None = None, steps: int | None = None) -> np.ndarray:
     mask_volume = Volume(mask.astype(np.uint8), volume.affine)
@@ -127,7 +143,7 @@ def main() -> None:
             for kind, (mask, on_tumour) in masks(case, rng, per_2mm).items():
                 image = case.images[args.contrast] if on_tumour else case.healthy[args.contrast]
                 volume = Volume(image, case.affine, name=f"{case.name}-{args.contrast}")
-                harmonic = harmonic_fill(image, mask)
+                harmonic = exact_harmonic(image, mask, args.spacing)
                 drawn = dict(model=args.model, steps=args.steps)
                 mean = fill(volume, mask, args.contrast, "mean", index, samples=args.samples, **drawn)
                 sample = mean if args.no_sample else fill(volume, mask, args.contrast, "sample", index, **drawn)
