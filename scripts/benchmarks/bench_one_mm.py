@@ -20,7 +20,6 @@ validation phantoms), because the noise adds gradient that no estimate of the si
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from volgen.phantom import PhantomSpec, generate_case
 from volgen.tasks.synthesis import synthesize
 
 SPEC = PhantomSpec(spacing=1, pet=None)
-NOISELESS = dataclasses.replace(SPEC, mri=dataclasses.replace(SPEC.mri, noise=(0.0, 0.0)))
+NOISELESS = SPEC.without_noise()
 
 
 def unit(case, scaled_like=None) -> np.ndarray:

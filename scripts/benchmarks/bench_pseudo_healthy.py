@@ -31,15 +31,13 @@ share of cases under +1 dB; writes bench_out/pseudo-healthy.json and a montage p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
-
 import torch
+from scipy import ndimage
 
 from volgen.baselines import harmonic_fill
 from volgen.io.montage import save_montage
@@ -128,7 +126,6 @@ def main() -> None:
     parser.add_argument("--out", default="bench_out/pseudo-healthy.json", type=Path)
     args = parser.parse_args()
     spec = PhantomSpec(pet=None, spacing=args.spacing)
-    noiseless_spec = dataclasses.replace(spec, mri=dataclasses.replace(spec.mri, noise=(0.0, 0.0)))
     per_2mm = 2 // args.spacing
     module = load_model("inpainting", args.model, device="cpu")
     rows = []
@@ -138,7 +135,7 @@ def main() -> None:
             case = generate_case(seed, index, spec)
             rng = np.random.default_rng([seed, index, 7])
             truth = case.healthy[args.contrast].astype(np.float64)
-            noiseless = generate_case(seed, index, noiseless_spec).healthy[args.contrast].astype(np.float64)
+            noiseless = generate_case(seed, index, spec.without_noise()).healthy[args.contrast].astype(np.float64)
             peak = float(np.percentile(truth[case.brain > 0], 99.9))
             for kind, (mask, on_tumour) in masks(case, rng, per_2mm).items():
                 image = case.images[args.contrast] if on_tumour else case.healthy[args.contrast]
@@ -162,8 +159,8 @@ def main() -> None:
                 margins = ", ".join(f"{arm} {score[arm]:.2f} ({rows[-1]['margin_' + arm]:+.2f})"
                                     for arm in ("mean", "sample", "prior"))
                 print(f"{case.name} {kind:10} {int(mask.sum()):6d} voxels: harmonic {score['harmonic']:.2f}, "
-                      f"{margins}, blurred truth {score['blurred_truth']:.2f}, noiseless truth {score['noiseless_truth']:.2f} dB",
-                      flush=True)
+                      f"{margins}, blurred truth {score['blurred_truth']:.2f}, "
+                      f"noiseless truth {score['noiseless_truth']:.2f} dB", flush=True)
                 if seed == int(args.seeds.split(",")[0]) and index == 0:
                     shown = {"input": image, "truth (healthy twin)": truth, "harmonic fill": harmonic,
                              "module's prior": prior, "volgen mean": mean, "volgen sample": sample}
@@ -174,8 +171,7 @@ def main() -> None:
     summary = summarise(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"contrast": args.contrast, "spacing_mm": args.spacing, "seeds": args.seeds,
-                                    "cases_per_seed": args.cases,
-                                    "samples": args.samples,
+                                    "cases_per_seed": args.cases, "samples": args.samples,
                                     "seconds": round(time.perf_counter() - began, 1), "summary": summary,
                                     "rows": rows}, indent=1))
     print_table(summary)

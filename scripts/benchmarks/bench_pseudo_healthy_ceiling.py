@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = PhantomSpec(pet=None)
     plain = replace(spec, mri=replace(spec.mri, noise=(0.0, 0.0), texture=0.0))   # A: same draws, no texture
-    noiseless = replace(spec, mri=replace(spec.mri, noise=(0.0, 0.0)))
+    noiseless = spec.without_noise()
     bench = {}
     if args.bench:
         bench = {(r["case"], r["kind"]): r["margin_mean"] for r in json.loads(args.bench.read_text())["rows"]}

@@ -91,7 +91,7 @@ def test_texture_is_a_bounded_smooth_gain_the_spec_can_switch_off(phantom_case):
     from dataclasses import replace
 
     spec = PhantomSpec(pet=None)
-    noiseless = replace(spec, mri=replace(spec.mri, noise=(0.0, 0.0)))
+    noiseless = spec.without_noise()
     flat = replace(spec, mri=replace(spec.mri, noise=(0.0, 0.0), texture=0.0))
     textured, plain = generate_case(7, 0, noiseless), generate_case(7, 0, flat)
     np.testing.assert_array_equal(plain.seg, phantom_case.seg)
@@ -109,10 +109,7 @@ def test_a_noiseless_draw_is_the_same_case_without_its_rician_noise(phantom_case
     """The 1 mm bench scores the noiseless draw as the measure's ceiling: same labels and tissues, and the noisy
     images differ from it by noise of the spec's size (sigma 1-3% of the brain's 99th percentile), centred where
     the signal is high enough for Rician noise to be nearly Gaussian."""
-    from dataclasses import replace
-
-    spec = PhantomSpec(pet=None)
-    quiet = generate_case(7, 0, replace(spec, mri=replace(spec.mri, noise=(0.0, 0.0))))
+    quiet = generate_case(7, 0, PhantomSpec(pet=None).without_noise())
     np.testing.assert_array_equal(quiet.seg, phantom_case.seg)
     for tissue, fraction in phantom_case.fractions.items():
         np.testing.assert_array_equal(quiet.fractions[tissue], fraction)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -31,6 +31,11 @@ class PhantomSpec:
     mri: MRISpec = field(default_factory=MRISpec)
     lesion: TumourSpec = field(default_factory=TumourSpec)
     pet: PetSpec | None = field(default_factory=PetSpec)
+
+    def without_noise(self) -> "PhantomSpec":
+        """The same spec with no Rician noise: a case drawn with it is the noisy draw's signal (the noise stream is
+        still drawn, so every other draw is unchanged); the benches score it as what a perfect estimate reaches."""
+        return replace(self, mri=replace(self.mri, noise=(0.0, 0.0)))
 
 
 @dataclass
