@@ -53,6 +53,21 @@ def test_synthesize_finds_the_missing_contrast_and_keeps_the_geometry(tmp_path, 
     assert info["software"]["version"] == volgen.__version__ and info["software"]["command"]
 
 
+def test_the_conditions_bias_fields_are_divided_out_unless_asked_not_to(tmp_path, tiny_models):
+    case = write_brats_case(tmp_path / "in", "case-b", contrasts=("t1n", "t2w", "t2f"))
+    given = {c: (case / f"case-b-{c}.nii.gz").read_bytes() for c in ("t1n", "t2w", "t2f")}
+    outputs = {}
+    for name, flags in (("default", []), ("plain", ["--no-bias-correction"])):
+        out = tmp_path / name
+        assert main(["synthesize", str(case), "-o", str(out), "--model", str(tiny_models["synthesis"]), *FAST,
+                     *flags]) == 0
+        info = json.loads((out / "case-b/case-b-synthesis.json").read_text())
+        assert info["bias_correction"] is (name == "default")
+        outputs[name] = nib.load(out / "case-b/case-b-t1c.nii.gz").get_fdata()
+    assert outputs["default"].shape == outputs["plain"].shape and not np.allclose(outputs["default"], outputs["plain"])
+    assert {c: (case / f"case-b-{c}.nii.gz").read_bytes() for c in given} == given       # the inputs untouched
+
+
 def test_one_sample_writes_no_uncertainty_and_says_so(tmp_path, tiny_models):
     case = write_brats_case(tmp_path / "in", "case-e", contrasts=("t1n", "t2w", "t2f"))
     out = tmp_path / "out"

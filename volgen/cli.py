@@ -209,6 +209,9 @@ def _add_synthesize(sub) -> None:
     for contrast, flags in CONTRAST_FILE_OPTIONS.items():
         files.add_argument(*flags, dest=f"file_{contrast}", type=Path, metavar="PATH", help=f"{contrast} NIfTI file")
     files.add_argument("--name", help="case name for explicit files (default: from the first file's name)")
+    p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
+                   help="condition on the images as given (default: their smooth intensity non-uniformity, "
+                        "estimated jointly over the conditions, is divided out first; the files are not changed)")
     _add_sampling_args(p)
     p.set_defaults(run=_run_synthesize)
 
@@ -224,7 +227,7 @@ def _run_synthesize(args) -> int:
         raise InputError(None, "no input: give a case folder or files with --t1n/--t1c/--t2w/--t2f")
     cond = parse_contrasts(args.cond) if args.cond else None
     target = parse_contrasts(args.target) if args.target else None
-    settings = _sampling(args)
+    settings = {**_sampling(args), "bias_correction": args.bias_correction}
     if files:
         cases = [case_from_paths(files, name=args.name)]
     else:   # a case folder gives itself, a folder of cases gives each one

@@ -1,8 +1,10 @@
 """Synthesis on 1 mm cases, where users' data is: volgen's 2 mm module through the job on fresh 1 mm phantoms, as the
-job runs by default (the detail transfer, volgen/tasks/detail.py: the module's 2 mm estimate fitted locally on its
-guides, the fit applied to the 1 mm guides, the head's median put at the contrast's level) and with it turned off
-(`synthesize(..., detail=False)`: the 2 mm estimate resampled), against the per-voxel linear regression fitted at
-1 mm.
+job runs by default (the conditions divided by their bias fields, volgen/io/bias_field.py; the detail transfer,
+volgen/tasks/detail.py: the module's 2 mm estimate fitted locally on its guides, the fit applied to the 1 mm guides,
+the head's median put at the contrast's level) and with the detail transfer turned off (`synthesize(...,
+detail=False)`: the 2 mm estimate resampled), against the per-voxel linear regression fitted at 1 mm, and the same
+regression with its conditions divided by their bias fields as the job divides them (fitted on training cases treated
+alike): what the bias correction alone gives a baseline that learns nothing else.
 
 Cases: --cases fresh phantoms per seed of --seeds at 1 mm (generated in memory; no model has seen them). The
 regression is fitted on --train-cases 1 mm versions of training seeds (seed 100). Every image is put on the [0, 1]
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench_harness import LinearRegression
+from volgen.io.bias_field import without_bias
 from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.io.preprocess import MEDIAN_LEVEL, IntensityScale
 from volgen.io.volume import Volume
@@ -38,19 +41,28 @@ SPEC = PhantomSpec(spacing=1, pet=None)
 NOISELESS = SPEC.without_noise()
 
 
-def unit(case, scaled_like=None) -> np.ndarray:
+def unit(case, scaled_like=None, images: dict | None = None) -> np.ndarray:
     """(4, ...) every contrast on the job's [0, 1] scale (head median at the contrast's level); with `scaled_like`
-    (another draw of the same case), on that case's scale instead."""
+    (another draw of the same case), on that case's scale instead; `images` in place of the case's own."""
     out = []
     for c in MRI_CONTRASTS:
-        image = case.images[c].astype(np.float32)
+        image = (images or case.images)[c].astype(np.float32)
         reference = image if scaled_like is None else scaled_like.images[c].astype(np.float32)
         scale = IntensityScale.fit(reference, median_level=MEDIAN_LEVEL[c])
         out.append(scale.forward(image))
     return np.stack(out)
 
 
-ARMS = ("regression (1 mm)", "volgen, 2 mm resampled", "volgen job (detail transfer)", "noiseless truth")
+def with_conditions_unbiased(case, target: str) -> np.ndarray:
+    """`unit(case)` with every contrast but `target` divided by its bias field, estimated as the job does
+    (volgen/io/bias_field.py) on the conditions together."""
+    conditions = {c: Volume(case.images[c].astype(np.float32), case.affine) for c in MRI_CONTRASTS if c != target}
+    unbiased = {c: v.array for c, v in without_bias(conditions).items()}
+    return unit(case, images={**case.images, **unbiased})
+
+
+ARMS = ("regression (1 mm)", "regression, unbiased conditions", "volgen, 2 mm resampled",
+        "volgen job (detail transfer)", "noiseless truth")
 
 
 def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) -> list[dict]:
@@ -58,6 +70,9 @@ def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) 
     train = [generate_case(100, i, SPEC) for i in range(train_cases)]
     train_images = [unit(c) for c in train]
     train_brains = [c.brain > 0 for c in train]
+    unbiased_fits = {t: LinearRegression([MRI_CONTRASTS.index(c) for c in MRI_CONTRASTS if c != t],
+                                         MRI_CONTRASTS.index(t)).fit(
+        [with_conditions_unbiased(c, t) for c in train], train_brains) for t in targets}
     rows = []
     for seed in seeds:
         for index in range(cases):
@@ -69,8 +84,9 @@ def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) 
                 others = [c for c in MRI_CONTRASTS if c != target]
                 volumes = {c: Volume(case.images[c].astype(np.float32), case.affine, name=f"{case.name}-{c}")
                            for c in others}
-                regression = LinearRegression([MRI_CONTRASTS.index(c) for c in others], k).fit(
-                    train_images, train_brains).predict(images)
+                sources = [MRI_CONTRASTS.index(c) for c in others]
+                regression = LinearRegression(sources, k).fit(train_images, train_brains).predict(images)
+                unbiased_regression = unbiased_fits[target].predict(with_conditions_unbiased(case, target))
                 began = time.perf_counter()
                 resampled = synthesize(volumes, target=target, seed=index, progress=False,
                                        detail=False).outputs[target].array
@@ -79,7 +95,8 @@ def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) 
                 job = synthesize(volumes, target=target, seed=index, progress=False).outputs[target].array
                 job_seconds = time.perf_counter() - began
                 truth = images[k]
-                arms = zip(ARMS, (regression, resampled, job, noiseless[k]), (0.0, resampled_seconds, job_seconds, 0.0))
+                arms = zip(ARMS, (regression, unbiased_regression, resampled, job, noiseless[k]),
+                           (0.0, 0.0, resampled_seconds, job_seconds, 0.0))
                 for arm, image, seconds in arms:
                     row = {"case": case.name, "target": target, "arm": arm,
                            "psnr": psnr(image, truth, brain, data_range=1.0), **sharpness(image, truth, brain),

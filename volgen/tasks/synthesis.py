@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from volgen.errors import InputError
+from volgen.io.bias_field import without_bias
 from volgen.io.contrasts import MRI_CONTRASTS, Case, canonical_contrast, case_from_paths, find_case
 from volgen.io.preprocess import GridSpec, background_level, preprocess
 from volgen.io.resample import align_grids
@@ -91,7 +92,7 @@ def finer_than_model(volume: Volume, model_spacing_mm: float) -> bool:
 
 
 def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None, detail: bool | None = None,
-               **settings) -> JobResult:
+               bias_correction: bool = True, **settings) -> JobResult:
     """Synthesise the missing contrast(s) of `case`. `settings` are `Sampling` fields (model, steps, seed, ...).
     `detail` gives a case on a grid finer than the model's its conditions' detail (volgen/tasks/detail.py), its
     head's median at the contrast's level, instead of the model-grid estimate resampled; None (the default) does so
@@ -99,7 +100,9 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
     sampling = sampling or Sampling(**settings)
     timer = Timer()
     with timer("read"):
-        name, volumes = read_case(case, cond, target)
+        name, given = read_case(case, cond, target)
+    with timer("bias field"):
+        volumes = without_bias(given) if bias_correction else given
     with timer("load model"):
         model = sampling.load("synthesis")
     module_contrasts = tuple(getattr(model, "conditions", MRI_CONTRASTS))
@@ -139,6 +142,7 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
                                                             name=f"{name}-{contrast}-uncertainty", meta={})
     info = {"job": "synthesis", "case": name, "conditions": list(volumes), "targets": targets,
             **sampling.describe(model, contrasts=targets), "model_grid": list(first.grid.model_shape),
-            "detail_transfer": bool(detail), "intensity": "float32 in [0, 1], 0 outside the head",
+            "detail_transfer": bool(detail), "bias_correction": bool(bias_correction),
+            "intensity": "float32 in [0, 1], 0 outside the head",
             "seconds": timer.seconds}
-    return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=volumes, info=info)
+    return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=given, info=info)
