@@ -1,6 +1,6 @@
 """Detail transfer (volgen/tasks/detail.py, on by default for a case finer than the model grid): on a 1 mm case the
-module's estimate is fitted locally as a linear combination of its guides (the conditions, and its prior for every
-target but t1c) on the model grid, and the fit is applied to the 1 mm guides, written on the case's own grid."""
+module's estimate is fitted locally as a linear combination of its guides (its prior and the conditions) on the
+model grid, and the fit is applied to the 1 mm guides, written on the case's own grid."""
 import numpy as np
 import torch
 
@@ -115,7 +115,7 @@ def test_the_model_grid_mean_is_fitted_to_the_conditions_except_before_a_detail_
         assert guides == [2]                             # the coarse case's two conditions; not again at 1 mm
 
 
-def test_the_prior_guides_every_target_but_t1c(tmp_path, tiny_models, monkeypatch):
+def test_the_prior_guides_every_target(tmp_path, tiny_models, monkeypatch):
     import volgen.tasks.detail as detail
     calls = []
 
@@ -129,7 +129,7 @@ def test_the_prior_guides_every_target_but_t1c(tmp_path, tiny_models, monkeypatc
     for target in ("t1c", "t2f"):
         cases = {c: folder / f"fine-{c}.nii.gz" for c in MRI_CONTRASTS if c != target}
         synthesize(cases, target=target, model=model, steps=2, progress=False)
-    assert calls == ["t2f", "t2f"]                           # the model grid's prior and the 1 mm grid's
+    assert calls == ["t1c", "t1c", "t2f", "t2f"]              # the model grid's prior and the 1 mm grid's
 
 
 def test_an_estimate_that_follows_a_condition_comes_back_with_that_conditions_1mm_detail(tmp_path, tiny_models,
