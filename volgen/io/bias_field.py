@@ -46,14 +46,14 @@ def polynomial_field(coefficients: np.ndarray, shape, degree: int = DEGREE) -> n
     """exp(sum of coefficients x monomials) on a grid of `shape`, float32, built axis by axis (the full grid is
     touched once per x power, not once per monomial)."""
     x, y, z = _axes(shape)
-    log = np.zeros(shape, np.float64)
+    log = np.zeros(shape, np.float32)        # a field of a few per cent: float32 holds it to 1e-7
     for i in range(degree + 1):
         plane = np.zeros((shape[1], shape[2]))
         for j in range(degree + 1 - i):
             line = sum(coefficients[_exponents(degree).index((i, j, k))] * z ** k for k in range(degree + 1 - i - j))
             plane += np.outer(y ** j, line)
-        log += x[:, None, None] ** i * plane[None]
-    return np.exp(log).astype(np.float32)
+        log += (x[:, None, None] ** i * plane[None]).astype(np.float32)
+    return np.exp(log)
 
 
 def _kmeans(features: np.ndarray, classes: int, centres: np.ndarray | None, iterations: int = 10):
@@ -108,7 +108,8 @@ def estimate_bias_fields(images: list[np.ndarray], head: np.ndarray, spacing=(1.
             spread = 1.4826 * _class_medians(np.abs(residual), labels, CLASSES)[labels] + 1e-6
             kept = np.abs(residual) < ROBUST_CUT * spread
             weight = 1.0 / spread[kept]
-            coefficients[c] = np.linalg.lstsq(design[kept] * weight[:, None], wanted[kept] * weight, rcond=None)[0]
+            rows = design[kept] * weight[:, None]         # weighted least squares by its normal equations
+            coefficients[c] = np.linalg.solve(rows.T @ rows, rows.T @ (wanted[kept] * weight))
     for c in range(len(images)):        # the field's median over the head to 1: shift the constant term
         coefficients[c, 0] -= np.median(design @ coefficients[c])
     return list(coefficients)
