@@ -132,6 +132,16 @@ def test_the_prior_guides_every_target(tmp_path, tiny_models, monkeypatch):
     assert calls == ["t1c", "t1c", "t2f", "t2f"]              # the model grid's prior and the 1 mm grid's
 
 
+def test_a_module_without_a_prior_is_guided_by_the_conditions_alone(tmp_path, tiny_models):
+    folder = write_brats_case(tmp_path, "fine", shape=(24, 26, 20), affine=np.diag([1.0, 1.0, 1.0, 1.0]))
+    cases = {c: folder / f"fine-{c}.nii.gz" for c in ("t1n", "t1c", "t2w")}
+    settings = dict(target="t2f", model=str(tiny_models["synthesis"]), steps=2, progress=False)
+    result = synthesize(cases, **settings)
+    assert result.info["detail_transfer"] is True and result.outputs["t2f"].shape == (24, 26, 20)
+    assert not np.array_equal(result.outputs["t2f"].array,
+                              synthesize(cases, detail=False, **settings).outputs["t2f"].array)
+
+
 def test_an_estimate_that_follows_a_condition_comes_back_with_that_conditions_1mm_detail(tmp_path, tiny_models,
                                                                                        monkeypatch):
     """The module's 2 mm estimate made 0.6 t1n + 0.1 (the sampler replaced): the 1 mm output is 0.6 t1n + 0.1 of

@@ -14,12 +14,13 @@ lower on t1c there). Session 36 swept eps again (radius 1-3, eps 5e-4 to 5e-3, t
 2e-3 had the best PSNR for both targets (t2f 24.49, t1c 28.36 dB; 5e-3: 24.49, 28.34) and a sharper output (the
 mean gradient's ratio to the truth's 0.83 and 0.91, from 0.78 and 0.88); smaller eps sharpens further but costs PSNR.
 
-The prior guides every target. Until session 48 it did not guide t1c: on conditions with their bias fields left in,
-its t1c table was noisy at 1 mm (in healthy tissue 7 dB under a linear fit of the same conditions, where the 2 mm
-prior is 3 dB under it) and as a guide cost t1c 2.8, 0.7 and 0.1 dB on 3 validation cases. The job now divides the
-conditions by their bias fields (volgen/io/bias_field.py), and on 4 validation phantoms (seed 300) the prior as a
-guide gained t1c +0.85, +0.06, +0.06 and +0.25 dB (29.14 -> 29.45 dB on average); for t1n, t2w and t2f it adds 0.65
-to 1.4 dB. (Measured with the correction on; the guides are the same whether it is on or off.)
+The prior guides every target (a module without a per-voxel prior is guided by the conditions alone). Until session
+48 it did not guide t1c: on conditions with their bias fields left in, its t1c table was noisy at 1 mm (in healthy
+tissue 7 dB under a linear fit of the same conditions, where the 2 mm prior is 3 dB under it) and as a guide cost t1c
+2.8, 0.7 and 0.1 dB on 3 validation cases. The job now divides the conditions by their bias fields
+(volgen/io/bias_field.py), and on 4 validation phantoms (seed 300) the prior as a guide gained t1c +0.85, +0.06,
++0.06 and +0.25 dB (29.14 -> 29.45 dB on average); for t1n, t2w and t2f it adds 0.65 to 1.4 dB. (Measured with the
+correction on; the guides are the same whether it is on or off.)
 
 The fine estimate is then put on the scale the job promises, its head's median at the contrast's level
 (`at_median_level`): fitted on the 2 mm grid, its median came out off the level by -3% to +4% (t2f 0.683-0.694
@@ -56,10 +57,11 @@ def transfer_detail(model, prepared: dict[str, Preprocessed], volumes: dict[str,
     grid), `volumes` the conditions on the source grid, `spec_inputs` the synthesis TaskSpec's `inputs`."""
     on_model = {c: torch.from_numpy(p.array) for c, p in prepared.items()}
     on_source = {c: torch.from_numpy(prepared[c].scale.forward(v.array)) for c, v in volumes.items()}
-    if getattr(model, "prior", None) is None:
-        raise ValueError("detail transfer needs a module with a per-voxel prior (a synthesis module's table)")
-    guides = [_prior(model, on_model, target, spec_inputs).numpy(), *(v.numpy() for v in on_model.values())]
-    fine_guides = [_prior(model, on_source, target, spec_inputs).numpy(), *(v.numpy() for v in on_source.values())]
+    guides = [v.numpy() for v in on_model.values()]
+    fine_guides = [v.numpy() for v in on_source.values()]
+    if getattr(model, "prior", None) is not None:        # a module without one: the conditions alone guide
+        guides.insert(0, _prior(model, on_model, target, spec_inputs).numpy())
+        fine_guides.insert(0, _prior(model, on_source, target, spec_inputs).numpy())
     coefficients, offset = local_linear_fit(guides, np.asarray(coarse), radius, eps)
     grid = next(iter(prepared.values())).grid
 
