@@ -70,9 +70,12 @@ def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) 
     train = [generate_case(100, i, SPEC) for i in range(train_cases)]
     train_images = [unit(c) for c in train]
     train_brains = [c.brain > 0 for c in train]
-    unbiased_fits = {t: LinearRegression([MRI_CONTRASTS.index(c) for c in MRI_CONTRASTS if c != t],
-                                         MRI_CONTRASTS.index(t)).fit(
-        [with_conditions_unbiased(c, t) for c in train], train_brains) for t in targets}
+    plain, unbiased = {}, {}       # per target, fitted once: on the training cases as drawn, and bias-corrected
+    for t in targets:
+        sources = [MRI_CONTRASTS.index(c) for c in MRI_CONTRASTS if c != t]
+        plain[t] = LinearRegression(sources, MRI_CONTRASTS.index(t)).fit(train_images, train_brains)
+        unbiased[t] = LinearRegression(sources, MRI_CONTRASTS.index(t)).fit(
+            [with_conditions_unbiased(c, t) for c in train], train_brains)
     rows = []
     for seed in seeds:
         for index in range(cases):
@@ -84,9 +87,8 @@ def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) 
                 others = [c for c in MRI_CONTRASTS if c != target]
                 volumes = {c: Volume(case.images[c].astype(np.float32), case.affine, name=f"{case.name}-{c}")
                            for c in others}
-                sources = [MRI_CONTRASTS.index(c) for c in others]
-                regression = LinearRegression(sources, k).fit(train_images, train_brains).predict(images)
-                unbiased_regression = unbiased_fits[target].predict(with_conditions_unbiased(case, target))
+                regression = plain[target].predict(images)
+                unbiased_regression = unbiased[target].predict(with_conditions_unbiased(case, target))
                 began = time.perf_counter()
                 resampled = synthesize(volumes, target=target, seed=index, progress=False,
                                        detail=False).outputs[target].array

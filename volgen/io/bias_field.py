@@ -13,9 +13,9 @@ it (classes over all contrasts together did, on a three-tissue test case, and le
 classes follow the partial volumes of CSF, GM and WM (on 6 validation phantoms, 2 mm, the residual field's sd was
 0.62 of the true field's with 6 classes, 0.43 with 12, 0.40 with 16). Each class weighs in by its robust spread in
 the contrast: a pure tissue more than a partial volume the other contrasts cannot pin down (with t1n and t1c alone,
-grey matter and CSF look alike; t2w tells them apart), (on a fresh case whose t2w field came out off by 1.7 times the
+grey matter and CSF look alike; t2w tells them apart). On a fresh case whose t2w field came out off by 1.7 times the
 field itself, the weighting brings that to 1.06; on the validation phantoms the residual fell from 0.40 to 0.38 of
-the true field). Voxels far from their class (tumour) are left out. The fit runs on voxels about 4 mm apart: a cubic
+the true field. Voxels far from their class (tumour) are left out. The fit runs on voxels about 4 mm apart: a cubic
 field has no finer detail.
 """
 from __future__ import annotations
@@ -46,11 +46,12 @@ def polynomial_field(coefficients: np.ndarray, shape, degree: int = DEGREE) -> n
     """exp(sum of coefficients x monomials) on a grid of `shape`, float32, built axis by axis (the full grid is
     touched once per x power, not once per monomial)."""
     x, y, z = _axes(shape)
+    term = {exponents: n for n, exponents in enumerate(_exponents(degree))}
     log = np.zeros(shape, np.float32)        # a field of a few per cent: float32 holds it to 1e-7
     for i in range(degree + 1):
         plane = np.zeros((shape[1], shape[2]))
         for j in range(degree + 1 - i):
-            line = sum(coefficients[_exponents(degree).index((i, j, k))] * z ** k for k in range(degree + 1 - i - j))
+            line = sum(coefficients[term[i, j, k]] * z ** k for k in range(degree + 1 - i - j))
             plane += np.outer(y ** j, line)
         log += (x[:, None, None] ** i * plane[None]).astype(np.float32)
     return np.exp(log)
