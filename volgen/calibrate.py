@@ -3,9 +3,9 @@ expected absolute error of the posterior mean (volgen/error_model.py), not the p
 
 For every target contrast, each calibration case's estimate is made on the model grid exactly as the jobs make it
 (the task's spec gives the conditions, projection and estimate rule; the jobs' default timesteps and samples on this
-device), from the case's own contrasts (synthesis: the other three; super-resolution: 4x thick slices along the last
-axis) or its healthy twin (inpainting: the tumour filled, so only phantoms serve). The fit maps the mean's and the
-spread's features to log |error| inside the brain (the mask for inpainting); with `write` it is stored in the model
+device), from the case's own contrasts (synthesis: the other three, their bias fields divided out; super-resolution:
+4x thick slices along the last axis) or its healthy twin (inpainting: the tumour filled, so only phantoms serve). The
+fit maps the mean's and the spread's features to log |error| inside the brain (the mask for inpainting); with `write` it is stored in the model
 folder's config.json metadata ("error_model"; the weights and their sha256 are untouched).
 """
 from __future__ import annotations
@@ -21,9 +21,11 @@ from volgen import hub
 from volgen.backbones import Backbone
 from volgen.error_model import METADATA_KEY, ErrorModel, fit_error
 from volgen.errors import InputError
+from volgen.io.bias_field import without_bias_on_model_grid
 from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.ops import dilate, thick_slices
 from volgen.tasks import generate
+from volgen.tasks.job import model_spacing
 from volgen.tasks.models import default_samples, default_timesteps
 from volgen.taskspec import TASKS
 from volgen.training.config import DataConfig
@@ -44,9 +46,16 @@ def brain_of(case) -> np.ndarray:
     return case.brain.numpy() if case.brain is not None else case.images[0].numpy() > -0.99
 
 
+def conditions_of(model, case, target: str) -> dict[str, torch.Tensor]:
+    """The other three contrasts as the synthesis job hands them to `model`: their bias fields divided out."""
+    given = {c: case.images[i].numpy() for i, c in enumerate(CONTRASTS) if c != target}
+    unbiased = without_bias_on_model_grid(given, (model_spacing(model),) * 3)
+    return {c: torch.from_numpy(a) for c, a in unbiased.items()}
+
+
 def synthesis(model, case, target: str, *, steps=None, samples: int, seed: int):
     """`target` from the other three contrasts."""
-    volumes = {c: case.images[i] for i, c in enumerate(CONTRASTS) if c != target}
+    volumes = conditions_of(model, case, target)
     inputs = TASKS["synthesis"].inputs(volumes=volumes, contrasts=tuple(getattr(model, "conditions", CONTRASTS)),
                                        shape=tuple(case.images.shape[1:]))
     est = generate(model, (1, *case.images.shape[1:]), contrast=target, steps=steps_for(model, steps),

@@ -5,9 +5,9 @@ trained on complete training phantoms. On each held-out phantom, for each single
 with the missing contrast being:
 - the real one;
 - volgen's posterior mean, and one volgen sample (the shipped synthesis module, CPU defaults; the sample finishes the
-  5-step sampler);
-- the per-voxel linear regression from the other three (fitted on the training phantoms);
-- the per-voxel conditional-mean table (the shipped module's own prior, alone);
+  5-step sampler), from the other three with their bias fields divided out, as the job divides them out;
+- the per-voxel linear regression from the other three as given (fitted on the training phantoms);
+- the per-voxel conditional-mean table (the shipped module's own prior, alone, on the job's conditions);
 - absent (all zeros after normalisation);
 - with `--without-runs t1c=RUN,...`: absent, segmented by a segmenter trained without that contrast (segmenter.py
   --without, same steps): what the other three contrasts carry of each region, which a synthesis from them can pass
@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 import segmenter as seg
-from bench_harness import DEVICE, CONTRASTS, LinearRegression, brain_of, synthesis
+from bench_harness import DEVICE, CONTRASTS, LinearRegression, brain_of, conditions_of, synthesis
 from volgen.io.montage import HEADER, save_montage
 from volgen.io.volume import Volume
 from volgen.metrics import dice, ssim
@@ -47,8 +47,7 @@ SAMPLE_STEPS = 5
 
 def volgen_sample(model, case, target: str, seed: int) -> torch.Tensor:
     """One finished sample of `target` from the other three (the 5-step sampler to its end)."""
-    volumes = {c: case.images[i] for i, c in enumerate(CONTRASTS) if c != target}
-    inputs = TASKS["synthesis"].inputs(volumes=volumes, contrasts=tuple(model.conditions),
+    inputs = TASKS["synthesis"].inputs(volumes=conditions_of(model, case, target), contrasts=tuple(model.conditions),
                                        shape=tuple(case.images.shape[1:]))
     est = generate(model, (1, *case.images.shape[1:]), contrast=target, samples=1, seed=seed, estimate="sample",
                    steps=model.backbone.denoiser.schedule.timesteps(SAMPLE_STEPS), **inputs)
@@ -57,8 +56,7 @@ def volgen_sample(model, case, target: str, seed: int) -> torch.Tensor:
 
 def table_estimate(model, case, target: str) -> torch.Tensor:
     """The module's per-voxel conditional-mean table alone (its prior, before any network)."""
-    volumes = {c: case.images[i] for i, c in enumerate(CONTRASTS) if c != target}
-    inputs = TASKS["synthesis"].inputs(volumes=volumes, contrasts=tuple(model.conditions),
+    inputs = TASKS["synthesis"].inputs(volumes=conditions_of(model, case, target), contrasts=tuple(model.conditions),
                                        shape=tuple(case.images.shape[1:]))
     labels = model.backbone.class_labels(target)
     with torch.no_grad():

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from volgen.calibrate import (CONTRASTS, DEVICE, JOBS, SR_AXIS, SR_FACTOR, brain_of, pseudo_healthy,  # noqa: F401
-                              steps_for, super_resolution, synthesis, thick, tumour_mask)
+from volgen.calibrate import (CONTRASTS, DEVICE, JOBS, SR_AXIS, SR_FACTOR, brain_of, conditions_of,  # noqa: F401
+                              pseudo_healthy, steps_for, super_resolution, synthesis, thick, tumour_mask)
 from volgen.kinetics import patlak_statistics
 
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from volgen.io.bias_field import estimate_bias_fields, polynomial_field, remove_bias, without_bias
+from volgen.io.bias_field import (estimate_bias_fields, polynomial_field, remove_bias, without_bias,
+                                   without_bias_on_model_grid)
 from volgen.io.volume import Volume
 
 SHAPE = (32, 32, 32)
@@ -91,3 +92,23 @@ def test_volumes_keep_their_names_geometry_and_order(order):
     for name in order:
         assert out[name].name == name and out[name].shape == SHAPE
         np.testing.assert_array_equal(out[name].affine, affine)
+
+
+def test_model_grid_contrasts_come_back_unbiased_at_their_median_level():
+    """The benches' and `volgen calibrate`'s path: [-1, 1] arrays, -1 outside the head, contrasts named as MRI's."""
+    head, clean = _case(seed=5)
+    levels = {"t1n": 0.757, "t2w": 0.460}                     # preprocess's MEDIAN_LEVEL of the two contrasts
+    images = {}
+    for (name, level), im, t in zip(levels.items(), clean, _true_log_fields()):
+        biased = im * np.exp(t)
+        unit = biased / np.median(biased[head]) * level        # the head's median at the contrast's level of [0, 1]
+        images[name] = np.where(head, 2 * unit - 1, -1.0).astype(np.float32)
+    out = without_bias_on_model_grid(images, SPACING)
+    assert list(out) == list(levels)
+    for (name, level), im in zip(levels.items(), clean):
+        after = out[name]
+        assert after.dtype == np.float32 and np.all(after[~head] == -1.0)
+        assert np.median((after[head] + 1) / 2) == pytest.approx(level, abs=0.01)
+        kept = head & (after < 1.0)                             # the scaling clips the brightest voxels
+        before = (images[name][kept] + 1) / im[kept]
+        assert np.std(np.log((after[kept] + 1) / im[kept])) < 0.2 * np.std(np.log(before))

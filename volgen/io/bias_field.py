@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from volgen.io.preprocess import background_level
+from volgen.io.preprocess import MEDIAN_LEVEL, IntensityScale, background_level
 from volgen.io.volume import Volume
 
 DEGREE = 3               # of the log field's polynomial
@@ -136,3 +136,14 @@ def without_bias(volumes: dict[str, Volume]) -> dict[str, Volume]:
     first = next(iter(volumes.values()))
     arrays = remove_bias([v.array for v in volumes.values()], head, first.spacing, backgrounds)
     return {c: v.with_array(a) for (c, v), a in zip(volumes.items(), arrays)}
+
+
+def without_bias_on_model_grid(images: dict[str, np.ndarray], spacing) -> dict[str, np.ndarray]:
+    """Model-grid contrasts (each in [-1, 1], -1 outside the head, as the training loader gives them) with their
+    bias fields divided out as `without_bias` divides them out of a job's conditions, then scaled again by their head
+    median as preprocess scales a contrast: what the synthesis job hands its module from the same case."""
+    arrays = list(images.values())
+    head = np.all([a > -1.0 for a in arrays], axis=0)
+    corrected = remove_bias(arrays, head, spacing, [-1.0] * len(arrays))
+    return {c: IntensityScale.fit(a, out_range=(-1.0, 1.0), median_level=MEDIAN_LEVEL.get(c)).forward(a)
+            for c, a in zip(images, corrected)}
