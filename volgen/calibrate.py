@@ -5,8 +5,8 @@ For every target contrast, each calibration case's estimate is made on the model
 (the task's spec gives the conditions, projection and estimate rule; the jobs' default timesteps and samples on this
 device), from the case's own contrasts (synthesis: the other three, their bias fields divided out; super-resolution:
 4x thick slices along the last axis) or its healthy twin (inpainting: the tumour filled, so only phantoms serve). The
-fit maps the mean's and the spread's features to log |error| inside the brain (the mask for inpainting); with `write` it is stored in the model
-folder's config.json metadata ("error_model"; the weights and their sha256 are untouched).
+fit maps the mean's and the spread's features to log |error| inside the brain (the mask for inpainting); with `write`
+it is stored in the model folder's config.json metadata ("error_model"; the weights and their sha256 are untouched).
 """
 from __future__ import annotations
 
