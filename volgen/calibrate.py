@@ -53,11 +53,16 @@ def conditions_of(model, case, target: str) -> dict[str, torch.Tensor]:
     return {c: torch.from_numpy(a) for c, a in unbiased.items()}
 
 
-def synthesis(model, case, target: str, *, steps=None, samples: int, seed: int):
-    """`target` from the other three contrasts."""
-    volumes = conditions_of(model, case, target)
-    inputs = TASKS["synthesis"].inputs(volumes=volumes, contrasts=tuple(getattr(model, "conditions", CONTRASTS)),
-                                       shape=tuple(case.images.shape[1:]))
+def synthesis_inputs(model, case, target: str) -> dict:
+    """The synthesis spec's inputs for `target` from the case's other three contrasts, as the job makes them."""
+    return TASKS["synthesis"].inputs(volumes=conditions_of(model, case, target),
+                                     contrasts=tuple(getattr(model, "conditions", CONTRASTS)),
+                                     shape=tuple(case.images.shape[1:]))
+
+
+def synthesis(model, case, target: str, *, steps=None, samples: int, seed: int, inputs: dict | None = None):
+    """`target` from the other three contrasts (`inputs`: `synthesis_inputs`, when the caller has them already)."""
+    inputs = inputs or synthesis_inputs(model, case, target)
     est = generate(model, (1, *case.images.shape[1:]), contrast=target, steps=steps_for(model, steps),
                    samples=samples, seed=seed, **inputs)
     return est, case.images[CONTRASTS.index(target)].numpy(), brain_of(case)

@@ -32,32 +32,27 @@ import torch
 from PIL import Image
 
 import segmenter as seg
-from bench_harness import DEVICE, CONTRASTS, LinearRegression, brain_of, conditions_of, synthesis
+from bench_harness import DEVICE, CONTRASTS, LinearRegression, brain_of, synthesis, synthesis_inputs
 from volgen.io.montage import HEADER, save_montage
 from volgen.io.volume import Volume
 from volgen.metrics import dice, ssim
 from volgen.tasks import generate
 from volgen.tasks.models import load_model
-from volgen.taskspec import TASKS
 
 ARMS = ("real", "volgen mean", "volgen sample", "regression", "table", "absent")
 TRAINED_WITHOUT = "trained without"
 SAMPLE_STEPS = 5
 
 
-def volgen_sample(model, case, target: str, seed: int) -> torch.Tensor:
+def volgen_sample(model, case, target: str, seed: int, inputs: dict) -> torch.Tensor:
     """One finished sample of `target` from the other three (the 5-step sampler to its end)."""
-    inputs = TASKS["synthesis"].inputs(volumes=conditions_of(model, case, target), contrasts=tuple(model.conditions),
-                                       shape=tuple(case.images.shape[1:]))
     est = generate(model, (1, *case.images.shape[1:]), contrast=target, samples=1, seed=seed, estimate="sample",
                    steps=model.backbone.denoiser.schedule.timesteps(SAMPLE_STEPS), **inputs)
     return est.image[0, 0].cpu()
 
 
-def table_estimate(model, case, target: str) -> torch.Tensor:
+def table_estimate(model, target: str, inputs: dict) -> torch.Tensor:
     """The module's per-voxel conditional-mean table alone (its prior, before any network)."""
-    inputs = TASKS["synthesis"].inputs(volumes=conditions_of(model, case, target), contrasts=tuple(model.conditions),
-                                       shape=tuple(case.images.shape[1:]))
     labels = model.backbone.class_labels(target)
     with torch.no_grad():
         return model.prior(inputs["conditions"], inputs["present"], labels)[0, 0].float()
@@ -66,10 +61,12 @@ def table_estimate(model, case, target: str) -> torch.Tensor:
 def replacements(model, regressions, case, target: str, seed: int) -> dict[str, torch.Tensor | None]:
     k = CONTRASTS.index(target)
     brain = torch.from_numpy(brain_of(case))
-    mean = synthesis(model, case, target, samples=2, seed=seed)[0].image[0, 0].cpu()
+    inputs = synthesis_inputs(model, case, target)     # the conditions' bias fields, fitted once for every arm
+    mean = synthesis(model, case, target, samples=2, seed=seed, inputs=inputs)[0].image[0, 0].cpu()
     regression = torch.from_numpy(regressions[target].predict(case.images.numpy()).astype(np.float32))
-    out = {"real": case.images[k], "volgen mean": mean, "volgen sample": volgen_sample(model, case, target, seed),
-           "regression": regression, "table": table_estimate(model, case, target), "absent": None}
+    out = {"real": case.images[k], "volgen mean": mean,
+           "volgen sample": volgen_sample(model, case, target, seed, inputs), "regression": regression,
+           "table": table_estimate(model, target, inputs), "absent": None}
     # every estimate is background outside the brain, as the real contrasts are (the segmenter normalises inside it)
     return {arm: (None if v is None else torch.where(brain, v, case.images[k])) for arm, v in out.items()}
 

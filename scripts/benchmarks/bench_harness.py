@@ -12,7 +12,8 @@ import numpy as np
 from scipy import ndimage
 
 from volgen.calibrate import (CONTRASTS, DEVICE, JOBS, SR_AXIS, SR_FACTOR, brain_of, conditions_of,  # noqa: F401
-                              pseudo_healthy, steps_for, super_resolution, synthesis, thick, tumour_mask)
+                              pseudo_healthy, steps_for, super_resolution, synthesis, synthesis_inputs, thick,
+                              tumour_mask)
 from volgen.kinetics import patlak_statistics
 
 
