@@ -35,6 +35,9 @@ class DataConfig:
     sr_factor: int = 4                    # super-resolution: thick-slice factor
     sr_axis: int = 2                      # along this model-grid axis (RAS: 2 = inferior-superior)
     inpainting_blobs: float = 0.0         # inpainting: share of healthy fills with a random blob as the hole
+    # synthesis: each case's contrasts divided by their bias fields at loading (io/bias_field.py), as the job divides
+    # a user's conditions: a module trained on uncorrected cases learns a per-voxel map that the job never feeds it
+    bias_correction: bool = False
     max_cases: int | None = None
     cache: bool = True
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from volgen.errors import InputError
+from volgen.io.bias_field import without_bias_on_model_grid
 from volgen.io.contrasts import find_cases
 from volgen.io.nifti import read_volume
 from volgen.io.preprocess import GridSpec, preprocess
@@ -100,7 +101,10 @@ def _load_case(case, folder: Path, data, multiple: int, healthy_paths, seg_path)
                        out_range=(-1.0, 1.0))
     prepared = [first] + [preprocess(read_volume(case.paths[c]), spec, grid=first.grid, contrast=c,
                                      out_range=(-1.0, 1.0)) for c in data.contrasts[1:]]
-    images = torch.from_numpy(np.stack([p.array for p in prepared]))
+    arrays = [p.array for p in prepared]
+    if data.bias_correction:
+        arrays = list(without_bias_on_model_grid(dict(zip(data.contrasts, arrays)), spec.spacing).values())
+    images = torch.from_numpy(np.stack(arrays))
     healthy = seg = None
     if healthy_paths is not None:
         # The healthy twin goes through its lesion image's intensity scale, so the two are comparable voxel for voxel.

@@ -31,12 +31,19 @@ def refit_gate(module, cases, data, task_name: str, *, sampler_steps: int, seed:
     numerator = torch.zeros_like(module.gate_bias, dtype=torch.float64)
     denominator = torch.zeros_like(numerator)
     timesteps = torch.as_tensor(denoiser.schedule.timesteps(sampler_steps))
+    spec = task(task_name)
     for case in tqdm(cases, desc="gate refit", disable=not progress):
-        batch = {"images": case.images[None], "healthy": case.healthy[None], "seg": case.seg[None, None]}
+        batch = {"images": case.images[None]}         # and what else the case has (inpainting's twins and labels)
+        if case.healthy is not None:
+            batch["healthy"] = case.healthy[None]
+        if case.seg is not None:
+            batch["seg"] = case.seg[None, None]
         target, cond = make_example("module", task_name, batch, data, gen, labelled=True)
         labels, conditions = cond["class_labels"], cond["conditions"]
         z0 = codec.encode(target)
-        region = F.adaptive_max_pool3d(task(task_name).region(cond).float(), z0.shape[2:])       # the latent cells made
+        # the latent cells made: the task's region (inpainting's hole), or the whole volume (synthesis)
+        region = F.adaptive_max_pool3d(spec.region(cond).float(), z0.shape[2:]) if spec.has_region \
+            else torch.ones_like(z0[:, :1])
         features = module.constant_features(conditions, None, labels)
         for t in timesteps:
             t = t.reshape(1).to(denoiser.schedule.timestep_dtype)
