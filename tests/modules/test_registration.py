@@ -1,6 +1,7 @@
 """Registration and the registered inpainting prior, against shifts made by scipy (the reference for where the
 anatomy went) and the plain harmonic fill (the baseline the prior must beat inside a hole it never saw)."""
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
@@ -12,6 +13,7 @@ from volgen.modules.template_prior import TemplateFillPrior
 from volgen.training.data import CaseArrays
 
 from tests.modules.test_template_prior import INPAINTING
+from tests.modules.test_vcm_codec_path import SETTINGS as SYNTHESIS
 from tests.modules.test_vcm_codec_path import _backbone
 
 SIZE = 24
@@ -101,27 +103,34 @@ def test_a_module_with_the_registered_prior_saves_its_atlas_and_the_switch(tmp_p
     assert "prior.atlas" not in plain.state_dict()                    # the models saved before it load as they were
 
 
-def test_the_gate_refit_finds_the_rows_where_the_modules_own_loss_is_least():
+@pytest.mark.parametrize("task_name", ["inpainting", "synthesis"])
+def test_the_gate_refit_finds_the_rows_where_the_modules_own_loss_is_least(task_name):
     from volgen.training.config import DataConfig
     from volgen.training.examples import make_example
     from volgen.training.gate_refit import refit_gate
     from volgen.training.objectives import prediction_target
 
     backbone = _backbone()
-    module = build_conditioner("vcm", backbone, {**INPAINTING, "gate_buckets": 4})
-    torch.nn.init.normal_(module.gate.weight, std=0.05)               # a trained gate is not zero
     twins = [t[:, 4:20, 4:20, 4:20] for t in _twins(2)[0]]
-    seg = torch.zeros(16, 16, 16, dtype=torch.int64)
-    seg[5:10, 5:10, 5:10] = 2
-    cases = [CaseArrays(f"c{i}", h + 0.1, healthy=h, seg=seg) for i, h in enumerate(twins)]
+    if task_name == "inpainting":
+        module = build_conditioner("vcm", backbone, {**INPAINTING, "gate_buckets": 4})
+        seg = torch.zeros(16, 16, 16, dtype=torch.int64)
+        seg[5:10, 5:10, 5:10] = 2
+        cases = [CaseArrays(f"c{i}", h + 0.1, healthy=h, seg=seg) for i, h in enumerate(twins)]
+    else:                   # synthesis cases carry no twins or labels, and the module makes the whole volume
+        module = build_conditioner("vcm", backbone, {**SYNTHESIS, "gate_buckets": 4})
+        cases = [CaseArrays(f"c{i}", h + 0.1 * h ** 2) for i, h in enumerate(twins)]
+    torch.nn.init.normal_(module.gate.weight, std=0.05)               # a trained gate is not zero
     module.prepare(cases)
     data = DataConfig(root="unused", crop=[16, 16, 16])
-    table = refit_gate(module, cases[:1], data, "inpainting", sampler_steps=1, seed=3, progress=False)
+    table = refit_gate(module, cases[:1], data, task_name, sampler_steps=1, seed=3, progress=False)
     assert torch.equal(module.gate_bias, table)
     # the same example and noise again, scored through the module's own forward
     gen = torch.Generator().manual_seed(3)
-    batch = {"images": cases[0].images[None], "healthy": cases[0].healthy[None], "seg": cases[0].seg[None, None]}
-    target, cond = make_example("module", "inpainting", batch, data, gen, labelled=True)
+    batch = {"images": cases[0].images[None]}
+    if task_name == "inpainting":
+        batch.update(healthy=cases[0].healthy[None], seg=cases[0].seg[None, None])
+    target, cond = make_example("module", task_name, batch, data, gen, labelled=True)
     denoiser = backbone.denoiser
     z0 = backbone.codec.encode(target)
     t = torch.as_tensor(denoiser.schedule.timesteps(1)).reshape(1).to(denoiser.schedule.timestep_dtype)
@@ -129,7 +138,8 @@ def test_the_gate_refit_finds_the_rows_where_the_modules_own_loss_is_least():
     alpha, sigma = denoiser.alpha_sigma(t, z0)
     x_t = alpha * z0 + sigma * eps
     goal = prediction_target(z0, eps, alpha, sigma, denoiser.parameterization)
-    region = torch.nn.functional.adaptive_max_pool3d(cond["conditions"][:, 1:2], z0.shape[2:])
+    region = torch.nn.functional.adaptive_max_pool3d(cond["conditions"][:, 1:2], z0.shape[2:]) \
+        if task_name == "inpainting" else torch.ones_like(z0[:, :1])
     row = int(module._bucket(t)[0])
 
     def loss():
