@@ -36,7 +36,8 @@ class DataConfig:
     sr_axis: int = 2                      # along this model-grid axis (RAS: 2 = inferior-superior)
     inpainting_blobs: float = 0.0         # inpainting: share of healthy fills with a random blob as the hole
     # synthesis: each case's contrasts divided by their bias fields at loading (io/bias_field.py), as the job divides
-    # a user's conditions: a module trained on uncorrected cases learns a per-voxel map that the job never feeds it
+    # a user's conditions: a module trained on uncorrected cases learns a per-voxel map that the job never feeds it.
+    # The healthy twins are not corrected (inpainting and lesion runs leave this off)
     bias_correction: bool = False
     max_cases: int | None = None
     cache: bool = True
