@@ -75,6 +75,12 @@ phantoms/train-144/.done: phantoms/train/.done phantoms/train-extra/.done
 	for d in phantoms/train/phantom-* phantoms/train-extra/phantom-*; do \
 		ln -sfn ../$$(basename $$(dirname $$d))/$$(basename $$d) phantoms/train-144/$$(basename $$d); done
 	touch $@
+# 48 training phantoms at 1 mm (seed 100), for a synthesis table fitted on 1 mm cases resampled to its grid as the
+# job resamples a user's (scripts/tools/release/swap_table_prior.py --train phantoms/train-144,phantoms/train-1mm
+# --bias-correction; session 51, not shipped: docs/architecture.md, bias fields).
+phantoms/train-1mm/.done: | $(STAMP)
+	$(PY) -m volgen phantom --n 48 --seed 100 --spacing 1 --no-pet --no-montage --out phantoms/train-1mm --overwrite
+	touch $@
 phantoms/val/.done: | $(STAMP)
 	$(PY) -m volgen phantom --n 12 --seed 300 --no-pet --out phantoms/val --overwrite
 	touch $@
