@@ -4,7 +4,10 @@ the sum of all). A refactor that changes a job's arithmetic fails here; a change
 them with `python tests/test_job_outputs_unchanged.py` and says why in its commit.
 
 Recorded on this repository's 2-core CPU; the tolerance (1e-5 of the output's range) absorbs the last-bit
-differences another CPU's vector units may give, nothing a change of method would."""
+differences another CPU's vector units may give, nothing a change of method would. Inpainting registers its atlas to
+the case by 200 Adam steps (modules/registration.py), which amplify those differences: on an AMD EPYC with AVX-512
+its outputs came out up to 8e-5 of the range off the record (50 of 3584 sampled voxels past 1e-5; every other job
+within 3e-7), so its entries get 1e-3, still far under what a change of its method moves."""
 import json
 import sys
 from pathlib import Path
@@ -15,6 +18,8 @@ import numpy as np
 REFERENCE = Path(__file__).parent / "data" / "job_outputs.npz"
 CROP = (slice(28, 76), slice(36, 84), slice(36, 76))          # 48 x 48 x 40 voxels around the phantom's centre
 SETTINGS = dict(precision="fp32", seed=3, device="cpu")
+TOLERANCE = 1e-5                        # of the output's range
+ITERATIVE_TOLERANCE = {"inpainting healthy": 1e-3, "inpainting lesion": 1e-3}     # registered by an optimiser
 
 
 def _crop_case(folder: Path, out: Path) -> dict[str, Path]:
@@ -73,8 +78,9 @@ def test_the_shipped_models_give_the_recorded_outputs(phantom_dir, tmp_path):
         got = _summary(array)
         span = float(np.ptp(expected[:-1])) or 1.0
         assert got.shape == expected.shape, name
-        assert np.abs(got[:-1] - expected[:-1]).max() <= 1e-5 * span, (name, np.abs(got - expected).max())
-        assert abs(got[-1] - expected[-1]) <= 1e-5 * span * array.size, name
+        tolerance = ITERATIVE_TOLERANCE.get(name, TOLERANCE) * span
+        assert np.abs(got[:-1] - expected[:-1]).max() <= tolerance, (name, np.abs(got - expected).max())
+        assert abs(got[-1] - expected[-1]) <= tolerance * array.size, name
 
 
 if __name__ == "__main__":            # re-record (from the repository root): python tests/test_job_outputs_unchanged.py
