@@ -12,10 +12,10 @@ sets how far a window trusts a fine-scale guide: chosen with the radius on valid
 (the additive variant before it, the prior on the fine grid plus the module's correction resampled, was 2.9 dB
 lower on t1c there). Session 36 swept eps again (radius 1-3, eps 5e-4 to 5e-3, t1c and t2f on 3 validation cases):
 2e-3 had the best PSNR for both targets (t2f 24.49, t1c 28.36 dB; 5e-3: 24.49, 28.34) and a sharper output (the
-mean gradient's ratio to the truth's 0.83 and 0.91, from 0.78 and 0.88); smaller eps sharpens further but costs PSNR. Session 52 swept again on today's job (conditions bias-corrected, the
-prior guiding t1c; radius 1-3, eps 1e-3 to 4e-3; 9 validation phantoms at 1 mm, one sampling per case): t1c is best
-here (29.24 dB, the others 29.19-29.23), t2f within 0.05 dB (eps 1e-3: 25.49 against 25.46, gradient ratio 0.81
-against 0.78). Unchanged.
+mean gradient's ratio to the truth's 0.83 and 0.91, from 0.78 and 0.88); smaller eps sharpens further but costs PSNR.
+Session 52 swept again on today's job (conditions bias-corrected, the prior guiding t1c; radius 1-3, eps 1e-3 to
+4e-3; 9 validation phantoms at 1 mm, one sampling per case): t1c is best here (29.24 dB, the others 29.19-29.23),
+t2f within 0.05 dB (eps 1e-3: 25.49 against 25.46, gradient ratio 0.81 against 0.78). Unchanged.
 
 The prior guides every target (a module without a per-voxel prior is guided by the conditions alone). Until session
 48 it did not guide t1c: on conditions with their bias fields left in, its t1c table was noisy at 1 mm (in healthy
