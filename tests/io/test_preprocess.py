@@ -150,3 +150,30 @@ def test_a_few_voxels_under_the_background_do_not_become_it():
     # a noisy background shares no value: its minimum stays the background, as before
     noisy = clean + np.random.default_rng(3).uniform(0, 5, clean.shape).astype(np.float32)
     assert background_level(noisy) == noisy.min()
+
+
+def _ball_head(spacing: float, n: int) -> Volume:
+    """A skull-stripped head drawn at `spacing` mm over the same field: a ball of radius 28 mm whose tissue brightens
+    linearly toward its edge (as the cortex is brighter than the core on T2), background 0. Linear interpolation
+    keeps a linear ramp exact, so only the head's edge differs between the two draws on the 2 mm grid."""
+    centres = (np.arange(n) - (n - 1) / 2) * spacing
+    x, y, z = np.meshgrid(centres, centres, centres, indexing="ij")
+    r = np.sqrt(x ** 2 + y ** 2 + z ** 2)
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = centres[0]
+    return Volume(np.where(r < 28.0, 40.0 + 2.0 * r, 0.0).astype(np.float32), affine)
+
+
+def test_a_head_resampled_from_1mm_is_scaled_as_its_native_2mm_draw():
+    """Resampling a skull-stripped 1 mm scan to 2 mm blends its edge with the background into a rim of dim voxels a
+    native 2 mm scan does not have; the scale is fitted on the voxels at least half inside the source's head, so the
+    rim does not lower the median that sets it."""
+    spec = GridSpec(spacing=(2.0,) * 3, multiple=8)
+    native = preprocess(_ball_head(2.0, 32), spec, contrast="t2f")
+    fine = preprocess(_ball_head(1.0, 64), spec, contrast="t2f")
+    assert not native.grid.resamples and fine.grid.resamples
+    assert fine.scale.high == pytest.approx(native.scale.high, rel=0.04)
+    # the rim is there: counted as head, it would move the scale by more than 10%
+    resampled = fine.grid.forward(fine.source.array, order=1, fill=0.0)
+    whole_head = IntensityScale.fit(resampled, median_level=MEDIAN_LEVEL["t2f"])
+    assert whole_head.high < 0.9 * native.scale.high

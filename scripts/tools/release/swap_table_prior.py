@@ -8,8 +8,9 @@ how a module fitted before the context stage existed gains one).
 cases' voxels, not on the backbone, so this skips the minutes of fitting.)
 --train takes several corpora at any spacing, comma-separated (the loader resamples each case to the model grid, as
 the job resamples a user's); --bias-correction fits on cases with their bias fields divided out, as the job hands
-the module a user's conditions. Session 51 tried both (`--train phantoms/train-144,phantoms/train-1mm
---bias-correction`, 28 min on 2 cores; see docs/architecture.md, bias fields): better on validation, not shipped.
+the module a user's conditions. The shipped table is `--train phantoms/train-144 --bias-correction` (session 53,
+17 min on 2 cores); session 51's `--train phantoms/train-144,phantoms/train-1mm --bias-correction` was better on
+validation and worse on fresh 1 mm phantoms (docs/architecture.md, bias fields).
 Measure the result with scripts/benchmarks/bench_quality.py --vcm OUT_FOLDER before shipping it.
 """
 from __future__ import annotations
