@@ -262,17 +262,19 @@ def preprocess(volume: Volume, spec: GridSpec = GridSpec(), *, grid: GridMap | N
     if volume.array.ndim != 3:
         raise InputError(volume.meta.get("path", volume.name), f"expected a 3D volume, got shape {volume.shape}")
     background = background_level(volume.array)
+    foreground = volume.array > background
     if grid is None:
-        grid = GridMap.plan(volume.shape, volume.affine, spec, foreground=volume.array > background)
+        grid = GridMap.plan(volume.shape, volume.affine, spec, foreground=foreground)
     elif not grid.matches(volume):
         raise InputError(volume.meta.get("path", volume.name), "grid differs from the case's reference volume")
     if label:
         return Preprocessed(grid.forward(volume.array, order=0, fill=0), grid, None, volume)
     model = grid.forward(volume.array.astype(np.float32), order=1, fill=background)
-    head = covered_by_foreground(volume.array > background, grid)
-    scale = (IntensityScale.fit(model, percentiles, out_range, mask=head, median_level=MEDIAN_LEVEL.get(contrast))
-             if out_range is not None else None)
-    return Preprocessed(scale.forward(model) if scale else model, grid, scale, volume)
+    if out_range is None:
+        return Preprocessed(model, grid, None, volume)
+    scale = IntensityScale.fit(model, percentiles, out_range, mask=covered_by_foreground(foreground, grid),
+                               median_level=MEDIAN_LEVEL.get(contrast))
+    return Preprocessed(scale.forward(model), grid, scale, volume)
 
 
 def covered_by_foreground(foreground: np.ndarray, grid: GridMap) -> np.ndarray | None:
