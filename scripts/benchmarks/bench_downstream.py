@@ -133,7 +133,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"segmenter": json.loads((Path(args.segmenter) / "segmenter.json").read_text()), "cases": len(cases),
                "model": args.model or "shipped",
-               "heldout": args.heldout, "dice": {}, "ssim": {},
+               "heldout": args.heldout, "dice": {}, "ssim": {}, "per_case": {},
                "trained_without": {c: json.loads((r / "segmenter.json").read_text()) for c, r in
                                    trained_without.items()}}
     began = time.perf_counter()
@@ -171,6 +171,9 @@ def main() -> None:
         results["dice"][target] = {arm: {r: [float(np.mean([d[i] for d in v])), float(np.std([d[i] for d in v]))]
                                          for i, r in enumerate(seg.REGIONS)} for arm, v in dices.items()}
         results["ssim"][target] = {arm: float(np.mean(v)) for arm, v in ssims.items()}
+        # per case (WT, TC, ET): a ratio of means hides a case the segmenter fails even on the real images
+        per_case = {arm: [[round(float(x), 4) for x in d] for d in v] for arm, v in dices.items()}
+        results["per_case"][target] = {"cases": [item["name"] for item in cases], **per_case}
     results["seconds"] = round(time.perf_counter() - began, 1)
     out.write_text(json.dumps(results, indent=1))
     print_table(results)
