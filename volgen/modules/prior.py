@@ -189,15 +189,17 @@ def _neighbour_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 def harmonic_fill(image: torch.Tensor, mask: torch.Tensor, tolerance: float, max_iterations: int,
-                  check_every: int | None = None) -> torch.Tensor:
-    """(B, 1, D, H, W): `image` with the voxels of the bool `mask` solved from deg u_i - sum_unknown u_j =
-    sum_known image_j by conjugate gradients (the system is symmetric positive definite on the mask), every item at
-    once. An item stops moving once its residual is below `tolerance`. Off the CPU the loop asks whether all have
-    stopped only every 16 iterations (`check_every`), since each question waits for the device."""
+                  check_every: int | None = None, screening: float = 0.0) -> torch.Tensor:
+    """(B, 1, D, H, W): `image` with the voxels of the bool `mask` solved from (deg + screening) u_i -
+    sum_unknown u_j = sum_known image_j by conjugate gradients (the system is symmetric positive definite on the
+    mask), every item at once. An item stops moving once its residual is below `tolerance`. Off the CPU the loop asks
+    whether all have stopped only every 16 iterations (`check_every`), since each question waits for the device.
+    `screening` 1/l^2 makes the boundary values fade over about l voxels into the mask instead of reaching across it
+    (0: the harmonic fill)."""
     check_every = check_every or (1 if image.device.type == "cpu" else 16)
     m = mask.to(image.dtype)
     known = image * (1 - m)
-    degree = _neighbour_sum(torch.ones_like(image[:1]))
+    degree = _neighbour_sum(torch.ones_like(image[:1])) + screening
 
     def apply(u):
         return m * (degree * u - _neighbour_sum(u * m))

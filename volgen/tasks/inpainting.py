@@ -8,10 +8,11 @@ import torch
 
 from volgen.errors import InputError
 from volgen.io.contrasts import contrast_of_input
-from volgen.io.preprocess import GridSpec, preprocess
+from volgen.io.preprocess import GridSpec, cast_like, preprocess
 from volgen.io.resample import grid_difference, same_grid
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
+from volgen.tasks.seam import met_at_boundary, reach_of
 from volgen.taskspec import TASKS
 
 MODES = ("healthy", "lesion")
@@ -44,9 +45,11 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
                                      **SPEC.inputs(image=image, mask=keep, insert=mode == "lesion", device=device))
     with timer("restore"):
-        restored = pre.restore(array).array
+        # on a grid finer than the model's the fill is met to the known voxels around the mask (tasks/seam.py)
+        restored = met_at_boundary(pre.restore(array, dtype=np.float32).array, source.array, inside,
+                                   reach_of(source.spacing, model_spacing(model)))
         output = source.array.copy()
-        output[inside] = restored[inside]
+        output[inside] = cast_like(restored, output.dtype)[inside]
     name = f"{source.name}-{'healthy' if mode == 'healthy' else 'lesion'}"
     info = {"job": "inpainting", "input": volume_path(source), "mask": volume_path(mask_volume), "mode": mode,
             "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model, SPEC.mean_of, [contrast]),
@@ -75,4 +78,6 @@ def prior_fill(volume, mask: np.ndarray, model, contrast: str) -> np.ndarray:
     pre, image, keep = on_model_grid(volume, mask, model, contrast)
     conditions = SPEC.inputs(image=image, mask=keep, insert=False)["conditions"]
     filled = model.prior(conditions, None, backbone_of(model).class_labels(contrast))[0, 0].numpy()
-    return np.where(mask, pre.restore(filled).array, volume.array)
+    restored = met_at_boundary(pre.restore(filled, dtype=np.float32).array, volume.array, mask,
+                               reach_of(volume.spacing, model_spacing(model)))
+    return np.where(mask, cast_like(restored, volume.array.dtype), volume.array)

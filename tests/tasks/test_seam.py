@@ -1,0 +1,57 @@
+"""The seam correction of a fill made on a coarser grid (volgen/tasks/seam.py), against the direct sparse solve of
+the harmonic fill (volgen/baselines.py) and values derived by hand."""
+import numpy as np
+
+from volgen.baselines import harmonic_fill
+from volgen.tasks.seam import met_at_boundary, reach_of
+
+
+def hole_and_image(seed=0):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(18, 20, 16))
+    hole = np.zeros(image.shape, dtype=bool)
+    hole[5:13, 4:11, 6:12] = True
+    hole[12:17, 9:12, 3:7] = True          # an arm reaching the volume's edge plane 17: the edge is no neighbour
+    return image, hole
+
+
+def test_a_blank_fill_becomes_the_exact_harmonic_fill():
+    image, hole = hole_and_image()
+    met = met_at_boundary(np.zeros_like(image), image, hole)
+    np.testing.assert_allclose(met[hole], harmonic_fill(image, hole)[hole], atol=1e-5)
+    assert not met[~hole].any()                 # outside the hole the fill is returned as it came
+
+
+def test_a_fill_off_by_a_constant_is_brought_back_to_the_image():
+    image, hole = hole_and_image(1)
+    met = met_at_boundary(image + 0.3, image, hole)     # the harmonic function with boundary values -0.3 is -0.3
+    np.testing.assert_allclose(met[hole], image[hole], atol=1e-5)
+
+
+def test_a_fill_that_meets_the_known_voxels_is_left_alone():
+    image, hole = hole_and_image(2)
+    fill = np.where(hole, 4.0, image).astype(np.float32)
+    met = met_at_boundary(fill, image, hole)
+    assert met.dtype == np.float32
+    np.testing.assert_array_equal(met, fill)
+
+
+def test_a_screened_correction_fades_into_a_slab_as_derived_by_hand():
+    # a slab across the whole volume in y and z, known at x = 0 and x = 23: the solution is constant in y and z, and
+    # (2 + s) u_k - u_{k-1} - u_{k+1} = 0 with u_0 = u_23 = 1, s = 1 / reach^2, gives u_k = cosh(a (k - 11.5)) /
+    # cosh(11.5 a) with cosh a = 1 + s / 2
+    source = np.ones((24, 5, 6))
+    hole = np.zeros(source.shape, dtype=bool)
+    hole[1:23] = True
+    met = met_at_boundary(np.zeros_like(source), source, hole, reach=2.0)
+    a = np.arccosh(1 + 0.25 / 2)
+    k = np.arange(1, 23)
+    expected = np.cosh(a * (k - 11.5)) / np.cosh(11.5 * a)
+    np.testing.assert_allclose(met[1:23], np.broadcast_to(expected[:, None, None], (22, 5, 6)), atol=1e-5)
+    assert met[11, 0, 0] < 0.01                 # the mismatch does not reach the slab's middle
+
+
+def test_the_reach_is_one_model_voxel_on_the_finest_axis():
+    assert reach_of((1.0, 1.0, 1.0), 2.0) == 2.0
+    assert reach_of((0.5, 1.0, 3.0), 2.0) == 4.0
+    assert reach_of((2.0, 2.0, 2.0), 2.0) == 1.0
