@@ -45,9 +45,7 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
                                      **SPEC.inputs(image=image, mask=keep, insert=mode == "lesion", device=device))
     with timer("restore"):
-        # on a grid finer than the model's the fill is met to the known voxels around the mask (tasks/seam.py)
-        restored = met_at_boundary(pre.restore(array, dtype=np.float32).array, source.array, inside,
-                                   reach_of(source.spacing, model_spacing(model)))
+        restored = restored_and_met(pre, array, source, inside, model)
         output = source.array.copy()
         output[inside] = cast_like(restored, output.dtype)[inside]
     name = f"{source.name}-{'healthy' if mode == 'healthy' else 'lesion'}"
@@ -78,6 +76,12 @@ def prior_fill(volume, mask: np.ndarray, model, contrast: str) -> np.ndarray:
     pre, image, keep = on_model_grid(volume, mask, model, contrast)
     conditions = SPEC.inputs(image=image, mask=keep, insert=False)["conditions"]
     filled = model.prior(conditions, None, backbone_of(model).class_labels(contrast))[0, 0].numpy()
-    restored = met_at_boundary(pre.restore(filled, dtype=np.float32).array, volume.array, mask,
-                               reach_of(volume.spacing, model_spacing(model)))
+    restored = restored_and_met(pre, filled, volume, mask, model)
     return np.where(mask, cast_like(restored, volume.array.dtype), volume.array)
+
+
+def restored_and_met(pre, model_array: np.ndarray, source, inside: np.ndarray, model) -> np.ndarray:
+    """A model-grid fill on the source grid (float32), met to the known voxels round the mask: on a grid finer than
+    the model's the interpolated fill does not meet them (tasks/seam.py); on the model's own grid nothing changes."""
+    restored = pre.restore(model_array, dtype=np.float32).array
+    return met_at_boundary(restored, source.array, inside, reach_of(source.spacing, model_spacing(model)))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from volgen.modules.prior import harmonic_fill
+from volgen.modules.prior import bounding_box, harmonic_fill
 
 TOLERANCE = 1e-6            # relative residual: the mismatch is a few per cent of the peak, far below its noise
 
@@ -33,8 +33,7 @@ def met_at_boundary(fill: np.ndarray, source: np.ndarray, inside: np.ndarray, re
     """`fill` (the source grid, float) with the harmonic function inside `inside` (bool) that equals source - fill
     on the mask's boundary added to it; voxels outside the mask are returned as `fill` has them. With `reach` (voxels)
     the correction fades over about that depth into the mask (screened) instead of reaching across it."""
-    found = np.argwhere(inside)
-    box = tuple(slice(max(lo - 1, 0), hi + 2) for lo, hi in zip(found.min(0), found.max(0)))
+    box = bounding_box(torch.from_numpy(inside), margin=1)
     hole = inside[box]
     mismatch = np.where(hole, 0.0, np.asarray(source[box], dtype=np.float64) - fill[box])
     as_tensor = [torch.from_numpy(np.ascontiguousarray(x))[None, None] for x in (mismatch, hole)]
