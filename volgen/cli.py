@@ -161,7 +161,8 @@ def _add_sampling_args(p, *, backbone: bool = True) -> None:
                         "matters), fp32 elsewhere")
     g.add_argument("--estimate", choices=("mean", "sample"), default="mean",
                    help="mean: the posterior mean, for measurements and segmentation (default); sample: one draw, "
-                        "for augmentation")
+                        "for augmentation (lesion insertion, and synthesis on a grid finer than the model's, give "
+                        "it the scan's noise grain)")
     g.add_argument("--guidance", type=float, default=1.0,
                    help="conditioning strength: 1 as trained, 0 the bare backbone, >1 stronger (default 1)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")

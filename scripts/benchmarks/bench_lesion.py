@@ -11,7 +11,9 @@ Measures, intensities divided by the healthy twin's 99.5th percentile in the hea
 - per contrast and compartment (necrotic core, oedema, enhancing), the 1-Wasserstein distance of the intensities
   to the real tumours', over all cases pooled, and its ratio to the healthy twin's (target: one sample at most 0.5x
   everywhere); beside it the same per case, paired with its own tumour;
-- PSNR inside the labels and their one-voxel border (the voxels the job may change; intensities up to 1.5x);
+- PSNR inside the labels and their one-voxel border (the voxels the job may change; intensities up to 1.5x), and in
+  the healthy border alone (the tissue within one model voxel of the labels, which the job rewrites so the tumour
+  blends in: on a 1 mm case, where it should keep the scan's detail);
 - the enhancing rim's contrast on t1c: mean(enhancing) - mean(necrotic core), as a fraction of the real one's;
 - seconds per case for the job (read to write, four contrasts).
 With `--ideal DIR` (`make bench-lesion`: the training phantoms, as many as --limit) the pooled W1 also has the
@@ -45,6 +47,7 @@ from volgen.metrics import psnr
 from volgen.phantom.case import write_twin_case
 from volgen.ops import compartments, label_zones
 from volgen.tasks.job import model_spacing
+from volgen.tasks.lesion import changed_region
 from volgen.tasks.models import backbone_of
 
 PARTS = {"necrotic": 1, "oedema": 2, "enhancing": 3}
@@ -77,7 +80,8 @@ def scale_of(twin: np.ndarray) -> float:
     return float(np.percentile(twin[twin > twin.min()], 99.5))
 
 
-def scores(arm: dict, real: dict, twin: dict, seg: np.ndarray, region: np.ndarray, pools: dict) -> dict:
+def scores(arm: dict, real: dict, twin: dict, seg: np.ndarray, region: np.ndarray, border: np.ndarray,
+           pools: dict) -> dict:
     """Per-case measures; each compartment's intensities are also added to `pools` (the W1 to real tumours over
     all cases: the phantom draws each case's tumour tissue apart from its healthy tissue, so a case's own tumour
     level cannot be known from its healthy images, and a paired W1 has a floor that a pooled one has not)."""
@@ -86,6 +90,8 @@ def scores(arm: dict, real: dict, twin: dict, seg: np.ndarray, region: np.ndarra
         s = scale_of(twin[contrast])
         x, y = arm[contrast] / s, real[contrast] / s
         out[f"{contrast}_psnr"] = psnr(np.clip(x, 0, 1.5) / 1.5, np.clip(y, 0, 1.5) / 1.5, region, data_range=1.0)
+        out[f"{contrast}_border_psnr"] = psnr(np.clip(x, 0, 1.5) / 1.5, np.clip(y, 0, 1.5) / 1.5, border,
+                                              data_range=1.0)
         for part, label in PARTS.items():
             where = seg == label
             if where.sum() >= 10:
@@ -108,7 +114,7 @@ def real_tumour_pools(root: Path, tmp: Path) -> list[dict[str, list]]:
         real = {c: read_volume(case.paths[c]).array.astype(np.float32) for c in MRI_CONTRASTS}
         twin = {c: read_volume(folder / f"{folder.name}-{c}.nii.gz").array.astype(np.float32) for c in MRI_CONTRASTS}
         pools.append({})
-        scores(real, real, twin, seg, seg > 0, pools[-1])
+        scores(real, real, twin, seg, seg > 0, seg > 0, pools[-1])
     return pools
 
 
@@ -173,9 +179,12 @@ def main() -> None:
                 if estimate == "mean":
                     seconds.append(sum(result.info["seconds"].values()))
             region = binary_dilation(seg > 0, np.ones((3, 3, 3)))       # the voxels the job may change (2 mm)
+            # the healthy tissue the job rewrites round the labels (one model voxel deep, on any grid)
+            border = changed_region(seg, seg_volume.affine, model_spacing(model)) & (seg == 0)
             for arm, images in arms.items():
-                per_arm.setdefault(arm, []).append(scores(images, real, twin, seg, region, pools.setdefault(arm, {})))
-            scores(real, real, twin, seg, region, pools.setdefault("real", {}))
+                per_arm.setdefault(arm, []).append(scores(images, real, twin, seg, region, border,
+                                                          pools.setdefault(arm, {})))
+            scores(real, real, twin, seg, region, border, pools.setdefault("real", {}))
             if index == 0:
                 rows = {}
                 for contrast in ("t1c", "t2f"):
@@ -212,6 +221,9 @@ def main() -> None:
     for arm, values in summary.items():
         print(f"{arm:<22}" + "".join(f"{values[f'{c}_psnr']:>9.2f}" for c in MRI_CONTRASTS) +
               f"  {values.get('t1c_rim_contrast', float('nan')):.2f}")
+    print(f"{'PSNR, healthy border':<22}" + "".join(f"{c:>9}" for c in MRI_CONTRASTS))
+    for arm, values in summary.items():
+        print(f"{arm:<22}" + "".join(f"{values[f'{c}_border_psnr']:>9.2f}" for c in MRI_CONTRASTS))
     sample = pooled["volgen sample"]
     worst = max(sample, key=sample.get)
     print(f"target: one sample's W1 to the real tumours at most 0.5x the twin's, every contrast and compartment "

@@ -2,16 +2,19 @@
 module's estimate is fitted locally as a linear combination of its guides (its prior and the conditions) on the
 model grid, and the fit is applied to the 1 mm guides, written on the case's own grid."""
 import numpy as np
+import pytest
 import torch
 
-from tests.helpers import write_brats_case
+from tests.helpers import save_nifti, smooth_volume, write_brats_case
 from volgen import hub
 from volgen.io.contrasts import MRI_CONTRASTS
 from volgen.io.preprocess import MEDIAN_LEVEL, background_level
 from volgen.modules import VCM, VCMConfig
 from volgen.ops import GuidedFit, guided_filter, local_linear_fit, window_fit
 from volgen.tasks.detail import at_median_level, transfer_detail
-from volgen.tasks.synthesis import synthesize
+from volgen.io.volume import Volume
+from volgen.tasks.noise_match import noise_level
+from volgen.tasks.synthesis import synthesize, with_scans_noise
 
 
 def test_the_local_fit_recovers_a_linear_combination_and_matches_a_windows_least_squares():
@@ -67,6 +70,36 @@ def test_a_1mm_case_gets_the_detail_by_default_on_its_own_grid(tmp_path, tiny_mo
     assert 0.0 <= fine.array.min() and fine.array.max() <= 1.0
     head = np.any([v.array > background_level(v.array) for v in default.inputs.values()], axis=0)
     assert abs(np.median(fine.array[head & (fine.array > 0)]) - MEDIAN_LEVEL["t1c"]) < 1e-3
+
+
+def test_a_sample_fitted_to_noisy_1mm_conditions_gets_their_noise_relative_to_their_signal():
+    """The fit to the 1 mm conditions smooths their noise away; a sample (for users who want the scan's look) gets
+    white noise up to the conditions' noise level per unit of their median, times its own head median."""
+    rng = np.random.default_rng(0)
+    conditions = {}
+    for i, (c, relative_sd) in enumerate((("t1n", 0.02), ("t2w", 0.04), ("t2f", 0.03))):     # scans with noise
+        image = smooth_volume((40, 44, 36), seed=i) + 100.0
+        conditions[c] = Volume(image + relative_sd * np.median(image) * rng.standard_normal(image.shape), np.eye(4))
+    head = np.zeros((40, 44, 36), bool)
+    head[4:36, 4:40, 4:32] = True
+    smooth = np.where(head, smooth_volume((40, 44, 36), seed=7) / 1000 * 0.2 + 0.4, 0.0).astype(np.float32)
+    smooth[10, 10, 10] = 0.999                                    # near the top: the noise may not take it past 1
+    noisy, sd = with_scans_noise(smooth, head, conditions, seed=0, index=0)
+    wanted = 0.03 * np.median(smooth[head])                       # the middle of 0.02, 0.03 and 0.04
+    assert noise_level(noisy, head) == pytest.approx(wanted, rel=0.1) and sd == pytest.approx(wanted, rel=0.1)
+    assert np.all(noisy[~head] == 0) and noisy.max() <= 1.0 and noisy.dtype == np.float32
+    again, _ = with_scans_noise(smooth, head, conditions, seed=0, index=0)
+    np.testing.assert_array_equal(noisy, again)                  # the seed decides the noise
+
+
+def test_only_a_sample_on_a_finer_grid_gets_the_noise(tmp_path, tiny_models):
+    settings = dict(target="t1c", model=_tiny_synthesis_module(tmp_path, tiny_models), steps=2, progress=False)
+    for name, spacing in (("fine", 1.0), ("coarse", 2.0)):
+        shape = (40, 44, 36) if spacing == 1.0 else (20, 22, 18)
+        folder = write_brats_case(tmp_path, name, shape=shape, affine=np.diag([spacing] * 3 + [1.0]))
+        cases = {c: folder / f"{name}-{c}.nii.gz" for c in ("t1n", "t2w", "t2f")}
+        assert "noise_sd" not in synthesize(cases, **settings).info
+        assert ("noise_sd" in synthesize(cases, estimate="sample", **settings).info) == (spacing == 1.0)
 
 
 def test_a_fine_estimate_is_rescaled_to_put_its_heads_median_at_the_contrasts_level():

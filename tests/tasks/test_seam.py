@@ -3,7 +3,9 @@ the harmonic fill (volgen/baselines.py) and values derived by hand."""
 import numpy as np
 
 from volgen.baselines import harmonic_fill
-from volgen.tasks.seam import met_at_boundary, reach_of
+from volgen.io.preprocess import GridSpec, preprocess
+from volgen.io.volume import Volume
+from volgen.tasks.seam import met_at_boundary, reach_of, restored_and_met
 
 
 def hole_and_image(seed=0):
@@ -55,3 +57,31 @@ def test_the_reach_is_one_model_voxel_on_the_finest_axis():
     assert reach_of((1.0, 1.0, 1.0), 2.0) == 2.0
     assert reach_of((0.5, 1.0, 3.0), 2.0) == 4.0
     assert reach_of((2.0, 2.0, 2.0), 2.0) == 1.0
+
+
+def _on_grid(spacing):
+    """(a source Volume with detail at every voxel, its preprocessed 2 mm model-grid version, a region)."""
+    shape = (32, 32, 32) if spacing == 1.0 else (16, 16, 16)
+    rng = np.random.default_rng(2)
+    image = 100.0 + 20.0 * rng.standard_normal(shape)
+    image[:, :, shape[2] // 2:] += 50.0                              # an edge too
+    source = Volume(image.astype(np.float32), np.diag([spacing] * 3 + [1.0]))
+    pre = preprocess(source, GridSpec(spacing=(2.0,) * 3, multiple=1), contrast="t1n", out_range=(-1.0, 1.0))
+    inside = np.zeros(shape, bool)
+    inside[tuple(slice(n // 4, 3 * n // 4) for n in shape)] = True
+    return source, pre, inside
+
+
+def test_a_healthy_border_gets_back_the_detail_the_model_grid_cannot_hold():
+    """At 1 mm: where the model changed nothing, the border comes back as the source, detail and all; without the
+    border the 2 mm version stands there."""
+    source, pre, inside = _on_grid(1.0)
+    border = inside.copy()
+    border[12:20, 12:20, 12:20] = False                             # the labels: the model's own there
+    kept = restored_and_met(pre, pre.array, source, inside, 2.0, healthy_border=border)
+    plain = restored_and_met(pre, pre.array, source, inside, 2.0)
+    np.testing.assert_allclose(kept[border], source.array[border], atol=1e-3)
+    assert np.abs(plain[border] - source.array[border]).mean() > 5.0
+    model_own = inside & ~border                                    # nothing to meet: the model's fill as it is
+    np.testing.assert_allclose(kept[model_own], pre.restore(pre.array, dtype=np.float32).array[model_own], atol=1e-3)
+

@@ -12,7 +12,7 @@ from volgen.io.preprocess import GridSpec, cast_like, preprocess
 from volgen.io.resample import grid_difference, same_grid
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
-from volgen.tasks.seam import met_at_boundary, reach_of
+from volgen.tasks.seam import restored_and_met
 from volgen.taskspec import TASKS
 
 MODES = ("healthy", "lesion")
@@ -45,7 +45,7 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
                                      **SPEC.inputs(image=image, mask=keep, insert=mode == "lesion", device=device))
     with timer("restore"):
-        restored = restored_and_met(pre, array, source, inside, model)
+        restored = restored_and_met(pre, array, source, inside, model_spacing(model))
         output = source.array.copy()
         output[inside] = cast_like(restored, output.dtype)[inside]
     name = f"{source.name}-{'healthy' if mode == 'healthy' else 'lesion'}"
@@ -76,12 +76,5 @@ def prior_fill(volume, mask: np.ndarray, model, contrast: str) -> np.ndarray:
     pre, image, keep = on_model_grid(volume, mask, model, contrast)
     conditions = SPEC.inputs(image=image, mask=keep, insert=False)["conditions"]
     filled = model.prior(conditions, None, backbone_of(model).class_labels(contrast))[0, 0].numpy()
-    restored = restored_and_met(pre, filled, volume, mask, model)
+    restored = restored_and_met(pre, filled, volume, mask, model_spacing(model))
     return np.where(mask, cast_like(restored, volume.array.dtype), volume.array)
-
-
-def restored_and_met(pre, model_array: np.ndarray, source, inside: np.ndarray, model) -> np.ndarray:
-    """A model-grid fill on the source grid (float32), met to the known voxels round the mask: on a grid finer than
-    the model's the interpolated fill does not meet them (tasks/seam.py); on the model's own grid nothing changes."""
-    restored = pre.restore(model_array, dtype=np.float32).array
-    return met_at_boundary(restored, source.array, inside, reach_of(source.spacing, model_spacing(model)))

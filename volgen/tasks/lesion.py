@@ -28,7 +28,8 @@ from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacin
 from volgen.tasks.mass_effect import push_aside
 from volgen.tasks.models import backbone_of
 from volgen.tasks.noise_match import with_matched_noise
-from volgen.tasks.synthesis import read_case
+from volgen.tasks.seam import restored_and_met
+from volgen.tasks.synthesis import finer_than_model, read_case
 from volgen.taskspec import TASKS
 
 SPEC = TASKS["lesion"]              # its conditions and projection (volgen/taskspec.py)
@@ -155,6 +156,7 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, mass_effect
     with timer("restore"):
         inside = changed_region(label_array, reference.affine, model_spacing(model))
         written = inside | moved
+        border = inside & (label_array == 0) if finer_than_model(reference, model_spacing(model)) else None
         outputs, uncertainty, noise_sd = {}, {}, {}
         for g, contrast in enumerate(contrasts):
             model_array = prepared[contrast].array.copy()
@@ -162,9 +164,13 @@ def insert_lesion(case, labels, *, sampling: Sampling | None = None, mass_effect
             source = volumes[contrast]
             output = originals[contrast].array.copy()
             output[moved] = source.array[moved]
-            restored = prepared[contrast].restore(model_array, dtype=np.float32).array
+            # the sample meets the known voxels round the region (tasks/seam.py); on a finer grid the labels' healthy
+            # border gets back the source's detail too, and with it the source's noise
+            restored = restored_and_met(prepared[contrast], model_array, source, inside, model_spacing(model),
+                                        healthy_border=border)
             if sampling.estimate == "sample":        # a sample gets the scan's grain (volgen/tasks/noise_match.py)
-                restored, noise_sd[contrast] = with_matched_noise(restored, inside & brain, source.array,
+                drawn = inside & brain if border is None else inside & brain & ~border
+                restored, noise_sd[contrast] = with_matched_noise(restored, drawn, source.array,
                                                                   brain & ~written,
                                                                   np.random.default_rng([sampling.seed, g]))
             output[inside] = cast_like(restored, output.dtype)[inside]

@@ -35,9 +35,23 @@ def with_matched_noise(image: np.ndarray, region: np.ndarray, scan: np.ndarray, 
                        rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """(image as float32 with white noise added inside `region` up to the noise level of `scan` over `elsewhere`, the
     noise's sd); voxels outside `region` are unchanged, none inside goes below the scan's minimum."""
-    sd = float(np.sqrt(max(noise_level(scan, elsewhere) ** 2 - noise_level(image, region) ** 2, 0.0)))
+    return with_noise_up_to(image, region, noise_level(scan, elsewhere), float(np.min(scan)), rng)
+
+
+def with_noise_up_to(image: np.ndarray, region: np.ndarray, level: float, floor: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """(image as float32 with white noise added inside `region` until its noise level there is `level`, the noise's
+    sd); voxels outside `region` are unchanged, none inside goes below `floor`."""
+    sd = float(np.sqrt(max(level ** 2 - noise_level(image, region) ** 2, 0.0)))
     out = np.asarray(image, dtype=np.float32).copy()
     if sd > 0:
         noisy = out[region] + (sd * rng.standard_normal(int(region.sum()))).astype(np.float32)
-        out[region] = np.maximum(noisy, np.float32(np.min(scan)))
+        out[region] = np.maximum(noisy, np.float32(floor))
     return out, sd
+
+
+def relative_noise(scans, where: np.ndarray) -> float:
+    """The median over `scans` of each one's noise level over `where` per unit of its median there: an estimate of
+    the noise, relative to the signal, of another contrast of the same session (relative, because a synthesised
+    contrast is on its own intensity scale, not on any of theirs)."""
+    return float(np.median([noise_level(s, where) / float(np.median(s[where])) for s in scans]))
