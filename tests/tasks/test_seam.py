@@ -1,10 +1,14 @@
 """The seam correction of a fill made on a coarser grid (volgen/tasks/seam.py), against the direct sparse solve of
-the harmonic fill (volgen/baselines.py) and values derived by hand."""
+the harmonic fill (volgen/baselines.py) and values derived by hand; and the rest of what the inpainting and lesion
+jobs do on a grid finer than the model's."""
 import numpy as np
 
+from tests.helpers import smooth_volume
 from volgen.baselines import harmonic_fill
 from volgen.io.preprocess import GridSpec, preprocess
 from volgen.io.volume import Volume
+from volgen.tasks.inpainting import inpaint
+from volgen.tasks.noise_match import noise_level
 from volgen.tasks.seam import met_at_boundary, reach_of, restored_and_met
 
 
@@ -85,3 +89,23 @@ def test_a_healthy_border_gets_back_the_detail_the_model_grid_cannot_hold():
     model_own = inside & ~border                                    # nothing to meet: the model's fill as it is
     np.testing.assert_allclose(kept[model_own], pre.restore(pre.array, dtype=np.float32).array[model_own], atol=1e-3)
 
+
+
+def test_an_inpainted_sample_gets_the_scans_grain_on_a_finer_grid_only(tmp_path, tiny_models):
+    """A sample is for texture: drawn on the 2 mm model grid it lacks a 1 mm scan's noise, which is added in the hole
+    up to the scan's level (tasks/noise_match.py); the mean, and a sample on the model grid, are left as drawn."""
+    settings = dict(contrast="t2f", model=tiny_models["inpainting"], steps=2, progress=False)
+    for spacing, shape in ((1.0, (40, 40, 36)), (2.0, (20, 20, 18))):
+        rng = np.random.default_rng(5)
+        image = Volume((smooth_volume(shape, seed=3) + 200.0 + 10.0 * rng.standard_normal(shape)).astype(np.float32),
+                       np.diag([spacing] * 3 + [1.0]))
+        mask = np.zeros(shape, np.int16)
+        mask[tuple(slice(n // 3, 2 * n // 3) for n in shape)] = 1
+        mask_volume = image.with_array(mask)
+        mean, sample = (inpaint(image, mask_volume, estimate=e, **settings) for e in ("mean", "sample"))
+        assert "matched_noise_sd" not in mean.info
+        assert ("matched_noise_sd" in sample.info) == (spacing == 1.0)
+        filled = sample.outputs["inpainted"].array
+        np.testing.assert_array_equal(filled[mask == 0], image.array[mask == 0])       # outside: the scan's own
+        if spacing == 1.0:
+            assert noise_level(filled, mask > 0) >= 0.9 * noise_level(image.array, mask == 0)

@@ -8,11 +8,13 @@ import torch
 
 from volgen.errors import InputError
 from volgen.io.contrasts import contrast_of_input
-from volgen.io.preprocess import GridSpec, cast_like, preprocess
+from volgen.io.preprocess import GridSpec, background_level, cast_like, preprocess
 from volgen.io.resample import grid_difference, same_grid
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
+from volgen.tasks.noise_match import with_matched_noise
 from volgen.tasks.seam import restored_and_met
+from volgen.tasks.synthesis import finer_than_model
 from volgen.taskspec import TASKS
 
 MODES = ("healthy", "lesion")
@@ -46,12 +48,19 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
                                      **SPEC.inputs(image=image, mask=keep, insert=mode == "lesion", device=device))
     with timer("restore"):
         restored = restored_and_met(pre, array, source, inside, model_spacing(model))
+        noise_sd = None
+        if sampling.estimate == "sample" and finer_than_model(source, model_spacing(model)):
+            # a sample is for texture: drawn on the model grid it lacks the finer scan's grain (tasks/noise_match.py)
+            head = source.array > background_level(source.array)
+            restored, noise_sd = with_matched_noise(restored, inside & head, source.array, head & ~inside,
+                                                    np.random.default_rng(sampling.seed))
         output = source.array.copy()
         output[inside] = cast_like(restored, output.dtype)[inside]
     name = f"{source.name}-{'healthy' if mode == 'healthy' else 'lesion'}"
     info = {"job": "inpainting", "input": volume_path(source), "mask": volume_path(mask_volume), "mode": mode,
             "contrast": contrast, "mask_voxels": int(inside.sum()), **sampling.describe(model, SPEC.mean_of, [contrast]),
-            "model_grid": list(pre.grid.model_shape), "seconds": timer.seconds}
+            "model_grid": list(pre.grid.model_shape), **({} if noise_sd is None else {"matched_noise_sd": noise_sd}),
+            "seconds": timer.seconds}
     uncertainty = {}
     if spread is not None:            # outside the mask nothing was synthesised: no uncertainty there
         spread = pre.restore_spread(spread).array
