@@ -89,9 +89,9 @@ def scores(arm: dict, real: dict, twin: dict, seg: np.ndarray, region: np.ndarra
     for contrast in MRI_CONTRASTS:
         s = scale_of(twin[contrast])
         x, y = arm[contrast] / s, real[contrast] / s
-        out[f"{contrast}_psnr"] = psnr(np.clip(x, 0, 1.5) / 1.5, np.clip(y, 0, 1.5) / 1.5, region, data_range=1.0)
-        out[f"{contrast}_border_psnr"] = psnr(np.clip(x, 0, 1.5) / 1.5, np.clip(y, 0, 1.5) / 1.5, border,
-                                              data_range=1.0)
+        shown, truth = np.clip(x, 0, 1.5) / 1.5, np.clip(y, 0, 1.5) / 1.5
+        out[f"{contrast}_psnr"] = psnr(shown, truth, region, data_range=1.0)
+        out[f"{contrast}_border_psnr"] = psnr(shown, truth, border, data_range=1.0)
         for part, label in PARTS.items():
             where = seg == label
             if where.sum() >= 10:

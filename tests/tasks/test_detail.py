@@ -13,7 +13,7 @@ from volgen.modules import VCM, VCMConfig
 from volgen.ops import GuidedFit, guided_filter, local_linear_fit, window_fit
 from volgen.tasks.detail import at_median_level, transfer_detail
 from volgen.io.volume import Volume
-from volgen.tasks.noise_match import noise_level
+from volgen.tasks.noise_match import noise_level, relative_noise
 from volgen.tasks.synthesis import synthesize, with_scans_noise
 
 
@@ -84,11 +84,12 @@ def test_a_sample_fitted_to_noisy_1mm_conditions_gets_their_noise_relative_to_th
     head[4:36, 4:40, 4:32] = True
     smooth = np.where(head, smooth_volume((40, 44, 36), seed=7) / 1000 * 0.2 + 0.4, 0.0).astype(np.float32)
     smooth[10, 10, 10] = 0.999                                    # near the top: the noise may not take it past 1
-    noisy, sd = with_scans_noise(smooth, head, conditions, seed=0, index=0)
+    relative = relative_noise([v.array for v in conditions.values()], head)
+    noisy, sd = with_scans_noise(smooth, head, relative, seed=0, index=0)
     wanted = 0.03 * np.median(smooth[head])                       # the middle of 0.02, 0.03 and 0.04
     assert noise_level(noisy, head) == pytest.approx(wanted, rel=0.1) and sd == pytest.approx(wanted, rel=0.1)
     assert np.all(noisy[~head] == 0) and noisy.max() <= 1.0 and noisy.dtype == np.float32
-    again, _ = with_scans_noise(smooth, head, conditions, seed=0, index=0)
+    again, _ = with_scans_noise(smooth, head, relative, seed=0, index=0)
     np.testing.assert_array_equal(noisy, again)                  # the seed decides the noise
 
 
@@ -98,8 +99,8 @@ def test_only_a_sample_on_a_finer_grid_gets_the_noise(tmp_path, tiny_models):
         shape = (40, 44, 36) if spacing == 1.0 else (20, 22, 18)
         folder = write_brats_case(tmp_path, name, shape=shape, affine=np.diag([spacing] * 3 + [1.0]))
         cases = {c: folder / f"{name}-{c}.nii.gz" for c in ("t1n", "t2w", "t2f")}
-        assert "noise_sd" not in synthesize(cases, **settings).info
-        assert ("noise_sd" in synthesize(cases, estimate="sample", **settings).info) == (spacing == 1.0)
+        assert "matched_noise_sd" not in synthesize(cases, **settings).info
+        assert ("matched_noise_sd" in synthesize(cases, estimate="sample", **settings).info) == (spacing == 1.0)
 
 
 def test_a_fine_estimate_is_rescaled_to_put_its_heads_median_at_the_contrasts_level():

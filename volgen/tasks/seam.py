@@ -57,8 +57,9 @@ def restored_and_met(pre, model_array: np.ndarray, source, inside: np.ndarray, m
                      healthy_border: np.ndarray | None = None) -> np.ndarray:
     """A model-grid fill (`pre`, the preprocessed source, restores it) on the source Volume's grid as float32, met to
     its known voxels round `inside`: on a grid finer than the model's the interpolated fill does not meet them; on the
-    model's own grid nothing changes. `healthy_border`: voxels of `inside` re-synthesised only so that the fill blends
-    in (a lesion's border of healthy tissue); they get back the source's detail that the model grid cannot hold."""
+    model's own grid only what the sampler itself left off them is met. `healthy_border`: voxels of `inside`
+    re-synthesised only so that the fill blends in (a lesion's border of healthy tissue); they get back the source's
+    detail that the model grid cannot hold."""
     restored = pre.restore(model_array, dtype=np.float32).array
     if healthy_border is not None:
         lost = source.array - pre.restore(pre.array, dtype=np.float32).array

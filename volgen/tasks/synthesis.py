@@ -92,11 +92,12 @@ def finer_than_model(volume: Volume, model_spacing_mm: float) -> bool:
     return all(s <= FINER_GRID * model_spacing_mm for s in volume.spacing)
 
 
-def with_scans_noise(image: np.ndarray, head: np.ndarray, conditions: dict, seed: int, index: int):
-    """(a sample fitted to 1 mm conditions, with white noise up to the conditions' noise relative to their signal,
-    the noise's sd): the fit keeps the conditions' anatomy but smooths their noise away, and a sample is for users who
-    want the acquired scan's look, e.g. a segmenter's training case (volgen/tasks/noise_match.py)."""
-    level = relative_noise([v.array for v in conditions.values()], head) * float(np.median(image[head]))
+def with_scans_noise(image: np.ndarray, head: np.ndarray, relative_level: float, seed: int, index: int):
+    """(a sample fitted to 1 mm conditions, with white noise up to `relative_level` (the conditions' noise relative to
+    their signal, noise_match.relative_noise) times its head median, the noise's sd): the fit keeps the conditions'
+    anatomy but smooths their noise away, and a sample is for users who want the acquired scan's look, e.g. a
+    segmenter's training case (volgen/tasks/noise_match.py)."""
+    level = relative_level * float(np.median(image[head]))
     noisy, sd = with_noise_up_to(image, head, level, 0.0, np.random.default_rng([seed, index]))
     return np.minimum(noisy, np.float32(1.0)), sd             # the [0, 1] every synthesised volume is on
 
@@ -134,16 +135,19 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
         # the detail transfer fits the estimate to the conditions itself, at their resolution; fitted on the model
         # grid first, the 1 mm t2f came out blurrier (validation, session 37: gradient ratio 0.83 -> 0.77)
         inputs.pop("refine")
+    # the conditions' noise relative to their signal, measured once for every target a sample gets it on
+    scans_noise = relative_noise([v.array for v in volumes.values()], head) \
+        if detail and sampling.estimate == "sample" else None
     outputs, uncertainty, noise_sd = {}, {}, {}
-    for contrast in targets:
+    for index, contrast in enumerate(targets):
         with timer(f"sample {contrast}"):
             array, spread = sampling.run(model, first.grid.model_shape, contrast=contrast, **inputs)
         with timer("restore"):
             if detail:
                 fine = to_unit(transfer_detail(model, prepared, volumes, contrast, array, SPEC.inputs))
                 fine = at_median_level(fine, head, contrast)
-                if sampling.estimate == "sample":
-                    fine, noise_sd[contrast] = with_scans_noise(fine, head, volumes, sampling.seed, len(noise_sd))
+                if scans_noise is not None:
+                    fine, noise_sd[contrast] = with_scans_noise(fine, head, scans_noise, sampling.seed, index)
                 restored = reference.with_array(fine)
             else:
                 restored = first.restore(to_unit(array), unscale=False, fill=0.0, dtype=np.float32)
@@ -156,7 +160,7 @@ def synthesize(case, *, cond=None, target=None, sampling: Sampling | None = None
     info = {"job": "synthesis", "case": name, "conditions": list(volumes), "targets": targets,
             **sampling.describe(model, contrasts=targets), "model_grid": list(first.grid.model_shape),
             "detail_transfer": bool(detail), "bias_correction": bool(bias_correction),
-            **({"noise_sd": noise_sd} if noise_sd else {}),
+            **({"matched_noise_sd": noise_sd} if noise_sd else {}),
             "intensity": "float32 in [0, 1], 0 outside the head",
             "seconds": timer.seconds}
     return JobResult(outputs=outputs, uncertainty=uncertainty, inputs=given, info=info)
