@@ -34,9 +34,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from volgen.modules import fine_atlas
 from volgen.modules.lesion_profile import LesionProfile
 from volgen.modules.prior import BACKGROUND, FillPrior, HalfPrecisionBuffers, bounding_box, item_groups
-from volgen.modules.registration import apply_warp, groupwise_template, register
+from volgen.modules.registration import Warp, apply_warp, groupwise_template, register
 
 TEMPLATE_STRIDE = 2          # the template is stored at half the model grid's resolution
 MAP_SHELL = 4                # voxels around the mask on which the registered atlas's intensity map is fitted
@@ -58,6 +59,8 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
         # saved only when used, so the models saved before they existed load as they were
         self.register_buffer("basis", torch.zeros(n_contrasts, components, 0, 0, 0), persistent=components > 0)
         self.register_buffer("atlas", torch.zeros(n_contrasts, 0, 0, 0), persistent=registered)
+        # the atlas's detail finer than the model grid (volgen/modules/fine_atlas.py): saved once it is set
+        self.register_buffer("fine", torch.zeros(n_contrasts, 0, 0, 0), persistent=False)
         self.register_buffer("done", torch.tensor(False))
         self.lesion = LesionProfile(n_contrasts)
 
@@ -113,6 +116,19 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
         self._non_persistent_buffers_set.discard("atlas")
         self._non_persistent_buffers_set.add("basis")
 
+    def use_fine_detail(self, detail: torch.Tensor) -> None:
+        """The registered atlas's detail (C, FACTOR x the atlas's shape) that a finer grid than the model's gets
+        (fine_at)."""
+        if not self.registered or tuple(detail.shape) != (len(self.atlas), *(fine_atlas.FACTOR * s for s in
+                                                                              self.atlas.shape[1:])):
+            raise ValueError(f"the fine detail {tuple(detail.shape)} does not fit the atlas {tuple(self.atlas.shape)}")
+        self.fine = detail.to(self.done.device, torch.float32)
+        self._non_persistent_buffers_set.discard("fine")
+
+    @property
+    def has_fine_detail(self) -> bool:
+        return self.fine.numel() > 0
+
     def template_for(self, labels: torch.Tensor | None, shape, like: torch.Tensor) -> torch.Tensor:
         """(B, 1, *shape): each item's contrast template on the full grid, centred in `shape`."""
         small = self.template[_contrasts(labels, len(like)).to(self.template.device)][:, None]
@@ -165,15 +181,32 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
                 moved = warped[i, 0].float()
             else:
                 moved = self.register_atlas(image[i].float(), known[i, 0].float(), int(contrasts[i]))
-            out[i, 0] = _quadratic_map(moved, image[i, 0].float(), shell[i, 0]).to(image.dtype)
+            out[i, 0] = intensity_map(moved, image[i, 0].float(), shell[i, 0])(moved).to(image.dtype)
         return out
 
     def register_atlas(self, image: torch.Tensor, weight: torch.Tensor, contrast: int) -> torch.Tensor:
         """(D, H, W): the atlas of `contrast` registered to `image` (1, D, H, W), counting its voxels by `weight`
         (D, H, W; 0 where unknown), before any intensity map."""
+        return self.warped_atlas(self.case_warp(image, weight, contrast), contrast, image.shape[1:])
+
+    def case_warp(self, image: torch.Tensor, weight: torch.Tensor, contrast: int) -> Warp:
+        """The warp that registers the atlas of `contrast`, centred on the grid of `image` (1, D, H, W), to it."""
         atlas = _centred(self.atlas[contrast][None].to(image.device, torch.float32), image.shape[1:])
-        warp = register(atlas, image.float(), weight.float(), smooth=CASE_WARP_SMOOTH)
-        return apply_warp(atlas[None], warp)[0, 0]
+        return register(atlas, image.float(), weight.float(), smooth=CASE_WARP_SMOOTH)
+
+    def warped_atlas(self, warp: Warp, contrast: int, shape) -> torch.Tensor:
+        """(*shape): the atlas of `contrast`, centred on a grid of `shape`, through `warp`."""
+        atlas = _centred(self.atlas[contrast][None, None].float(), shape)
+        return apply_warp(atlas.to(warp.affine.device), warp)[0, 0]
+
+    def fine_at(self, contrast: int, warp: Warp, model_index: torch.Tensor, model_shape) -> torch.Tensor:
+        """The fine atlas of `contrast` (the atlas upsampled plus its fine detail) at the model-grid points
+        `model_index` (..., 3) through a case warp (case_warp) on a grid of `model_shape`, before any intensity
+        map."""
+        atlas = self.atlas[contrast][None].float()
+        fine = fine_atlas.upsampled(atlas)[0]
+        fine = torch.where(fine > BACKGROUND + 1e-6, fine + self.fine[contrast].float(), fine)
+        return fine_atlas.sample_fine(fine, warp, model_index, model_shape, atlas.shape[1:], BACKGROUND)
 
     def forward(self, conditions: torch.Tensor, present=None, target=None,
                 warped: torch.Tensor | None = None) -> torch.Tensor:
@@ -217,6 +250,10 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             destination[prefix + "atlas_shape"] = torch.tensor(support.shape, dtype=torch.int64)
             destination[prefix + "atlas_support"] = _pack_bits(support.flatten())
             destination[prefix + "atlas_values"] = atlas[:, support]                   # (C, voxels)
+        fine = destination.pop(prefix + "fine", None)
+        if fine is not None and atlas is not None:    # the head's fine voxels, 4 bits each (_pack_detail)
+            scale, packed = _pack_detail(fine.detach()[:, _fine_support(support)])
+            destination[prefix + "fine_scale"], destination[prefix + "fine_values"] = scale, packed
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if prefix + "basis_values" in state_dict:                  # the sparse form: back to the dense basis
@@ -232,8 +269,15 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             dense = values.new_full((len(values), *shape), BACKGROUND)
             dense[:, support] = values
             state_dict[prefix + "atlas"] = dense
+            if prefix + "fine_values" in state_dict:
+                fine = _fine_support(support)
+                dense = torch.zeros(len(values), *fine.shape)
+                dense[:, fine] = _unpack_detail(state_dict.pop(prefix + "fine_scale"),
+                                                state_dict.pop(prefix + "fine_values"), int(fine.sum()))
+                state_dict[prefix + "fine"] = dense
+                self._non_persistent_buffers_set.discard("fine")
         # the template's size is known only once fitted: take the saved one's shape before loading it
-        for name in ("template", "basis", "atlas"):
+        for name in ("template", "basis", "atlas", "fine"):
             saved = state_dict.get(prefix + name)
             if saved is not None:
                 mine = getattr(self, name)
@@ -255,13 +299,41 @@ def _unpack_bits(packed: torch.Tensor, shape) -> torch.Tensor:
     return ((packed[:, None] & _BITS) > 0).flatten()[:count].view(*shape)
 
 
-def _quadratic_map(x: torch.Tensor, y: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """x mapped by the quadratic that best fits y from x on the voxels `where` (x itself with too few of them)."""
+DETAIL_LEVELS = 7          # the fine detail is saved as integers -7..7 times a scale per contrast (4 bits)
+DETAIL_CLIP = 0.999        # the scale: this quantile of |detail| is the top level; the rarer larger values clip
+
+
+def _fine_support(support: torch.Tensor) -> torch.Tensor:
+    """The atlas's head voxels (D, H, W) on the fine grid."""
+    for axis in range(3):
+        support = support.repeat_interleave(fine_atlas.FACTOR, dim=axis)
+    return support
+
+
+def _pack_detail(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, V) -> (scale (C, 1) float32, uint8 bytes holding two 4-bit levels each). The detail is an estimate from
+    a few dozen registered twins, far coarser than 1/14 of its range; 4 bits keep the shipped weights in budget."""
+    values = values.float()
+    scale = (torch.quantile(values.abs()[:, ::max(1, values.shape[1] // 100_000)], DETAIL_CLIP, dim=1,
+                            keepdim=True) / DETAIL_LEVELS).clamp_min(1e-8)
+    levels = (torch.round(values / scale).clamp(-DETAIL_LEVELS, DETAIL_LEVELS) + DETAIL_LEVELS).to(torch.uint8)
+    flat = torch.cat([levels.flatten(), levels.new_zeros(levels.numel() % 2)]).view(-1, 2)
+    return scale, flat[:, 0] * 16 + flat[:, 1]
+
+
+def _unpack_detail(scale: torch.Tensor, packed: torch.Tensor, voxels: int) -> torch.Tensor:
+    levels = torch.stack([packed // 16, packed % 16], 1).flatten()[:len(scale) * voxels]
+    return (levels.float() - DETAIL_LEVELS).view(len(scale), voxels) * scale.float()
+
+
+def intensity_map(x: torch.Tensor, y: torch.Tensor, where: torch.Tensor):
+    """The quadratic that best fits y from x on the voxels `where`, as a function (the identity with too few of
+    them): a registered atlas's values to a case's intensities."""
     if int(where.sum()) < 10:
-        return x
+        return lambda v: v
     features = torch.stack([torch.ones_like(x[where]), x[where], x[where] ** 2], 1).double()
-    coefficients = torch.linalg.lstsq(features, y[where].double()[:, None]).solution[:, 0].to(x.dtype)
-    return coefficients[0] + coefficients[1] * x + coefficients[2] * x ** 2
+    c = torch.linalg.lstsq(features, y[where].double()[:, None]).solution[:, 0].tolist()
+    return lambda v: c[0] + c[1] * v + c[2] * v ** 2
 
 
 def _contrasts(labels: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -279,6 +351,6 @@ def _centred(x: torch.Tensor, shape) -> torch.Tensor:
     widths crop."""
     widths = []
     for have, size in zip(reversed(x.shape[-3:]), reversed(tuple(shape))):       # F.pad lists the last dim first
-        before = (size - have) // 2 if size >= have else -((have - size) // 2)
+        before = fine_atlas.centring_offset(have, size)
         widths += [before, size - have - before]
     return F.pad(x, widths, value=BACKGROUND)

@@ -10,6 +10,7 @@ from volgen.errors import InputError
 from volgen.io.contrasts import contrast_of_input
 from volgen.io.preprocess import GridSpec, background_level, cast_like, preprocess
 from volgen.io.resample import grid_difference, same_grid
+from volgen.tasks.fine_fill import atlas_detail, case_registration, prior_options
 from volgen.tasks.job import JobResult, Sampling, Timer, as_volume, model_spacing, volume_path
 from volgen.tasks.models import backbone_of
 from volgen.tasks.noise_match import with_matched_noise
@@ -44,10 +45,14 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         pre, image, keep = on_model_grid(source, inside, model, contrast)
     device, _ = sampling.device_and_steps(model)   # the projection's tensors live where the model samples
     with timer("sample"):
+        # a healthy fill on a finer grid gets the atlas's finer detail (tasks/fine_fill.py): the case's warp, once
+        registration = case_registration(model, source, image, keep, contrast) if mode == "healthy" else None
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
+                                     **prior_options(registration, device),
                                      **SPEC.inputs(image=image, mask=keep, insert=mode == "lesion", device=device))
     with timer("restore"):
-        restored = restored_and_met(pre, array, source, inside, model_spacing(model))
+        detail = atlas_detail(model, pre, source, image, keep, inside, contrast, registration)
+        restored = restored_and_met(pre, array, source, inside, model_spacing(model), detail=detail)
         noise_sd = None
         if sampling.estimate == "sample" and finer_than_model(source, model_spacing(model)):
             # a sample is for texture: drawn on the model grid it lacks the finer scan's grain (tasks/noise_match.py)
@@ -84,6 +89,9 @@ def prior_fill(volume, mask: np.ndarray, model, contrast: str) -> np.ndarray:
     """The module's prior on its own, healthy mode, on the volume's grid: what the module corrects (benchmarks)."""
     pre, image, keep = on_model_grid(volume, mask, model, contrast)
     conditions = SPEC.inputs(image=image, mask=keep, insert=False)["conditions"]
-    filled = model.prior(conditions, None, backbone_of(model).class_labels(contrast))[0, 0].numpy()
-    restored = restored_and_met(pre, filled, volume, mask, model_spacing(model))
+    registration = case_registration(model, volume, image, keep, contrast)
+    filled = model.prior(conditions, None, backbone_of(model).class_labels(contrast),
+                         **prior_options(registration).get("prior_options", {}))[0, 0].numpy()
+    detail = atlas_detail(model, pre, volume, image, keep, mask, contrast, registration)
+    restored = restored_and_met(pre, filled, volume, mask, model_spacing(model), detail=detail)
     return np.where(mask, cast_like(restored, volume.array.dtype), volume.array)

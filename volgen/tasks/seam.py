@@ -54,13 +54,16 @@ def met_at_boundary(fill: np.ndarray, source: np.ndarray, inside: np.ndarray, re
 
 
 def restored_and_met(pre, model_array: np.ndarray, source, inside: np.ndarray, model_spacing: float,
-                     healthy_border: np.ndarray | None = None) -> np.ndarray:
+                     healthy_border: np.ndarray | None = None, detail: np.ndarray | None = None) -> np.ndarray:
     """A model-grid fill (`pre`, the preprocessed source, restores it) on the source Volume's grid as float32, met to
     its known voxels round `inside`: on a grid finer than the model's the interpolated fill does not meet them; on the
     model's own grid only what the sampler itself left off them is met. `healthy_border`: voxels of `inside`
     re-synthesised only so that the fill blends in (a lesion's border of healthy tissue); they get back the source's
-    detail that the model grid cannot hold."""
+    detail that the model grid cannot hold. `detail` (source grid): added to the fill before it is met (a healthy
+    fill's fine atlas detail, tasks/fine_fill.py)."""
     restored = pre.restore(model_array, dtype=np.float32).array
+    if detail is not None:
+        restored = restored + detail
     if healthy_border is not None:
         lost = source.array - pre.restore(pre.array, dtype=np.float32).array
         # outside `inside` too: the mismatch the seam meets is then the model's own change there, not that detail
