@@ -59,6 +59,7 @@ def main() -> None:
         case = generate_case(args.seed, index, PhantomSpec(pet=None, spacing=1))
         total += registered_twin(case, contrasts, _centred(atlas, atlas.shape[1:])).double()
     model.prior.use_fine_detail(fine_atlas.detail_of((total / args.cases).float()))
+    model.config.prior_fine_detail = True
     metadata = {**model.hub_metadata, "fine_atlas": {
         "cases": f"{args.cases} phantoms of seed {args.seed} at 1 mm", "seconds": round(time.perf_counter() - began)}}
     hub.save_pretrained(model, args.out, dtype=torch.float16, metadata=metadata, overwrite=True, int8=True)

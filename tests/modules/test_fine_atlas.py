@@ -88,3 +88,18 @@ def test_the_fine_detail_saves_in_four_bits_on_the_heads_voxels_and_loads_back()
     unclipped = detail[:, head].abs() <= 7 * step
     assert (error[unclipped] <= step.expand_as(error)[unclipped] / 2 + 1e-6).all()
     assert unclipped.float().mean() > 0.99
+
+
+def test_a_prior_built_for_fine_detail_names_its_tensors_before_it_is_fitted_and_loads_back_without_one():
+    built = TemplateFillPrior(4, registered=True, fine_detail=True)
+    built.atlas = torch.full((4, 4, 4, 4), 0.5)
+    state = built.state_dict()
+    assert state["fine_scale"].shape == (4, 1) and state["fine_values"].numel() == 0
+    loaded = TemplateFillPrior(4, registered=True, fine_detail=True)
+    loaded.load_state_dict(state)
+    assert not loaded.has_fine_detail
+    old = TemplateFillPrior(4, registered=True)                        # a module saved before the fine detail
+    old.atlas = built.atlas
+    assert "fine_values" not in old.state_dict()
+    result = TemplateFillPrior(4, registered=True, fine_detail=True).load_state_dict(old.state_dict(), strict=False)
+    assert result.missing_keys == ["fine"] and not result.unexpected_keys

@@ -52,15 +52,17 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
     half_buffers = ("basis", "atlas")    # float16: the largest buffers of a shipped module
 
     def __init__(self, n_contrasts: int, components: int = 0, shell: int = 2, ridge: float = 1e-3,
-                 tolerance: float = 1e-5, max_iterations: int = 2000, registered: bool = False):
+                 tolerance: float = 1e-5, max_iterations: int = 2000, registered: bool = False,
+                 fine_detail: bool = False):
         super().__init__(tolerance, max_iterations)
         self.components, self.shell, self.ridge, self.registered = components, shell, ridge, registered
         self.register_buffer("template", torch.zeros(n_contrasts, 0, 0, 0))
         # saved only when used, so the models saved before they existed load as they were
         self.register_buffer("basis", torch.zeros(n_contrasts, components, 0, 0, 0), persistent=components > 0)
         self.register_buffer("atlas", torch.zeros(n_contrasts, 0, 0, 0), persistent=registered)
-        # the atlas's detail finer than the model grid (volgen/modules/fine_atlas.py): saved once it is set
-        self.register_buffer("fine", torch.zeros(n_contrasts, 0, 0, 0), persistent=False)
+        # the atlas's detail finer than the model grid (volgen/modules/fine_atlas.py): saved where the config says
+        # so (empty until scripts/fit_fine_atlas.py fits it) or once it is set
+        self.register_buffer("fine", torch.zeros(n_contrasts, 0, 0, 0), persistent=fine_detail)
         self.register_buffer("done", torch.tensor(False))
         self.lesion = LesionProfile(n_contrasts)
 
@@ -252,7 +254,10 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             destination[prefix + "atlas_values"] = atlas[:, support]                   # (C, voxels)
         fine = destination.pop(prefix + "fine", None)
         if fine is not None and atlas is not None:    # the head's fine voxels, 4 bits each (_pack_detail)
-            scale, packed = _pack_detail(fine.detach()[:, _fine_support(support)])
+            if fine.numel():
+                scale, packed = _pack_detail(fine.detach()[:, _fine_support(support)])
+            else:                                   # not fitted yet: a built model names the tensors its save will have
+                scale, packed = torch.zeros(len(fine), 1), torch.zeros(0, dtype=torch.uint8)
             destination[prefix + "fine_scale"], destination[prefix + "fine_values"] = scale, packed
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -270,10 +275,11 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
             dense[:, support] = values
             state_dict[prefix + "atlas"] = dense
             if prefix + "fine_values" in state_dict:
+                scale, packed = state_dict.pop(prefix + "fine_scale"), state_dict.pop(prefix + "fine_values")
                 fine = _fine_support(support)
-                dense = torch.zeros(len(values), *fine.shape)
-                dense[:, fine] = _unpack_detail(state_dict.pop(prefix + "fine_scale"),
-                                                state_dict.pop(prefix + "fine_values"), int(fine.sum()))
+                dense = torch.zeros(len(values), *(fine.shape if packed.numel() else (0, 0, 0)))
+                if packed.numel():
+                    dense[:, fine] = _unpack_detail(scale, packed, int(fine.sum()))
                 state_dict[prefix + "fine"] = dense
                 self._non_persistent_buffers_set.discard("fine")
         # the template's size is known only once fitted: take the saved one's shape before loading it

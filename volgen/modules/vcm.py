@@ -54,7 +54,8 @@ PRIORS = {
     "interpolation": lambda config, n, classes: InterpolationPrior(config.prior_factor, config.prior_axis),
     "fill": lambda config, n, classes: FillPrior(),
     "template_fill": lambda config, n, classes: TemplateFillPrior(max(classes or 0, 1), config.prior_components,
-                                                                  registered=config.prior_registered),
+                                                                  registered=config.prior_registered,
+                                                                  fine_detail=config.prior_fine_detail),
     "label_table": lambda config, n, classes: LabelTablePrior(_labelled("label_table", classes)),
 }
 
@@ -85,6 +86,8 @@ class VCMConfig(DictConfig):
     prior_components: int = 0                        # template_fill: principal components fitted per case (0: mean)
     prior_registered: bool = False                   # template_fill: a sharp atlas registered to each case instead
                                                      # of the components (volgen/modules/registration.py)
+    prior_fine_detail: bool = False                  # and that atlas's 1 mm detail (volgen/modules/fine_atlas.py,
+                                                     # fitted by scripts/fit_fine_atlas.py after training)
     gate_buckets: int = 1                            # the gate's bias: one per bin of timesteps
 
     def __post_init__(self):
@@ -97,6 +100,8 @@ class VCMConfig(DictConfig):
             raise ValueError(f"prior: '{self.prior}' is not one of {', '.join(PRIORS)}")
         if self.prior_registered and self.prior_components:
             raise ValueError("prior_registered replaces prior_components: set prior_components to 0")
+        if self.prior_fine_detail and not self.prior_registered:
+            raise ValueError("prior_fine_detail is the registered atlas's: set prior_registered too")
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> torch.nn.Module:
