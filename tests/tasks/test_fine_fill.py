@@ -103,3 +103,18 @@ def test_the_registration_handed_to_the_sampler_is_the_priors_own_and_a_two_mm_c
     lesion = [inpaint(volume, volume.with_array(mask), model=str(folder), mode="lesion", **settings)
               .outputs["inpainted"].array for folder in (fine, plain)]
     np.testing.assert_array_equal(*lesion)
+
+
+def test_a_case_stored_lps_gets_the_same_detail_as_the_same_case_stored_ras(fine_module):
+    """BraTS stores LPS: the detail goes through the affines, so the same anatomy stored with two axes reversed is
+    filled the same, voxel for voxel once flipped back."""
+    fine, _ = fine_module
+    model = load_model("inpainting", str(fine), device="cpu")
+    volume, mask = _case(fine, 1.0)
+    n = volume.shape[0]
+    lps_affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps_affine[:2, 3] = n - 1                                       # voxel (n-1-i, n-1-j, k) is RAS voxel (i, j, k)
+    lps = Volume(np.ascontiguousarray(volume.array[::-1, ::-1]), lps_affine, name="case-t2f")
+    ras_fill = prior_fill(volume, mask > 0, model, "t2f")
+    lps_fill = prior_fill(lps, np.ascontiguousarray(mask[::-1, ::-1]) > 0, model, "t2f")
+    np.testing.assert_allclose(lps_fill[::-1, ::-1], ras_fill, atol=1e-3 * np.ptp(ras_fill))
