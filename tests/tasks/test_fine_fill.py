@@ -92,7 +92,7 @@ def test_the_registration_handed_to_the_sampler_is_the_priors_own_and_a_two_mm_c
     registration = case_registration(model, volume, image, keep, "t2f")
     conditions = TASKS["inpainting"].inputs(image=image, mask=keep, insert=False)["conditions"]
     labels = backbone_of(model).class_labels("t2f")
-    handed = model.prior(conditions, None, labels, **prior_options(registration)["prior_options"])
+    handed = model.prior(conditions, None, labels, **prior_options(registration))
     torch.testing.assert_close(handed, model.prior(conditions, None, labels), atol=1e-6, rtol=0)
     settings = dict(contrast="t2f", steps=2, progress=False, device="cpu")
     coarse, coarse_mask = _case(fine, 2.0)

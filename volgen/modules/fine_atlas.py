@@ -45,7 +45,7 @@ def warped_points(warp: Warp, points: torch.Tensor) -> torch.Tensor:
 
 def fine_points(coarse_shape, factor: int = FACTOR) -> torch.Tensor:
     """(*fine_shape, 3): the coarse index (float64) of every voxel centre of the grid `factor` times finer."""
-    axes = [(torch.arange(factor * n, dtype=torch.float64) + 0.5) / factor - 0.5 for n in coarse_shape]
+    axes = [coarse_index_of_fine(torch.arange(factor * n, dtype=torch.float64), factor) for n in coarse_shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
 
 

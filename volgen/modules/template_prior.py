@@ -170,7 +170,7 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
         given and finite, is an item's atlas already registered (training's cache: volgen/training/atlas_cache.py)."""
         contrasts = _contrasts(labels, len(image)).to(self.atlas.device)
         known = mask < 0.5
-        shell = (F.max_pool3d(mask.float(), 2 * MAP_SHELL + 1, 1, MAP_SHELL) > 0.5) & known
+        shell = map_shell(mask)
         out = torch.empty_like(image)
         for i in range(len(image)):
             # a sampling call tiles one case over its draws: register it once
@@ -330,6 +330,12 @@ def _pack_detail(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _unpack_detail(scale: torch.Tensor, packed: torch.Tensor, voxels: int) -> torch.Tensor:
     levels = torch.stack([packed // 16, packed % 16], 1).flatten()[:len(scale) * voxels]
     return (levels.float() - DETAIL_LEVELS).view(len(scale), voxels) * scale.float()
+
+
+def map_shell(mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, D, H, W) bool: the known voxels within MAP_SHELL voxels of each item's mask, where the registered atlas's
+    intensity map is fitted."""
+    return (F.max_pool3d(mask.float(), 2 * MAP_SHELL + 1, 1, MAP_SHELL) > 0.5) & (mask < 0.5)
 
 
 def intensity_map(x: torch.Tensor, y: torch.Tensor, where: torch.Tensor):

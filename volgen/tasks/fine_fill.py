@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from volgen.modules.prior import bounding_box
-from volgen.modules.template_prior import MAP_SHELL, intensity_map
+from volgen.modules.template_prior import intensity_map, map_shell
 from volgen.tasks.job import model_spacing
 from volgen.tasks.models import backbone_of
 from volgen.tasks.synthesis import finer_than_model
@@ -44,8 +43,8 @@ def case_registration(model, source, image: torch.Tensor, keep: torch.Tensor, co
 
 
 def prior_options(registration, device=None) -> dict:
-    """The sampler's keyword for the prior's registered atlas (none without a registration)."""
-    return {} if registration is None else {"prior_options": {"warped": registration[1].to(device)}}
+    """The prior's per-call settings for a registration: its registered atlas (none without one)."""
+    return {} if registration is None else {"warped": registration[1].to(device)}
 
 
 def atlas_detail(model, pre, source, image: torch.Tensor, keep: torch.Tensor, inside: np.ndarray, contrast: str,
@@ -58,9 +57,7 @@ def atlas_detail(model, pre, source, image: torch.Tensor, keep: torch.Tensor, in
     warp, warped = registration
     index = int(backbone_of(model).class_labels(contrast))
     shape = tuple(image.shape[2:])
-    known = keep[0, 0] < 0.5
-    shell = (F.max_pool3d(keep.float(), 2 * MAP_SHELL + 1, 1, MAP_SHELL)[0, 0] > 0.5) & known
-    to_case = intensity_map(warped[0, 0].float(), image[0, 0].float(), shell)
+    to_case = intensity_map(warped[0, 0].float(), image[0, 0].float(), map_shell(keep)[0, 0])
     box = _grown_box(inside, 2 * REACH, source.shape)
     axes = [torch.arange(s.start, s.stop, dtype=torch.float64) for s in box]
     source_index = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)

@@ -48,7 +48,7 @@ def inpaint(volume, mask, *, mode: str = "healthy", contrast: str | None = None,
         # a healthy fill on a finer grid gets the atlas's finer detail (tasks/fine_fill.py): the case's warp, once
         registration = case_registration(model, source, image, keep, contrast) if mode == "healthy" else None
         array, spread = sampling.run(model, pre.grid.model_shape, contrast=contrast,
-                                     **prior_options(registration, device),
+                                     prior_options=prior_options(registration, device),
                                      **SPEC.inputs(image=image, mask=keep, insert=mode == "lesion", device=device))
     with timer("restore"):
         detail = atlas_detail(model, pre, source, image, keep, inside, contrast, registration)
@@ -91,7 +91,7 @@ def prior_fill(volume, mask: np.ndarray, model, contrast: str) -> np.ndarray:
     conditions = SPEC.inputs(image=image, mask=keep, insert=False)["conditions"]
     registration = case_registration(model, volume, image, keep, contrast)
     filled = model.prior(conditions, None, backbone_of(model).class_labels(contrast),
-                         **prior_options(registration).get("prior_options", {}))[0, 0].numpy()
+                         **prior_options(registration))[0, 0].numpy()
     detail = atlas_detail(model, pre, volume, image, keep, mask, contrast, registration)
     restored = restored_and_met(pre, filled, volume, mask, model_spacing(model), detail=detail)
     return np.where(mask, cast_like(restored, volume.array.dtype), volume.array)
