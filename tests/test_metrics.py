@@ -98,6 +98,31 @@ def test_the_downstream_bench_reads_brats_regions_and_writes_them_back():
     assert torch.equal(seg.head(head), expected)
 
 
+def test_several_segmenter_runs_load_as_one_ensemble_of_their_averaged_probabilities(tmp_path):
+    """segmenter.load("A,B"): the logit of the mean of the two segmenters' sigmoid probabilities, so thresholding it
+    at 0 asks whether their average probability is over one half; one run loads as that segmenter alone."""
+    from safetensors.torch import save_file
+
+    from tests.helpers import load_script
+
+    seg = load_script("segmenter")
+    nets = []
+    for k in range(2):
+        torch.manual_seed(k)
+        net = seg.build().eval()
+        (tmp_path / f"run{k}").mkdir()
+        save_file(net.state_dict(), str(tmp_path / f"run{k}" / "segmenter.safetensors"))
+        nets.append(net)
+    x = torch.randn(1, 4, 16, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        mean = (torch.sigmoid(nets[0](x)) + torch.sigmoid(nets[1](x))) / 2
+        single = seg.load(tmp_path / "run0")(x)
+        both = seg.load(f"{tmp_path / 'run0'},{tmp_path / 'run1'}")(x)
+    assert torch.allclose(single, nets[0](x))
+    assert torch.allclose(torch.sigmoid(both), mean, atol=1e-5)
+    assert not torch.equal(both > 0, single > 0)            # the second segmenter changes some voxel's call
+
+
 def test_the_robustness_arm_fills_one_contrast_of_a_crop_from_its_stand_ins():
     """crop_batch with a pool: at drop 1 each crop has exactly one contrast from the pool (the same window); a case
     without a pool draws the very crops it drew before pools existed."""

@@ -111,7 +111,8 @@ def montage(path: Path, case, target: str, shown: dict, segmentations: dict) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--segmenter", default="runs/segmenter")
+    parser.add_argument("--segmenter", default="runs/segmenter",
+                        help="a segmenter.py run, or several comma-separated: their ensemble (probabilities averaged)")
     parser.add_argument("--heldout", default="phantoms/heldout")
     parser.add_argument("--train", default="phantoms/train", help="what the regression baseline is fitted on")
     parser.add_argument("--cases", type=int, default=20)
@@ -131,7 +132,9 @@ def main() -> None:
     cases = seg.prepared(args.heldout, max_cases=args.cases)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = {"segmenter": json.loads((Path(args.segmenter) / "segmenter.json").read_text()), "cases": len(cases),
+    runs = args.segmenter.split(",")
+    described = [json.loads((Path(run) / "segmenter.json").read_text()) | {"run": run} for run in runs]
+    results = {"segmenter": described[0] if len(runs) == 1 else {"ensemble": described}, "cases": len(cases),
                "model": args.model or "shipped",
                "heldout": args.heldout, "dice": {}, "ssim": {}, "per_case": {},
                "trained_without": {c: json.loads((r / "segmenter.json").read_text()) for c, r in
