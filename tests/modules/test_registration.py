@@ -8,8 +8,10 @@ from scipy import ndimage
 from volgen import hub
 from volgen.baselines import harmonic_fill
 from volgen.modules import build_conditioner
-from volgen.modules.registration import apply_warp, groupwise_template, register
+from volgen.modules import template_prior
+from volgen.modules.registration import Warp, apply_warp, groupwise_template, register
 from volgen.modules.template_prior import TemplateFillPrior
+from volgen.tasks.fine_fill import FINE_WARP_CONTROLS
 from volgen.training.data import CaseArrays
 
 from tests.modules.test_template_prior import INPAINTING
@@ -82,6 +84,32 @@ def test_the_registered_prior_fills_a_new_case_better_than_the_harmonic_fill():
         warp = register(torch.from_numpy(pattern)[None], torch.from_numpy(truth)[None], torch.ones(hole.shape))
     assert np.array_equal(in_bf16, filled)                           # the prior is arithmetic: float32 throughout
     assert warp.affine.dtype == warp.displacement.dtype == torch.float32
+
+
+def test_the_registered_prior_registers_on_each_lattice_asked_for_and_takes_the_mean_of_the_warped_atlases(
+        monkeypatch):
+    prior = TemplateFillPrior(1, registered=True)
+    prior.use_atlas(torch.from_numpy(_pattern())[None])
+    seen = []
+
+    def shift_by_lattice(moving, fixed, weight, *, control, smooth):     # a known warp per lattice
+        seen.append(control)
+        affine = torch.eye(3, 4)
+        affine[0, 3] = 0.05 * control                                     # normalised: a shift of ~0.5 voxel per unit
+        return Warp(affine, torch.zeros(1, 3, 2, 2, 2))
+
+    monkeypatch.setattr(template_prior, "register", shift_by_lattice)
+    image = torch.from_numpy(_pattern(1))[None]
+    weight = torch.ones(SIZE, SIZE, SIZE)
+    assert len(prior.case_warps(image, weight, 0)) == 1 and seen == [template_prior.CASE_WARP_CONTROL]
+    seen.clear()
+    warps = prior.case_warps(image, weight, 0, FINE_WARP_CONTROLS)
+    assert tuple(seen) == FINE_WARP_CONTROLS and len(seen) > 1
+    registered = prior.warped_atlas(warps, 0, image.shape[1:])
+    singles = [apply_warp(prior.atlas[None], shift_by_lattice(None, None, None, control=c, smooth=0))[0, 0]
+               for c in FINE_WARP_CONTROLS]
+    torch.testing.assert_close(registered, torch.stack(singles).mean(0))
+    assert all((registered - single).abs().max() > 0.01 for single in singles)   # the lattices' warps differ
 
 
 def test_a_module_with_the_registered_prior_saves_its_atlas_and_the_switch(tmp_path):

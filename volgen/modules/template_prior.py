@@ -45,10 +45,11 @@ MAP_SHELL = 4                # voxels around the mask on which the registered at
 # prior that follows the case's folds closely matters more than a warp that stays tame. Chosen on validation
 # phantoms (seed 300, 8 cases x 5 mask kinds, the prior alone, session 45) among 0.05, 0.01, 0.003 and 0.001:
 # margin over the exact harmonic fill +4.99, +5.73, +5.87, +5.51 dB; holes under 4,000 voxels +4.44 -> +5.24.
-# Its control lattice stays registration.register's 8 model voxels: 6 and 4 were tried on 1 mm validation
-# phantoms (seed 300, 4 cases x 5 masks, the job's fill, session 58): all fills +5.75 and +5.59 against
-# +5.62, holes under 4,000 voxels +4.97 and +4.61 against +4.59, large blobs -0.12 and -0.86 dB; 6 gained
-# on two cases and lost on the other two.
+# Its control lattice is registration.register's 8 model voxels. A case on a finer grid than the model's is
+# registered on more lattices, their warped atlases averaged (tasks/fine_fill.py: FINE_WARP_CONTROLS); on the model
+# grid the same two lattices were tried on validation phantoms (seed 300, 2 mm, 8 cases x 5 masks, session 59) by a
+# rule written first (no mask kind lower by more than 0.1 dB): all fills +6.01 against +5.87, but large blobs -0.12.
+CASE_WARP_CONTROL = 8
 CASE_WARP_SMOOTH = 0.003
 
 
@@ -193,26 +194,31 @@ class TemplateFillPrior(HalfPrecisionBuffers, FillPrior):
     def register_atlas(self, image: torch.Tensor, weight: torch.Tensor, contrast: int) -> torch.Tensor:
         """(D, H, W): the atlas of `contrast` registered to `image` (1, D, H, W), counting its voxels by `weight`
         (D, H, W; 0 where unknown), before any intensity map."""
-        return self.warped_atlas(self.case_warp(image, weight, contrast), contrast, image.shape[1:])
+        return self.warped_atlas(self.case_warps(image, weight, contrast), contrast, image.shape[1:])
 
-    def case_warp(self, image: torch.Tensor, weight: torch.Tensor, contrast: int) -> Warp:
-        """The warp that registers the atlas of `contrast`, centred on the grid of `image` (1, D, H, W), to it."""
+    def case_warps(self, image: torch.Tensor, weight: torch.Tensor, contrast: int,
+                   controls=(CASE_WARP_CONTROL,)) -> tuple[Warp, ...]:
+        """The warps, one per control lattice of `controls` (model voxels), that register the atlas of `contrast`,
+        centred on the grid of `image` (1, D, H, W), to it."""
         atlas = _centred(self.atlas[contrast][None].to(image.device, torch.float32), image.shape[1:])
-        return register(atlas, image.float(), weight.float(), smooth=CASE_WARP_SMOOTH)
+        return tuple(register(atlas, image.float(), weight.float(), control=control, smooth=CASE_WARP_SMOOTH)
+                     for control in controls)
 
-    def warped_atlas(self, warp: Warp, contrast: int, shape) -> torch.Tensor:
-        """(*shape): the atlas of `contrast`, centred on a grid of `shape`, through `warp`."""
+    def warped_atlas(self, warps: tuple[Warp, ...], contrast: int, shape) -> torch.Tensor:
+        """(*shape): the atlas of `contrast`, centred on a grid of `shape`, through each of the case's `warps`
+        (case_warps), averaged."""
         atlas = _centred(self.atlas[contrast][None, None].float(), shape)
-        return apply_warp(atlas.to(warp.affine.device), warp)[0, 0]
+        return torch.stack([apply_warp(atlas.to(warp.affine.device), warp)[0, 0] for warp in warps]).mean(0)
 
-    def fine_at(self, contrast: int, warp: Warp, model_index: torch.Tensor, model_shape) -> torch.Tensor:
+    def fine_at(self, contrast: int, warps: tuple[Warp, ...], model_index: torch.Tensor, model_shape) -> torch.Tensor:
         """The fine atlas of `contrast` (the atlas upsampled plus its fine detail) at the model-grid points
-        `model_index` (..., 3) through a case warp (case_warp) on a grid of `model_shape`, before any intensity
-        map."""
+        `model_index` (..., 3) through each of the case's `warps` (case_warps) on a grid of `model_shape`, averaged
+        as warped_atlas averages; before any intensity map."""
         atlas = self.atlas[contrast][None].float()
         fine = fine_atlas.upsampled(atlas)[0]
         fine = torch.where(fine > BACKGROUND + 1e-6, fine + self.fine[contrast].float(), fine)
-        return fine_atlas.sample_fine(fine, warp, model_index, model_shape, atlas.shape[1:], BACKGROUND)
+        return torch.stack([fine_atlas.sample_fine(fine, warp, model_index, model_shape, atlas.shape[1:], BACKGROUND)
+                            for warp in warps]).mean(0)
 
     def forward(self, conditions: torch.Tensor, present=None, target=None,
                 warped: torch.Tensor | None = None) -> torch.Tensor:
