@@ -3,8 +3,9 @@
 The fill is made on the model grid (2 mm) and interpolated back. On a 1 mm grid it then lacks what a 2 mm atlas
 cannot hold: the cortex's and the ventricle walls' finer edges, which the harmonic fill it is judged against does not
 have either, so on small holes the two were close (issue 41: 5 of 30 small holes of fresh 1 mm phantoms under +1 dB).
-Where the inpainting module's prior has a fine atlas (volgen/modules/fine_atlas.py), the case's warp, fitted once on
-the model grid, carries it onto the case's own voxels, the prior's intensity map takes it to the case's intensities,
+Where the inpainting module's prior has a fine atlas (volgen/modules/fine_atlas.py), the case's warps (one per lattice
+of FINE_WARP_CONTROLS), fitted once on the model grid, carry it onto the case's own voxels, averaged, the prior's
+intensity map takes it to the case's intensities,
 and the part of it that the job's round trip to the model grid and back loses is added to the fill before the fill is
 met to the known voxels (tasks/seam.py).
 """
@@ -28,7 +29,7 @@ from volgen.tasks.synthesis import finer_than_model
 # folds differ from the training twins' more than a phantom's do.
 DETAIL_WEIGHT = 1.5
 # The case is registered on two control lattices, of 8 and 6 model voxels, and the fill takes the mean of the two
-# warped atlases and of their fine detail: where one lattice cannot follow a fold the other often can, and their
+# warped atlases and of the fine atlas through each warp: where one lattice cannot follow a fold the other often can, and their
 # mean misplaces an edge by less than either. Chosen on 1 mm validation phantoms (seed 300, 4 cases x 5 masks, t2f,
 # the job's fill, sessions 58-59) by a rule written first (holes under 4,000 2 mm voxels +0.2 dB, no mask kind lower
 # by more than 0.1): all fills +5.82 dB over the exact harmonic fill against +5.62 with 8 alone, small holes +4.91
