@@ -29,13 +29,13 @@ from volgen.tasks.synthesis import finer_than_model
 # folds differ from the training twins' more than a phantom's do.
 DETAIL_WEIGHT = 1.5
 # The case is registered on two control lattices, of 8 and 6 model voxels, and the fill takes the mean of the two
-# warped atlases and of the fine atlas through each warp: where one lattice cannot follow a fold the other often can, and their
-# mean misplaces an edge by less than either. Chosen on 1 mm validation phantoms (seed 300, 4 cases x 5 masks, t2f,
-# the job's fill, sessions 58-59) by a rule written first (holes under 4,000 2 mm voxels +0.2 dB, no mask kind lower
-# by more than 0.1): all fills +5.82 dB over the exact harmonic fill against +5.62 with 8 alone, small holes +4.91
-# against +4.59, every kind higher. 6 alone (+5.75; large blobs -0.12) and 4 alone (+5.59) did not pass, nor did
-# the two lattices on the model grid itself (template_prior.CASE_WARP_CONTROL), nor a third lattice of 10 (session
-# 59: small holes +5.10, large blobs +6.79, but tumour masks +5.58 against +5.80; 6 s more per case).
+# warped atlases and of the fine atlas through each warp: where one lattice cannot follow a fold the other often can,
+# and their mean misplaces an edge by less than either. Chosen on 1 mm validation phantoms (seed 300, 4 cases x 5
+# masks, t2f, the job's fill, sessions 58-59) by a rule written first (holes under 4,000 2 mm voxels +0.2 dB, no mask
+# kind lower by more than 0.1): all fills +5.82 dB over the exact harmonic fill against +5.62 with 8 alone, small
+# holes +4.91 against +4.59, every kind higher. 6 alone (+5.75; large blobs -0.12) and 4 alone (+5.59) did not pass,
+# nor did the two lattices on the model grid itself (template_prior.CASE_WARP_CONTROL), nor a third lattice of 10
+# (session 59: small holes +5.10, large blobs +6.79, but tumour masks +5.58 against +5.80; 6 s more per case).
 FINE_WARP_CONTROLS = (8, 6)
 REACH = 4                 # source voxels round the mask's box whose detail the round trip to the model grid needs
 
