@@ -119,7 +119,8 @@ def measure(seeds: list[int], cases: int, train_cases: int, targets: list[str]) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="800,900,1000",
-                        help="fresh phantom seeds (100-600 are trained, held out, validated or calibrated on)")
+                        help="fresh phantom seeds (100-600 and 3100-3600 are trained, held out, validated or "
+                             "calibrated on)")
     parser.add_argument("--cases", type=int, default=3)
     parser.add_argument("--train-cases", type=int, default=4)
     parser.add_argument("--targets", default="t1c,t2f")

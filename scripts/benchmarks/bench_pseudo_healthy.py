@@ -114,7 +114,8 @@ def fill(volume: Volume, mask: np.ndarray, contrast: str, estimate: str, seed: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="800,900,1000",
-                        help="phantom seeds: fresh ones (100-600 are trained, held out, validated or calibrated on)")
+                        help="phantom seeds: fresh ones (100-600 and 3100-3600 are trained, held out, validated or "
+                             "calibrated on)")
     parser.add_argument("--cases", type=int, default=5, help="cases per seed")
     parser.add_argument("--contrast", default="t2f")
     parser.add_argument("--model", help="the inpainting module (default: the shipped one); a run's export to "
