@@ -4,10 +4,9 @@ The fill is made on the model grid (2 mm) and interpolated back. On a 1 mm grid 
 cannot hold: the cortex's and the ventricle walls' finer edges, which the harmonic fill it is judged against does not
 have either, so on small holes the two were close (issue 41: 5 of 30 small holes of fresh 1 mm phantoms under +1 dB).
 Where the inpainting module's prior has a fine atlas (volgen/modules/fine_atlas.py), the case's warps (one per lattice
-of FINE_WARP_CONTROLS), fitted once on the model grid, carry it onto the case's own voxels, averaged, the prior's
-intensity map takes it to the case's intensities,
-and the part of it that the job's round trip to the model grid and back loses is added to the fill before the fill is
-met to the known voxels (tasks/seam.py).
+of FINE_WARP_CONTROLS), fitted once on the model grid, carry it onto the case's own voxels, averaged; the prior's
+intensity map takes it to the case's intensities, and the part of it that the job's round trip to the model grid and
+back loses is added to the fill before the fill is met to the known voxels (tasks/seam.py).
 """
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ FINE_WARP_CONTROLS = (8, 6)
 # neither built. (1) The warped fine atlas registered again to the case's 1 mm voxels round the mask (a local warp):
 # the warp strayed (3 voxels on average over its lattice, up to 30); on a lattice of 6-8 voxels the prior's fill on
 # one seed-300 tumour mask lost 0.6-7 dB by the settings, on 12 voxels it gained 0.3 dB and the case's small blob
-# lost 0.2.
-# (2) The fill mixed with the harmonic fill by a weight fitted on a ring of known voxels round the mask: on seeds with
+# lost 0.2. (2) The fill mixed with the harmonic fill by a weight fitted on a ring of known voxels round the mask: on seeds with
 # small tumours (3100-3600, kept for validation since) the best weight in hindsight added at most 0.08 dB where the
 # prior's fill was under +1 dB (phantom-s3400-0003: +0.38 -> +0.46, grown by 2 voxels +0.59 -> +0.64): there the two
 # fills err alike (mostly white matter with a sulcus's tip and the scan's own texture), and no mix lifts them.
