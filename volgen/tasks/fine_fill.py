@@ -37,10 +37,10 @@ DETAIL_WEIGHT = 1.5
 # (session 59: small holes +5.10, large blobs +6.79, but tumour masks +5.58 against +5.80; 6 s more per case).
 FINE_WARP_CONTROLS = (8, 6)
 # Two more tried against the 1 mm tail (fills within 1 dB of the harmonic fill) on validation phantoms in session 60,
-# neither built. (1) The warped fine atlas registered again to the case's 1 mm voxels round the mask (a local warp):
-# the warp strayed (3 voxels on average over its lattice, up to 30); on a lattice of 6-8 voxels the prior's fill on
-# one seed-300 tumour mask lost 0.6-7 dB by the settings, on 12 voxels it gained 0.3 dB and the case's small blob
-# lost 0.2. (2) The fill mixed with the harmonic fill by a weight fitted on a ring of known voxels round the mask: on seeds with
+# neither built. (1) The warped fine atlas registered again to the case's 1 mm voxels round the mask (a local warp): the
+# warp strayed (3 voxels on average over its lattice, up to 30); on a lattice of 6-8 voxels the prior's fill on one
+# seed-300 tumour mask lost 0.6-7 dB by the settings, on 12 voxels it gained 0.3 dB and the case's small blob lost 0.2.
+# (2) The fill mixed with the harmonic fill by a weight fitted on a ring of known voxels round the mask: on seeds with
 # small tumours (3100-3600, kept for validation since) the best weight in hindsight added at most 0.08 dB where the
 # prior's fill was under +1 dB (phantom-s3400-0003: +0.38 -> +0.46, grown by 2 voxels +0.59 -> +0.64): there the two
 # fills err alike (mostly white matter with a sulcus's tip and the scan's own texture), and no mix lifts them.
