@@ -284,3 +284,24 @@ def test_a_segmenter_trained_without_a_contrast_never_sees_it(phantom_dir, tmp_p
     assert images[:, 1].abs().max() == 0
     assert all(images[:, c].abs().max() > 0.5 for c in (0, 2, 3))
     assert json.loads((run / "segmenter.json").read_text())["without"] == "t1c"
+
+
+def test_the_few_label_summary_pairs_each_arms_runs_with_plain_seed_by_seed():
+    """bench_few_labels' gain per seed is the arm's mean Dice minus plain's of the same seed (a seed without both runs
+    is left out), and its standard error is the paired gains' sd (ddof 1) over the square root of their count."""
+    from tests.helpers import load_script
+
+    bench = load_script("bench_few_labels")
+    dice = {("plain", 0): 0.870, ("plain", 1): 0.823, ("plain", 2): 0.890,
+            ("into", 0): 0.914, ("into", 1): 0.796, ("into", 2): 0.946, ("into", 3): 0.9}
+    runs = {f"n8-seed{seed}-{arm}": {"n": 8, "seed": seed, "arm": arm, "WT": v, "TC": v, "ET": v, "mean": v}
+            for (arm, seed), v in dice.items()}
+    row = bench.summary(runs)["8"]
+    gains = [0.914 - 0.870, 0.796 - 0.823, 0.946 - 0.890]
+    assert list(row["gain_into_per_seed"]) == ["0", "1", "2"]
+    np.testing.assert_allclose(list(row["gain_into_per_seed"].values()), gains)
+    mean_gain = (0.914 + 0.796 + 0.946 + 0.9) / 4 - (0.870 + 0.823 + 0.890) / 3
+    assert abs(row["gain_into"] - mean_gain) < 1e-12
+    spread = (sum((g - sum(gains) / 3) ** 2 for g in gains) / 2) ** 0.5
+    assert abs(row["gain_into_se"] - spread / 3 ** 0.5) < 1e-12
+    assert "gain" not in row                                    # no volgen arm was run

@@ -19,8 +19,11 @@ left-right flips):
 half by default). With `--made-crops tumour` the made cases give only tumour-centred crops (half of them), and every
 brain-centred crop, the healthy tissue the segmenter must leave alone, comes from the real cases.
 Each segmenter is scored on the held-out phantoms with every contrast real: Dice for WT, TC, ET and their mean. The
-table gives mean and sd over the seeds per arm and N. Runs, made cases and scores are kept under --runs, so the
-bench resumes where it stopped (a run resumes from its last checkpoint).
+table gives mean and sd over the seeds per arm and N, and each arm's gain over plain seed by seed with its standard
+error: one run's mean Dice moves with its seed by as much as the gain (held out, N = 8: into seeds' sd 0.065), so
+compare arms over many seeds (about ten to resolve 0.05) and choose nothing on one run. Runs, made cases and scores
+are kept under --runs, so the bench resumes where it stopped (a run resumes from its last checkpoint) and seeds can
+be added across sessions.
 
     python scripts/benchmarks/bench_few_labels.py [--n 4,8,16] [--seeds 0,1,2] [--steps 1000] [--made 24]
 """
@@ -212,8 +215,22 @@ def summary(runs: dict) -> dict:
         for arm, key in GAIN_KEYS.items():
             if row["plain"] and row[arm]:
                 row[key] = row[arm]["mean"][0] - row["plain"]["mean"][0]
+                paired = paired_gains(runs, n, arm)
+                row[key + "_per_seed"] = paired
+                if len(paired) > 1:
+                    row[key + "_se"] = float(np.std(list(paired.values()), ddof=1) / np.sqrt(len(paired)))
         out[str(n)] = row
     return out
+
+
+def paired_gains(runs: dict, n: int, arm: str) -> dict:
+    """{seed: the arm's mean Dice minus plain's} over the seeds that have both runs. One run's mean Dice moves by as
+    much as the gain with its seed, and by 0.09 with a tenth of a per cent change in its made cases (session 61): the
+    seeds' paired gains give the gain's standard error."""
+    def by_seed(name):
+        return {r["seed"]: r["mean"] for r in runs.values() if r["n"] == n and r["arm"] == name}
+    plain, other = by_seed("plain"), by_seed(arm)
+    return {str(seed): other[seed] - plain[seed] for seed in sorted(set(plain) & set(other))}
 
 
 def print_table(results: dict) -> None:
@@ -227,7 +244,9 @@ def print_table(results: dict) -> None:
         for arm, key in GAIN_KEYS.items():
             if key in row:
                 sd = max(row["plain"]["mean"][1], row[arm]["mean"][1])
-                print(f"    {arm} - plain (mean Dice): {row[key]:+.3f} (seeds' sd {sd:.3f})")
+                seeds = " ".join(f"{v:+.3f}" for v in row.get(key + "_per_seed", {}).values())
+                error = f", standard error {row[key + '_se']:.3f}" if key + "_se" in row else ""
+                print(f"    {arm} - plain (mean Dice): {row[key]:+.3f} (seeds' sd {sd:.3f}; per seed {seeds}{error})")
     eight, sixteen = results["summary"].get("8", {}), results["summary"].get("16", {})
     for arm, key in GAIN_KEYS.items():
         if key in eight:
