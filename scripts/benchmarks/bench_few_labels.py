@@ -20,7 +20,7 @@ half by default). With `--made-crops tumour` the made cases give only tumour-cen
 brain-centred crop, the healthy tissue the segmenter must leave alone, comes from the real cases.
 Each segmenter is scored on the held-out phantoms with every contrast real: Dice for WT, TC, ET and their mean. The
 table gives mean and sd over the seeds per arm and N, and each arm's gain over plain seed by seed with its standard
-error: one run's mean Dice moves with its seed by as much as the gain (held out, N = 8: into seeds' sd 0.065), so
+error: one run's mean Dice moves with its seed by as much as the gain (held out, N = 8: into seeds' sd 0.058), so
 compare arms over many seeds (about ten to resolve 0.05) and choose nothing on one run. Runs, made cases and scores
 are kept under --runs, so the bench resumes where it stopped (a run resumes from its last checkpoint) and seeds can
 be added across sessions.
