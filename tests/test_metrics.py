@@ -171,6 +171,48 @@ def test_made_cases_can_give_only_the_tumour_centred_crops():
     assert bool((x == 1).all())
 
 
+def test_a_made_case_on_its_source_scale_gives_its_untouched_tissue_the_source_z(tmp_path):
+    """segmenter.on_source_scale: a made case whose second tumour moved its preprocessing's scale (here by a line)
+    and its brain's mean and sd gets, outside the tumour, the z its source gives those voxels; z-scored on its own it
+    does not. A made case naming no training case is refused, naming its record."""
+    import json
+
+    import torch
+
+    from tests.helpers import load_script
+    from volgen.training.data import CaseArrays
+
+    seg = load_script("segmenter")
+    shape = (16, 16, 16)
+    gen = torch.Generator().manual_seed(3)
+    brain = torch.zeros(shape, dtype=torch.bool)
+    brain[2:14, 2:14, 2:14] = True
+    source_images = torch.where(brain, torch.rand((4, *shape), generator=gen) * 0.5, -1.0)
+    labels = torch.zeros(shape, dtype=torch.int64)
+    labels[3:5, 3:5, 3:5] = 2
+    made_labels = labels.clone()
+    made_labels[8:13, 8:13, 8:13] = 2
+    made_images = source_images * 0.8 + 0.05                 # the second tumour moved the case's scale
+    made_images[:, 8:13, 8:13, 8:13] = 0.9                   # and it is bright
+    made_images = torch.where(brain, made_images, -1.0)
+
+    def item(name, images, seg_labels):
+        case = CaseArrays(name, images, seg=seg_labels, brain=brain)
+        return {"name": name, "image": seg.normalise(images, brain), "brain": brain, "case": case}
+
+    source, made = item("case-a", source_images, labels), item("made-000", made_images, made_labels)
+    (tmp_path / "made-000").mkdir()
+    (tmp_path / "made-000" / "made-000.json").write_text(json.dumps({"case": "case-a"}))
+    scaled = seg.on_source_scale([made], [source], tmp_path)[0]
+    untouched = brain & (made_labels == 0)
+    assert torch.allclose(scaled["image"][:, untouched], source["image"][:, untouched], atol=1e-4)
+    assert (made["image"][:, untouched] - source["image"][:, untouched]).abs().mean() > 0.05
+    assert bool((scaled["image"][:, ~brain] == 0).all())
+    (tmp_path / "made-000" / "made-000.json").write_text(json.dumps({"case": "case-b"}))
+    with pytest.raises(SystemExit, match="made-000.json: no source case"):
+        seg.on_source_scale([made], [source], tmp_path)
+
+
 def test_the_mixed_arm_takes_the_first_half_of_each_kind_of_made_case(tmp_path):
     """bench_few_labels' mixed arm: one folder of links, the first count / 2 into cases then as many healthy ones,
     read back by find_cases in that order; a second call leaves the links as they are."""

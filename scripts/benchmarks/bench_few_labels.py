@@ -119,7 +119,7 @@ def heldout_dice(run: Path, heldout: list[dict], scored_on: str = "heldout") -> 
     return result
 
 
-def train_run(run: Path, args, n: int, seed: int, extra: Path | None) -> None:
+def train_run(run: Path, args, n: int, seed: int, extra: Path | None, scale: str = "own") -> None:
     info = run / "segmenter.json"
     if info.is_file() and json.loads(info.read_text())["steps"] == args.steps:
         return
@@ -128,7 +128,7 @@ def train_run(run: Path, args, n: int, seed: int, extra: Path | None) -> None:
     if extra is not None:
         # the first --made of the folder's cases: a folder made for a larger count is shared with smaller ones
         argv += ["--extra", str(extra), "--extra-cases", str(args.made), "--extra-crops", args.made_crops,
-                 "--extra-fraction", str(args.made_share)]
+                 "--extra-fraction", str(args.made_share), "--extra-scale", scale]
     began = time.perf_counter()
     seg.train(seg.arguments(argv))
     print(f"trained {run.name} in {(time.perf_counter() - began) / 60:.1f} min", flush=True)
@@ -157,6 +157,9 @@ def main() -> None:
     parser.add_argument("--made-crops", choices=("any", "tumour"), default="any",
                         help="which crops may come from made cases: any, or only the tumour-centred half (runs "
                              "with made cases then end in -tumourcrops)")
+    parser.add_argument("--made-scale", choices=("own", "source"), default="own",
+                        help="z-score each into case on its own or as the labelled case it was made from "
+                             "(segmenter.py --extra-scale; into runs with source end in -srcscale)")
     parser.add_argument("--runs", type=Path, help="where runs and made cases are kept (default "
                                                   "runs/few-labels-STEPS-grain: made cases are cached, so the "
                                                   "lesion job's noise grain, session 30, needed a new folder)")
@@ -170,7 +173,7 @@ def main() -> None:
     heldout = seg.prepared(args.heldout, max_cases=args.cases)
     results = {"steps": args.steps, "made_cases": args.made, "made_share": args.made_share,
                "mass_effect_mm": args.mass_effect,
-               "made_crops": args.made_crops, "model": args.model,
+               "made_crops": args.made_crops, "made_scale": args.made_scale, "model": args.model,
                "heldout": str(args.heldout), "cases": len(heldout), "runs": {}}
     # runs with made cases name what differs from the defaults; the made cases are shared (made-000.. are the same)
     suffix = "-tumourcrops" if args.made_crops == "tumour" else ""
@@ -184,6 +187,8 @@ def main() -> None:
             names = seg.subset(train_names, n, seed)
             for arm in arms:
                 run = args.runs / f"n{n}-seed{seed}-{arm}{suffix if arm != 'plain' else ''}"
+                if arm == "into" and args.made_scale == "source":
+                    run = run.with_name(run.name + "-srcscale")
                 extra = {"plain": None, "volgen": made}.get(arm)
                 if arm in ("into", "mixed"):    # made once per N and seed, whichever crops they give
                     extra = make_cases(args.train, args.runs / f"n{n}-seed{seed}-into" / f"made{pushed}",
@@ -192,7 +197,7 @@ def main() -> None:
                     extra = mixed_cases(run.with_name(run.name + "-made"), [extra, made], args.made)
                 if arm == "ideal":
                     extra = ideal_cases(args.train, run.with_name(run.name + "-cases"), names, args.made)
-                train_run(run, args, n, seed, extra)
+                train_run(run, args, n, seed, extra, args.made_scale if arm == "into" else "own")
                 results["runs"][run.name] = {"n": n, "seed": seed, "arm": arm,
                                              **heldout_dice(run, heldout, args.heldout.name)}
                 print(f"{run.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results["runs"][run.name].items()

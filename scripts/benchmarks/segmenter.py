@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from monai.losses import DiceLoss
 from monai.networks.nets import SegResNet
+from scipy import ndimage
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -41,13 +42,15 @@ def regions(seg: torch.Tensor) -> torch.Tensor:
     return torch.stack([seg > 0, (seg == 1) | (seg == 3), seg == 3]).float()
 
 
-def normalise(images: torch.Tensor, brain: torch.Tensor, present=None) -> torch.Tensor:
-    """(C, ...) z-scored per contrast inside the brain, zero outside it; contrasts not `present` are all zeros."""
+def normalise(images: torch.Tensor, brain: torch.Tensor, present=None, reference=None) -> torch.Tensor:
+    """(C, ...) z-scored per contrast inside the brain, zero outside it; contrasts not `present` are all zeros. With
+    `reference` (images, brain) of another scan on the same intensity scale, with that scan's brain mean and sd."""
+    ref_images, ref_brain = reference if reference is not None else (images, brain)
     out = torch.zeros_like(images)
     for c in range(images.shape[0]):
         if present is not None and not present[c]:
             continue
-        values = images[c][brain]
+        values = ref_images[c][ref_brain]
         out[c] = torch.where(brain, (images[c] - values.mean()) / values.std().clamp_min(1e-6), 0.0)
     return out
 
@@ -129,6 +132,40 @@ def prepared(root, max_cases=None) -> list[dict]:
     return out
 
 
+def on_source_scale(made: list[dict], sources: list[dict], folder: Path) -> list[dict]:
+    """Made cases z-scored as the scans they were made from, not on their own. A second tumour raises the brain's
+    mean and spread on T2 and FLAIR, so a made case z-scored on its own shows its untouched tissue darker than a real
+    case would (FLAIR -0.06 sd on average over 24 into cases, session 62), and a segmenter trained on half made crops
+    then meets real cases a little brighter than it learnt healthy tissue to be. Each made case names its source in
+    its JSON (`case`); its images are mapped onto the source's model scale by a line fitted per contrast on the brain
+    voxels both share (more than 3 voxels from any label the source lacks: the job changes only those within 2 mm), then
+    normalised with the source's brain mean and sd."""
+    by_name = {s["name"]: s for s in sources}
+    out = []
+    for case in made:
+        record = folder / case["name"] / f"{case['name']}.json"
+        source_name = json.loads(record.read_text())["case"] if record.is_file() else None
+        if source_name not in by_name:
+            raise SystemExit(f"{record}: no source case among the training cases ({source_name}); "
+                             "--extra-scale source needs cases made from them")
+        source = by_name[source_name]
+        images, source_images = case["case"].images, source["case"].images
+        if images.shape != source_images.shape:
+            raise SystemExit(f"{folder / case['name']}: grid {tuple(images.shape[1:])} differs from its source "
+                             f"{source_name}'s {tuple(source_images.shape[1:])}")
+        added = (case["case"].seg > 0) & (source["case"].seg == 0)
+        near = ndimage.binary_dilation(added.numpy(), iterations=3)
+        shared = torch.from_numpy(~near) & case["brain"] & source["brain"]
+        mapped = images.clone()
+        for c in range(images.shape[0]):
+            x, y = images[c][shared].double().numpy(), source_images[c][shared].double().numpy()
+            slope, intercept = np.polyfit(x, y, 1)
+            mapped[c] = images[c] * float(slope) + float(intercept)
+        image = normalise(mapped, case["brain"], reference=(source_images, source["brain"]))
+        out.append({**case, "image": image})
+    return out
+
+
 def head(images: torch.Tensor) -> torch.Tensor:
     """A case without a brain mask file: the voxels where any contrast differs from its background, the value most
     voxels share (not the minimum, which one dark voxel would move)."""
@@ -166,13 +203,16 @@ def train(args) -> None:
         with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype, type(np.dtype(np.float64))]):
             optimizer.load_state_dict(torch.load(found[-1].with_suffix(".opt"), weights_only=True))
         start = int(found[-1].stem.split("-")[1])
-    cases = subset(prepared(args.train), args.subset, args.subset_seed)
+    everything = prepared(args.train)
+    cases = subset(everything, args.subset, args.subset_seed)
     if args.without:
         cases = [{**c, "image": without(c["image"], args.without)} for c in cases]
     if args.pool:
         pool = torch.load(args.pool, weights_only=True)             # {case name: (contrasts, samples, D, H, W)}
         cases = [{**c, "pool": pool[c["name"]]} if c["name"] in pool else c for c in cases]
     extra = prepared(args.extra, max_cases=args.extra_cases) if args.extra else []
+    if extra and args.extra_scale == "source":
+        extra = on_source_scale(extra, everything, Path(args.extra))
     loss_fn = DiceLoss(sigmoid=True, batch=True)
     log = (run / "metrics.csv").open("a")
     if start == 0:
@@ -209,6 +249,7 @@ def train(args) -> None:
                                                     "extra_cases": len(extra),
                                                     "extra_fraction": args.extra_fraction if extra else 0.0,
                                                     "extra_crops": args.extra_crops if extra else None,
+                                                    "extra_scale": args.extra_scale if extra else None,
                                                     "pool": str(args.pool) if args.pool else None,
                                                     "drop": args.drop if args.pool else 0.0,
                                                     "without": args.without},
@@ -225,6 +266,9 @@ def arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--extra-fraction", type=float, default=0.5, help="share of crops from --extra")
     parser.add_argument("--extra-crops", choices=("any", "tumour"), default="any",
                         help="which crops may come from --extra: any, or only the tumour-centred half")
+    parser.add_argument("--extra-scale", choices=("own", "source"), default="own",
+                        help="z-score each --extra case on its own, or with the statistics of the training case it "
+                             "was made from (named in its JSON)")
     parser.add_argument("--pool", type=Path, help="synthesised stand-ins per case and contrast (bench_robustness.py)")
     parser.add_argument("--drop", type=float, default=0.5, help="share of crops with one contrast from --pool")
     parser.add_argument("--without", choices=MRI_CONTRASTS, help="train with this contrast absent in every crop")
