@@ -9,7 +9,10 @@ left-right flips):
   into all four contrasts by `volgen inpaint CASE --mask LABELS --mode lesion` (one sample each), its labels as the
   case's seg. The lesion module is volgen's shipped one: trained on phantoms, none of them held out here.
 - into (with `--arms ...,into`): the same, but the made cases are the run's own N labelled cases with a second
-  tumour inserted beside theirs (the labels: both tumours), for a user with no unlabelled scans.
+  tumour inserted beside theirs (the labels: both tumours), for a user with no unlabelled scans. Each is z-scored
+  with the statistics of the case it was made from (`--made-scale source`, the default since session 62, chosen on
+  validation phantoms by a rule written first; runs end in -srcscale): z-scored on its own, its second tumour lowers
+  its untouched tissue's z on T2 and FLAIR against the real cases'.
 - mixed (with `--arms ...,mixed`): half of the made cases of each kind (the first --made / 2 into cases, then as
   many healthy ones): into cases alone cost the whole tumour at N = 16, healthy brains with a tumour show the
   segmenter more tissue to leave alone.
@@ -157,9 +160,9 @@ def main() -> None:
     parser.add_argument("--made-crops", choices=("any", "tumour"), default="any",
                         help="which crops may come from made cases: any, or only the tumour-centred half (runs "
                              "with made cases then end in -tumourcrops)")
-    parser.add_argument("--made-scale", choices=("own", "source"), default="own",
-                        help="z-score each into case on its own or as the labelled case it was made from "
-                             "(segmenter.py --extra-scale; into runs with source end in -srcscale)")
+    parser.add_argument("--made-scale", choices=("own", "source"), default="source",
+                        help="z-score each into case as the labelled case it was made from (runs end in "
+                             "-srcscale) or on its own (segmenter.py --extra-scale; before session 62)")
     parser.add_argument("--runs", type=Path, help="where runs and made cases are kept (default "
                                                   "runs/few-labels-STEPS-grain: made cases are cached, so the "
                                                   "lesion job's noise grain, session 30, needed a new folder)")
