@@ -179,6 +179,7 @@ def main() -> None:
                "made_crops": args.made_crops, "made_scale": args.made_scale, "model": args.model,
                "heldout": str(args.heldout), "cases": len(heldout), "runs": {}}
     # runs with made cases name what differs from the defaults; the made cases are shared (made-000.. are the same)
+    # (but -srcscale, named though it is now the default: the into runs before it, on their own scale, keep their names)
     suffix = "-tumourcrops" if args.made_crops == "tumour" else ""
     suffix += f"-made{args.made}" if args.made != parser.get_default("made") else ""
     suffix += f"-share{args.made_share:g}" if args.made_share != parser.get_default("made_share") else ""

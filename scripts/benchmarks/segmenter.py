@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from monai.losses import DiceLoss
 from monai.networks.nets import SegResNet
-from scipy import ndimage
 from safetensors.torch import load_file, save_file
+from scipy import ndimage
 from tqdm import tqdm
 
 from volgen.io.contrasts import MRI_CONTRASTS
