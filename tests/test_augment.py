@@ -210,3 +210,38 @@ def test_labelled_lesion_insertion_can_push_the_tissue_aside(cases, tiny_models)
     assert torch.equal(out[0.0]["t1n"][~near], sample["t1n"][~near].float())
     assert not torch.equal(out[(2.0, 3.0)]["t1n"][~near], sample["t1n"][~near].float())
     assert torch.equal(out[0.0]["seg"], out[(2.0, 3.0)]["seg"])
+
+
+def test_labelled_lesion_insertion_can_z_score_with_the_statistics_from_before_it(cases, tiny_models):
+    """z_score=True: every contrast z-scored over its nonzero voxels as MONAI's NormalizeIntensityd(nonzero=True)
+    would z-score the case before the insertion, so the voxels the tumour left alone keep their source's z (MONAI's
+    normaliser run after the insertion moves them); with nothing inserted it is that normaliser exactly."""
+    from monai.transforms import EnsureChannelFirstd, LoadImaged, NormalizeIntensityd
+
+    records = _records(cases[2])
+    sample = EnsureChannelFirstd(keys=[*KEYS, "seg"])(LoadImaged(keys=[*KEYS, "seg"])(records))
+    new = torch.zeros_like(sample["seg"].as_tensor())
+    new[0, 8:20, 8:20, 6:16] = 2                                           # a large oedema: the brain's sd moves
+    new[0, 11:17, 11:17, 8:14] = 3
+    sample["new"] = new
+    normalise = NormalizeIntensityd(keys=list(KEYS), nonzero=True, channel_wise=True)
+
+    def copy(d):
+        return {k: v.clone() if hasattr(v, "clone") else v for k, v in d.items()}
+
+    settings = dict(label_key="seg", labels="new", model=str(tiny_models["lesion"]), steps=2, seed=1)
+    scored = InsertLesion(KEYS, z_score=True, **settings)(copy(sample))
+    raw = InsertLesion(KEYS, **settings)(copy(sample))
+    before, after = normalise(copy(sample)), normalise(copy(raw))
+    near = torch.nn.functional.max_pool3d((new > 0).float(), 3, stride=1, padding=1) > 0
+    moved = 0.0
+    for key in KEYS:
+        assert torch.allclose(scored[key][~near], before[key][~near], atol=1e-5), key
+        assert torch.allclose(scored[key][near], (raw[key][near] - sample[key][sample[key] != 0].mean())
+                              / sample[key][sample[key] != 0].std(unbiased=False), atol=1e-4), key
+        moved = max(moved, float((after[key][~near] - before[key][~near]).abs().max()))
+    assert moved > 1e-3                                     # z-scored after the insertion, untouched tissue moves
+    untouched = InsertLesion(KEYS, z_score=True, prob=0.0, **settings)(copy(sample))
+    for key in KEYS:
+        assert torch.allclose(untouched[key], before[key], atol=1e-5), key
+    assert untouched["lesion_inpainted"] == 0.0

@@ -14,7 +14,8 @@ its container type, channel layout and affine. Plain arrays without an affine ar
 
 Models load once per process (each data-loader worker loads its own on first use) and run on `device` with a
 `steps` budget. Synthesised and inpainted contrasts come back in [0, 1] (synthesis) or in the input's units
-(inpainting, super-resolution): normalise intensities after these transforms.
+(inpainting, super-resolution): normalise intensities after these transforms, or let `PseudoHealthy` and
+`InsertLesion` z-score with the statistics from before them (`z_score=True`).
 
 Randomness, as in MONAI's `Randomizable` and TorchIO's random transforms: every call draws fresh (other dropped
 contrasts, another diffusion sample), so an epoch never repeats the last one. The draws come from the pipeline's
@@ -237,14 +238,48 @@ class SynthesizeMissing(_VolgenTransform):
         return sample
 
 
+def nonzero_statistics(array: np.ndarray) -> tuple[float, float]:
+    """Mean and sd (the population's, as MONAI's NormalizeIntensity) of the nonzero voxels, a skull-stripped scan's
+    brain; (0, 1) for an empty image, sd 1 for a constant one."""
+    values = array[array != 0].astype(np.float64)
+    if values.size == 0:
+        return 0.0, 1.0
+    sd = float(values.std())
+    return float(values.mean()), sd if sd > 0 else 1.0
+
+
+def z_scored(array: np.ndarray, mean: float, sd: float) -> np.ndarray:
+    """float32 `array` with its nonzero voxels z-scored by `mean` and `sd`; zeros stay zero."""
+    out = array.astype(np.float32)
+    nonzero = array != 0
+    out[nonzero] = ((array[nonzero].astype(np.float64) - mean) / sd).astype(np.float32)
+    return out
+
+
 class _Inpaint(_VolgenTransform):
+    """With `z_score=True`, each of `keys` comes back z-scored over its nonzero voxels with the mean and sd it had
+    before this transform, whether it changed or not: use it in place of a NormalizeIntensityd(nonzero=True,
+    channel_wise=True) after the transform. Z-scored after it, a case whose tumour was added (or removed) has its
+    untouched tissue on another scale than its source's: a second tumour raises the brain's mean and sd on T2 and
+    FLAIR, and healthy tissue comes out darker in z than in the real cases the segmenter meets (README, Does it help
+    my segmenter?)."""
+
     mode = "healthy"
 
-    def __init__(self, keys=("t2f",), mask_key: str = "seg", prob: float = 1.0, **settings):
+    def __init__(self, keys=("t2f",), mask_key: str = "seg", prob: float = 1.0, z_score: bool = False, **settings):
         super().__init__(**settings)
-        self.keys, self.mask_key, self.prob = tuple(keys), mask_key, prob
+        self.keys, self.mask_key, self.prob, self.z_score = tuple(keys), mask_key, prob, z_score
 
     def __call__(self, sample):
+        if not self.z_score:
+            return self.apply(sample)
+        before = {k: nonzero_statistics(read_value(sample[k], self.spacing)[0]) for k in self.keys if k in sample}
+        sample = self.apply(sample)
+        for key, (mean, sd) in before.items():
+            sample[key] = write_value(sample[key], z_scored(read_value(sample[key], self.spacing)[0], mean, sd))
+        return sample
+
+    def apply(self, sample):
         rng = self.generator(sample, self.keys)
         done = False
         if self.mask_key in sample and rng.random() < self.prob:
@@ -278,7 +313,9 @@ class InsertLesion(_Inpaint):
       becomes the sample's labels with the new tumour's on top, so a segmenter trains on what was drawn.
       `mass_effect_mm` (mm, or a (low, high) range drawn per call) pushes the tissue around it aside first;
     - without: a lesion grown inside sample[mask_key] in each of `keys`, one contrast at a time, the labels left
-      as they are."""
+      as they are.
+    With `z_score=True` the contrasts come back z-scored with their statistics from before the insertion (see
+    `_Inpaint`): the scale on which made cases helped the few-label segmenter most (session 62)."""
 
     mode = "lesion"
 
@@ -288,9 +325,9 @@ class InsertLesion(_Inpaint):
         self.label_key, self.labels = label_key, labels
         self.mass_effect_mm = (mass_effect_mm, mass_effect_mm) if np.isscalar(mass_effect_mm) else mass_effect_mm
 
-    def __call__(self, sample):
+    def apply(self, sample):
         if self.label_key is None:
-            return super().__call__(sample)
+            return super().apply(sample)
         rng = self.generator(sample, self.keys)
         done = rng.random() < self.prob
         if done:
