@@ -315,7 +315,7 @@ class InsertLesion(_Inpaint):
     - without: a lesion grown inside sample[mask_key] in each of `keys`, one contrast at a time, the labels left
       as they are.
     With `z_score=True` the contrasts come back z-scored with their statistics from before the insertion (see
-    `_Inpaint`): the scale on which made cases helped the few-label segmenter most (session 62)."""
+    `_Inpaint`): the scale the few-label bench gives its made cases (README, Does it help my segmenter?)."""
 
     mode = "lesion"
 
